@@ -1,0 +1,93 @@
+# ccproxy — build / run / test entry points.
+#
+#   make start   build (release) and run the proxy with conf/ccproxy.yaml
+#   make test    run the whole test suite (unit, integration, doc tests)
+#   make lint    rustfmt check + clippy with warnings denied
+#   make bench   run the benchmarks
+#   make deps    install the system packages the build needs (Debian/Ubuntu)
+
+CARGO ?= cargo
+# Where cargo puts build output; honours CARGO_TARGET_DIR when it is set.
+TARGET ?= $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
+CONFIG_DIR ?= conf
+# --locked only makes sense once Cargo.lock exists.
+LOCKED := $(if $(wildcard Cargo.lock),--locked,)
+
+BIN := $(TARGET)/release/ccproxy
+
+# System packages needed to build (BoringSSL is compiled by boring-sys with
+# cmake; bindgen needs libclang). Format: <command-to-probe>:<debian-package>.
+DEP_CMDS := cmake:cmake pkg-config:pkg-config git:git perl:perl g++:g++ curl:curl
+DEP_PKGS := libclang-dev ca-certificates
+
+export DEBIAN_FRONTEND := noninteractive
+
+.PHONY: all deps build start test lint fmt clippy bench clean help
+
+all: build
+
+help:
+	@sed -n '2,9p' Makefile | sed 's/^# \{0,1\}//'
+
+deps:
+	@set -e; \
+	missing=""; \
+	for pair in $(DEP_CMDS); do \
+	  cmd=$${pair%%:*}; pkg=$${pair#*:}; \
+	  command -v "$$cmd" >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if command -v dpkg >/dev/null 2>&1; then \
+	  for pkg in $(DEP_PKGS); do \
+	    dpkg -s "$$pkg" 2>/dev/null | grep -q '^Status: install ok installed' || missing="$$missing $$pkg"; \
+	  done; \
+	else \
+	  echo "deps: dpkg not found (not Debian/Ubuntu?); make sure libclang is installed yourself."; \
+	fi; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: system packages OK"; \
+	else \
+	  echo "deps: missing:$$missing"; \
+	  if ! command -v apt-get >/dev/null 2>&1; then \
+	    echo "deps: apt-get not available; install these packages with your package manager:$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    SUDO=""; \
+	  elif command -v sudo >/dev/null 2>&1; then \
+	    SUDO="sudo"; \
+	  else \
+	    echo "deps: need root or sudo to install:$$missing" >&2; \
+	    echo "      run as root: apt-get update && apt-get install -y --no-install-recommends$$missing" >&2; \
+	    exit 1; \
+	  fi; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update; \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends$$missing; \
+	fi; \
+	if ! command -v $(CARGO) >/dev/null 2>&1; then \
+	  echo "deps: '$(CARGO)' not found. Install Rust via rustup:" >&2; \
+	  echo "      curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \$$HOME/.cargo/env" >&2; \
+	  exit 1; \
+	fi
+
+build: deps
+	$(CARGO) build --release $(LOCKED)
+
+start: build
+	$(BIN) --config $(CONFIG_DIR) start
+
+test: deps
+	$(CARGO) test $(LOCKED)
+
+lint: fmt clippy
+
+fmt:
+	$(CARGO) fmt --all -- --check
+
+clippy: deps
+	$(CARGO) clippy --all-targets $(LOCKED) -- -D warnings
+
+bench: deps
+	$(CARGO) bench $(LOCKED)
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,100 @@
+//! Command-line definitions (clap derive) and dispatch; each subcommand lives in `cli/<name>.rs`
+//! with one `run` function returning the process exit code.
+
+pub mod init;
+pub mod logs;
+pub mod run;
+pub mod start;
+pub mod status;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// ccproxy: an LLM API gateway for coding agents.
+#[derive(Debug, Parser)]
+#[command(name = "ccproxy", version, about, long_about = None)]
+pub struct Cli {
+    /// Config directory (or the ccproxy.yaml file itself). Default: $CCPROXY_CONFIG_DIR,
+    /// then $XDG_CONFIG_HOME/ccproxy, then ~/.config/ccproxy.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub config: Option<PathBuf>,
+
+    /// More output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway in the foreground until SIGTERM/SIGINT.
+    Start,
+    /// Write the default ccproxy.yaml into the config directory.
+    Init {
+        /// Overwrite an existing ccproxy.yaml.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show whether the gateway is up, and its hook pipeline.
+    ///
+    /// Exit code is a bitmask of what is down: 1 = proxy.
+    Status {
+        /// Print machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+        /// Health check only: print nothing, exit 1 if the proxy is down.
+        #[arg(long)]
+        proxy: bool,
+    },
+    /// Print the gateway's log file.
+    Logs {
+        /// Keep printing new lines as they are written.
+        #[arg(short, long)]
+        follow: bool,
+        /// Number of lines to show.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Run a command with its API base URLs pointed at the gateway.
+    ///
+    /// Sets ANTHROPIC_BASE_URL, OPENAI_BASE_URL and OPENAI_API_BASE to the gateway and runs the
+    /// command; ccproxy exits with the command's exit code.
+    Run {
+        /// The command and its arguments (put them after `--`).
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "COMMAND"
+        )]
+        command: Vec<String>,
+    },
+}
+
+/// Run the parsed command line.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let location = crate::config::locate(cli.config.as_deref());
+    match cli.command {
+        Command::Start => start::run(location, cli.verbose),
+        Command::Init { force } => init::run(&location, force),
+        Command::Status { json, proxy } => status::run(location, json, proxy),
+        Command::Logs { follow, lines } => logs::run(location, follow, lines),
+        Command::Run { command } => run::run(location, &command),
+    }
+}
+
+/// Load the config or print its error; `None` means "exit 1".
+pub(crate) fn load_config(
+    location: crate::config::ConfigLocation,
+) -> Option<crate::config::Config> {
+    match crate::config::Config::load(location) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("ccproxy: {e}");
+            None
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! `ccproxy run -- cmd…` (plain mode): point the usual SDK base-URL variables at the gateway
+//! and replace this process with the command, so its exit code is ccproxy's.
+
+use crate::config::ConfigLocation;
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+
+/// Variables set to the gateway's base URL (spec §1; no `/v1` suffix).
+pub const BASE_URL_VARS: [&str; 3] = ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_BASE"];
+
+pub fn run(location: ConfigLocation, command: &[String]) -> ExitCode {
+    let Some((program, args)) = command.split_first() else {
+        eprintln!("ccproxy run: no command given (usage: ccproxy run -- <command> [args…])");
+        return ExitCode::FAILURE;
+    };
+    let Some(config) = super::load_config(location) else {
+        return ExitCode::FAILURE;
+    };
+    let url = config.base_url();
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args);
+    for var in BASE_URL_VARS {
+        cmd.env(var, &url);
+    }
+    // Only returns on failure.
+    let err = cmd.exec();
+    eprintln!("ccproxy run: cannot run {program}: {err}");
+    ExitCode::FAILURE
+}

@@ -1,0 +1,165 @@
+//! `ccproxy status [--json] [--proxy]`: probe the listeners and render the hook pipeline.
+//!
+//! Exit code is a bitmask of what is down (spec §1): 1 = proxy. `--proxy` is a silent health
+//! check.
+
+use crate::config::{Config, ConfigLocation};
+use crate::hooks::{Pipeline, Slot, Stage};
+use serde_json::{json, Value};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+fn probe(addr: &str) -> bool {
+    let target = match addr.split_once(':') {
+        Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+        _ => addr.to_owned(),
+    };
+    target
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok())
+}
+
+pub fn run(location: ConfigLocation, json: bool, proxy_only: bool) -> ExitCode {
+    let Some(config) = super::load_config(location) else {
+        return ExitCode::FAILURE;
+    };
+    let proxy_up = probe(&config.listen_addr());
+    let code = u8::from(!proxy_up);
+    if proxy_only {
+        return ExitCode::from(code);
+    }
+    let metrics_up = config.metrics.as_deref().map(probe);
+    if json {
+        println!("{}", render_json(&config, proxy_up, metrics_up));
+    } else {
+        print!("{}", render_text(&config, proxy_up, metrics_up));
+    }
+    ExitCode::from(code)
+}
+
+fn slot_json(slot: &Slot) -> Value {
+    let params: serde_json::Map<String, Value> = slot
+        .hook
+        .describe_params()
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    json!({
+        "name": slot.spec.name,
+        "reads": slot.spec.reads,
+        "writes": slot.spec.writes,
+        "depends_on": slot.depends_on,
+        "params": params,
+    })
+}
+
+/// The pipeline as JSON: `{"inbound":[…],"outbound":[…]}` in execution order.
+pub fn pipeline_json(p: &Pipeline) -> Value {
+    json!({
+        "inbound": p.stage(Stage::Inbound).iter().map(slot_json).collect::<Vec<_>>(),
+        "outbound": p.stage(Stage::Outbound).iter().map(slot_json).collect::<Vec<_>>(),
+    })
+}
+
+fn render_json(c: &Config, proxy_up: bool, metrics_up: Option<bool>) -> Value {
+    json!({
+        "proxy": proxy_up,
+        "url": c.base_url(),
+        "config": {"ccproxy.yaml": c.location.file.display().to_string(), "found": c.file_found},
+        "hooks": pipeline_json(&c.pipeline),
+        "log": c.log_file.as_ref().map(|p| p.display().to_string()),
+        "metrics": c.metrics.as_ref().map(|m| json!({
+            "url": format!("http://{m}/metrics"),
+            "running": metrics_up.unwrap_or(false),
+        })),
+        "providers": c.providers.values().map(|p| json!({
+            "name": p.name,
+            "provider": p.family.as_str(),
+            "url": format!("{}://{}{}", p.scheme.as_str(), p.authority, p.path.as_deref().unwrap_or("")),
+            "auth": p.auth.as_ref().map(|a| match a.kind() {
+                crate::creds::SourceKind::Command(_) => "command",
+                crate::creds::SourceKind::File(_) => "file",
+            }),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn list(items: &[&str]) -> String {
+    if items.is_empty() {
+        "—".to_owned()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn render_stage(out: &mut String, title: &str, phase: &str, slots: &[Slot]) {
+    out.push_str(&format!("── {title} ── ({phase})\n"));
+    if slots.is_empty() {
+        out.push_str("   (no hooks)\n");
+    }
+    for (i, s) in slots.iter().enumerate() {
+        out.push_str(&format!("  {}. {}\n", i + 1, s.spec.name));
+        out.push_str(&format!("       r: {}\n", list(s.spec.reads)));
+        out.push_str(&format!("       w: {}\n", list(s.spec.writes)));
+        if !s.depends_on.is_empty() {
+            out.push_str(&format!("       after: {}\n", s.depends_on.join(", ")));
+        }
+        for (k, v) in s.hook.describe_params() {
+            out.push_str(&format!("       {k}: {v}\n"));
+        }
+    }
+}
+
+/// Human-readable status and pipeline.
+pub fn render_text(c: &Config, proxy_up: bool, metrics_up: Option<bool>) -> String {
+    let up = |b: bool| if b { "running" } else { "stopped" };
+    let mut out = String::new();
+    out.push_str("ccproxy status\n");
+    out.push_str(&format!("  proxy    {}  {}\n", up(proxy_up), c.base_url()));
+    match (&c.metrics, metrics_up) {
+        (Some(m), Some(u)) => out.push_str(&format!("  metrics  {}  http://{m}/metrics\n", up(u))),
+        _ => out.push_str("  metrics  off\n"),
+    }
+    let found = if c.file_found {
+        ""
+    } else {
+        " (not found: defaults)"
+    };
+    out.push_str(&format!(
+        "  config   {}{found}\n",
+        c.location.file.display()
+    ));
+    match &c.log_file {
+        Some(l) => out.push_str(&format!("  log      {}\n", l.display())),
+        None => out.push_str("  log      off\n"),
+    }
+    out.push_str(&format!(
+        "  providers {}\n",
+        if c.providers.is_empty() {
+            "(none)".to_owned()
+        } else {
+            c.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+        }
+    ));
+    out.push_str("\nPipeline\n");
+    render_stage(
+        &mut out,
+        "inbound",
+        "request_filter, before routing",
+        c.pipeline.stage(Stage::Inbound),
+    );
+    out.push_str("   │\n   ▼\n ◆ route (upstream_peer) ◆\n   │\n   ▼\n");
+    render_stage(
+        &mut out,
+        "outbound",
+        "upstream_request_filter",
+        c.pipeline.stage(Stage::Outbound),
+    );
+    out.push_str("   │\n   ▼\n → provider API\n");
+    out
+}

@@ -1,0 +1,691 @@
+//! Configuration: locating, parsing and validating `ccproxy.yaml` into the runtime [`Config`].
+//!
+//! Precedence, highest first: `--config DIR` (location only) > `CCPROXY_HOST` / `CCPROXY_PORT`
+//! (those two keys only) > the YAML file > built-in defaults. A missing file means defaults.
+//! Every error names the file and the key path (`ccproxy.yaml: providers.anthropic.auth: …`).
+//! Regexes are compiled, hooks built and ordered, CA files loaded, all here, once.
+
+pub mod file;
+pub mod paths;
+
+use crate::creds::{CredentialSource, SourceKind};
+use crate::hooks::{self, Pipeline};
+use file::{ApiFamily, FileConfig, RootConfig, RuleAction, Scheme};
+use indexmap::IndexMap;
+use pingora::tls::x509::X509;
+use regex::Regex;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use paths::{locate, ConfigLocation};
+
+/// Trusted CA certificates for upstream TLS (Pingora's per-peer CA type).
+pub type CaList = pingora::protocols::tls::CaType;
+
+/// Providers by name, in file order.
+pub type ProviderTable = IndexMap<String, Arc<Provider>>;
+
+/// A configuration error; `Display` is the one line printed at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {path}: {message}")]
+    Invalid {
+        file: String,
+        path: String,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+/// Log verbosity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "TRACE" => Self::Trace,
+            "DEBUG" => Self::Debug,
+            "INFO" => Self::Info,
+            "WARN" | "WARNING" => Self::Warn,
+            "ERROR" | "CRITICAL" => Self::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn as_filter(self) -> &'static str {
+        match self {
+            Self::Trace => "trace",
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+}
+
+/// A resolved upstream provider.
+pub struct Provider {
+    pub name: String,
+    pub family: ApiFamily,
+    pub scheme: Scheme,
+    /// Host name or IP, without port.
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` as it goes in the `Host` header.
+    pub authority: String,
+    /// Path template (`{model}`, `{action}`); `None` keeps the client's path.
+    pub path: Option<String>,
+    pub auth: Option<CredentialSource>,
+    /// Trust roots when a `ca_file` applies (system roots + extra); `None` = system default.
+    pub trust: Option<Arc<CaList>>,
+}
+
+impl fmt::Debug for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("family", &self.family)
+            .field("scheme", &self.scheme)
+            .field("authority", &self.authority)
+            .field("path", &self.path)
+            .field("auth", &self.auth)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compiled `inspector.transforms[]` rule.
+#[derive(Debug)]
+pub struct Rule {
+    pub index: usize,
+    pub match_host: Option<Regex>,
+    pub match_path: Option<Regex>,
+    pub match_model: Option<Regex>,
+    pub action: RuleAction,
+    pub dest_provider: Option<String>,
+    pub dest_host: Option<String>,
+    pub dest_path: Option<String>,
+    pub dest_model: Option<String>,
+}
+
+/// Upstream timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub shutdown_seconds: u64,
+}
+
+/// The validated runtime configuration.
+pub struct Config {
+    pub location: ConfigLocation,
+    /// Whether the YAML file existed (else defaults).
+    pub file_found: bool,
+    pub host: String,
+    pub port: u16,
+    pub metrics: Option<String>,
+    pub log_level: LogLevel,
+    pub log_file: Option<PathBuf>,
+    pub threads: usize,
+    pub max_request_body_bytes: u64,
+    pub timeouts: Timeouts,
+    pub providers: ProviderTable,
+    pub rules: Vec<Rule>,
+    pub hooks: file::HooksConfig,
+    pub pipeline: Pipeline,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("location", &self.location)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("providers", &self.providers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Load from the resolved location, applying `CCPROXY_HOST` / `CCPROXY_PORT`.
+    pub fn load(location: ConfigLocation) -> Result<Self, Error> {
+        let (text, found) = match std::fs::read_to_string(&location.file) {
+            Ok(t) => (t, true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (String::new(), false),
+            Err(source) => {
+                return Err(Error::Read {
+                    file: location.file.display().to_string(),
+                    source,
+                })
+            }
+        };
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        Self::from_yaml_with_env(&text, location, found, env)
+    }
+
+    /// Parse and validate YAML text as if read from `location`.
+    pub fn from_yaml_with_env(
+        text: &str,
+        location: ConfigLocation,
+        file_found: bool,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
+        let fname = display_name(&location.file);
+        let mut raw = parse(text, &fname)?;
+        if let Some(h) = env("CCPROXY_HOST") {
+            raw.host = h;
+        }
+        if let Some(p) = env("CCPROXY_PORT") {
+            raw.port = p.parse().map_err(|_| Error::Env {
+                var: "CCPROXY_PORT".into(),
+                message: format!("\"{p}\" is not a port number"),
+            })?;
+        }
+        resolve(raw, location, file_found, &fname)
+    }
+
+    /// `host:port` of the reverse listener.
+    pub fn listen_addr(&self) -> String {
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// Base URL clients use (`http://host:port`, no `/v1`).
+    pub fn base_url(&self) -> String {
+        let host = match self.host.as_str() {
+            "0.0.0.0" | "" => "127.0.0.1",
+            "::" | "[::]" => "[::1]",
+            h => h,
+        };
+        if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]:{}", self.port)
+        } else {
+            format!("http://{host}:{}", self.port)
+        }
+    }
+}
+
+fn display_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| p.display().to_string())
+}
+
+fn parse(text: &str, fname: &str) -> Result<FileConfig, Error> {
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    let root: RootConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string().replace('`', "\"");
+        let path = path.strip_prefix("ccproxy.").unwrap_or(&path).to_owned();
+        if path == "." || path.is_empty() {
+            Error::Syntax {
+                file: fname.to_owned(),
+                message,
+            }
+        } else {
+            Error::Invalid {
+                file: fname.to_owned(),
+                path,
+                message,
+            }
+        }
+    })?;
+    Ok(root.ccproxy.unwrap_or_default())
+}
+
+fn invalid(fname: &str, path: impl Into<String>, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        file: fname.to_owned(),
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+fn compile(fname: &str, path: String, pattern: &Option<String>) -> Result<Option<Regex>, Error> {
+    pattern
+        .as_deref()
+        .map(|p| Regex::new(p).map_err(|e| invalid(fname, path, format!("invalid regex: {e}"))))
+        .transpose()
+}
+
+/// Split `host[:port]` (IPv6 in brackets).
+pub fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    if authority.is_empty() || authority.contains('/') || authority.contains(char::is_whitespace) {
+        return None;
+    }
+    if let Some(rest) = authority.strip_prefix('[') {
+        let (h, after) = rest.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if after.is_empty() => None,
+            None => return None,
+        };
+        return Some((h.to_owned(), port));
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Some((h.to_owned(), Some(p.parse().ok()?))),
+        Some(_) => Some((authority.to_owned(), None)),
+        None => Some((authority.to_owned(), None)),
+    }
+}
+
+fn system_roots() -> Vec<X509> {
+    let candidates = [
+        std::env::var("SSL_CERT_FILE").ok(),
+        Some("/etc/ssl/certs/ca-certificates.crt".to_owned()),
+        Some("/etc/pki/tls/certs/ca-bundle.crt".to_owned()),
+        Some("/etc/ssl/cert.pem".to_owned()),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find_map(|p| {
+            let pem = std::fs::read(p).ok()?;
+            X509::stack_from_pem(&pem).ok().filter(|s| !s.is_empty())
+        })
+        .unwrap_or_default()
+}
+
+fn load_ca(fname: &str, path: &str, base: &Path, file: &str) -> Result<Vec<X509>, Error> {
+    let p = paths::relative_to(base, file);
+    let pem = std::fs::read(&p)
+        .map_err(|e| invalid(fname, path, format!("cannot read {}: {e}", p.display())))?;
+    let certs = X509::stack_from_pem(&pem).map_err(|e| {
+        invalid(
+            fname,
+            path,
+            format!("{} is not PEM certificates: {e}", p.display()),
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(invalid(
+            fname,
+            path,
+            format!("{} holds no certificates", p.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+fn resolve(
+    raw: FileConfig,
+    location: ConfigLocation,
+    file_found: bool,
+    fname: &str,
+) -> Result<Config, Error> {
+    let dir = location.dir.clone();
+    let log_level = LogLevel::parse(&raw.log_level).ok_or_else(|| {
+        invalid(
+            fname,
+            "log_level",
+            format!(
+                "unknown level \"{}\" (use DEBUG, INFO, WARNING, ERROR or CRITICAL)",
+                raw.log_level
+            ),
+        )
+    })?;
+    if raw.host.trim().is_empty() {
+        return Err(invalid(fname, "host", "must not be empty"));
+    }
+    let metrics = match raw.metrics.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(m) => {
+            match split_authority(m) {
+                Some((_, Some(_))) => {}
+                _ => {
+                    return Err(invalid(
+                        fname,
+                        "metrics",
+                        format!("\"{m}\" is not host:port"),
+                    ))
+                }
+            }
+            Some(m.to_owned())
+        }
+    };
+    if raw.max_request_body_bytes == 0 {
+        return Err(invalid(fname, "max_request_body_bytes", "must be > 0"));
+    }
+    let secs = |path: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(invalid(fname, path, "must be a positive number of seconds"))
+        }
+    };
+    let timeouts = Timeouts {
+        connect: secs("timeouts.connect_seconds", raw.timeouts.connect_seconds)?,
+        read: secs("timeouts.read_seconds", raw.timeouts.read_seconds)?,
+        shutdown_seconds: raw.timeouts.shutdown_seconds,
+    };
+
+    let global_ca = raw
+        .ca_file
+        .as_deref()
+        .map(|f| load_ca(fname, "ca_file", &dir, f))
+        .transpose()?;
+    let mut roots: Option<Vec<X509>> = None;
+    let mut providers = ProviderTable::new();
+    for (name, p) in raw.providers {
+        let at = |k: &str| format!("providers.{name}.{k}");
+        let (host, port) = split_authority(p.host.trim()).ok_or_else(|| {
+            invalid(
+                fname,
+                at("host"),
+                format!("\"{}\" is not host[:port]", p.host),
+            )
+        })?;
+        if host.is_empty() {
+            return Err(invalid(fname, at("host"), "must not be empty"));
+        }
+        let port = port.unwrap_or(p.scheme.default_port());
+        if let Some(path) = &p.path {
+            if !path.starts_with('/') {
+                return Err(invalid(fname, at("path"), "must start with /"));
+            }
+        }
+        let auth = match p.auth {
+            None => None,
+            Some(a) => {
+                let header = a
+                    .header
+                    .as_deref()
+                    .map(|h| {
+                        http::HeaderName::from_bytes(h.trim().to_ascii_lowercase().as_bytes())
+                            .map_err(|_| {
+                                invalid(
+                                    fname,
+                                    at("auth.header"),
+                                    format!("\"{h}\" is not a header name"),
+                                )
+                            })
+                    })
+                    .transpose()?;
+                let kind = match (a.command, a.file) {
+                    (Some(c), None) => SourceKind::Command(c),
+                    (None, Some(f)) => SourceKind::File(paths::expand_home(&f)),
+                    _ => return Err(invalid(fname, at("auth"), "needs `command` or `file`")),
+                };
+                Some(CredentialSource::new(
+                    kind,
+                    header,
+                    a.cache_seconds.map(Duration::from_secs),
+                ))
+            }
+        };
+        let own_ca = p
+            .ca_file
+            .as_deref()
+            .map(|f| load_ca(fname, &at("ca_file"), &dir, f))
+            .transpose()?;
+        let trust = if own_ca.is_some() || global_ca.is_some() {
+            let mut list = roots.get_or_insert_with(system_roots).clone();
+            list.extend(global_ca.iter().flatten().cloned());
+            list.extend(own_ca.into_iter().flatten());
+            Some(Arc::new(list.into_boxed_slice()))
+        } else {
+            None
+        };
+        let authority = if p.scheme.default_port() == port {
+            bracket(&host)
+        } else {
+            format!("{}:{port}", bracket(&host))
+        };
+        providers.insert(
+            name.clone(),
+            Arc::new(Provider {
+                name,
+                family: p.provider,
+                scheme: p.scheme,
+                host,
+                port,
+                authority,
+                path: p.path,
+                auth,
+                trust,
+            }),
+        );
+    }
+
+    let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
+    for (i, r) in raw.inspector.transforms.into_iter().enumerate() {
+        let at = |k: &str| format!("inspector.transforms[{i}].{k}");
+        if let Some(dp) = &r.dest_provider {
+            if !providers.contains_key(dp) {
+                return Err(invalid(
+                    fname,
+                    at("dest_provider"),
+                    format!("no provider named \"{dp}\" in providers"),
+                ));
+            }
+        }
+        if r.action == RuleAction::Redirect && r.dest_provider.is_none() && r.dest_host.is_none() {
+            return Err(invalid(
+                fname,
+                at("action"),
+                "redirect needs dest_provider or dest_host",
+            ));
+        }
+        if let Some(h) = &r.dest_host {
+            if split_authority(h).is_none() {
+                return Err(invalid(
+                    fname,
+                    at("dest_host"),
+                    format!("\"{h}\" is not host[:port]"),
+                ));
+            }
+        }
+        rules.push(Rule {
+            index: i,
+            match_host: compile(fname, at("match_host"), &r.match_host)?,
+            match_path: compile(fname, at("match_path"), &r.match_path)?,
+            match_model: compile(fname, at("match_model"), &r.match_model)?,
+            action: r.action,
+            dest_provider: r.dest_provider,
+            dest_host: r.dest_host,
+            dest_path: r.dest_path,
+            dest_model: r.dest_model,
+        });
+    }
+
+    let hooks_cfg = raw.hooks.unwrap_or_else(hooks::default_hooks);
+    let pipeline = Pipeline::build(&hooks_cfg).map_err(|e| invalid(fname, e.path, e.message))?;
+
+    let threads = raw
+        .threads
+        .filter(|t| *t > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+    let log_file = raw
+        .log_file
+        .as_deref()
+        .filter(|f| !f.trim().is_empty())
+        .map(|f| paths::relative_to(&dir, f));
+
+    Ok(Config {
+        location,
+        file_found,
+        host: raw.host,
+        port: raw.port,
+        metrics,
+        log_level,
+        log_file,
+        threads,
+        max_request_body_bytes: raw.max_request_body_bytes,
+        timeouts,
+        providers,
+        rules,
+        hooks: hooks_cfg,
+        pipeline,
+    })
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, Error> {
+        let loc = ConfigLocation {
+            dir: PathBuf::from("/tmp"),
+            file: PathBuf::from("/tmp/ccproxy.yaml"),
+        };
+        Config::from_yaml_with_env(yaml, loc, true, |_| None)
+    }
+
+    fn err(yaml: &str) -> String {
+        load(yaml).err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("").unwrap();
+        assert_eq!(c.host, "127.0.0.1");
+        assert_eq!(c.port, 4000);
+        assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:4090"));
+        assert_eq!(c.log_file, Some(PathBuf::from("/tmp/ccproxy.log")));
+        assert!(c.providers.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_path() {
+        let e = err("ccproxy:\n  providers:\n    anthropic:\n      host: a\n      provider: anthropic\n      auth:\n        comand: x\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: providers.anthropic.auth: unknown field \"comand\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_type_names_path() {
+        let e = err("ccproxy:\n  port: lots\n");
+        assert!(e.starts_with("ccproxy.yaml: port: invalid type"), "{e}");
+    }
+
+    #[test]
+    fn unknown_root_key_is_rejected() {
+        let e = err("ccproxi:\n  port: 1\n");
+        assert!(e.contains("unknown field \"ccproxi\""), "{e}");
+    }
+
+    #[test]
+    fn bad_regex_names_rule() {
+        let e = err("ccproxy:\n  inspector:\n    transforms:\n      - match_path: \"(\"\n        dest_host: example.com\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: inspector.transforms[0].match_path: invalid regex"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_hook_names_entry() {
+        let e = err("ccproxy:\n  hooks:\n    outbound: [verbose_mode, shape]\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: hooks.outbound[1]: unknown hook \"shape\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_hook_params_name_hook_and_key() {
+        let e = err("ccproxy:\n  hooks:\n    outbound:\n      - hook: verbose_mode\n        params: {strip_prefix: [x]}\n");
+        assert!(e.contains("hooks.outbound[0].params"), "{e}");
+        assert!(e.contains("verbose_mode"), "{e}");
+        assert!(e.contains("strip_prefix"), "{e}");
+    }
+
+    #[test]
+    fn bare_hook_list_is_inbound() {
+        let c = load("ccproxy:\n  hooks: [forward_oauth]\n").unwrap();
+        assert_eq!(c.hooks.inbound.len(), 1);
+        assert!(c.hooks.outbound.is_empty());
+    }
+
+    #[test]
+    fn auth_string_is_a_command_and_host_port_is_split() {
+        let c = load("ccproxy:\n  providers:\n    local:\n      host: 127.0.0.1:8080\n      scheme: http\n      provider: openai\n      auth: echo hi\n").unwrap();
+        let p = &c.providers["local"];
+        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 8080));
+        assert_eq!(p.authority, "127.0.0.1:8080");
+        assert_eq!(
+            p.auth.as_ref().map(|a| a.kind().clone()),
+            Some(SourceKind::Command("echo hi".into()))
+        );
+    }
+
+    #[test]
+    fn unknown_provider_family_is_rejected() {
+        let e = err("ccproxy:\n  providers:\n    x:\n      host: a\n      provider: cohere\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: providers.x.provider: unknown variant"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rule_with_unknown_dest_provider_is_rejected() {
+        let e = err("ccproxy:\n  inspector:\n    transforms:\n      - dest_provider: ghost\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: inspector.transforms[0].dest_provider"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_host_and_port() {
+        let loc = ConfigLocation {
+            dir: PathBuf::from("/tmp"),
+            file: PathBuf::from("/tmp/ccproxy.yaml"),
+        };
+        let c = Config::from_yaml_with_env("ccproxy:\n  port: 1\n", loc.clone(), true, |k| {
+            (k == "CCPROXY_PORT").then(|| "4555".to_owned())
+        })
+        .unwrap();
+        assert_eq!(c.port, 4555);
+        let e = Config::from_yaml_with_env("", loc, true, |k| {
+            (k == "CCPROXY_PORT").then(|| "x".to_owned())
+        })
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("CCPROXY_PORT"), "{e}");
+    }
+
+    #[test]
+    fn split_authority_forms() {
+        assert_eq!(split_authority("a.b"), Some(("a.b".into(), None)));
+        assert_eq!(split_authority("a.b:81"), Some(("a.b".into(), Some(81))));
+        assert_eq!(split_authority("[::1]:81"), Some(("::1".into(), Some(81))));
+        assert_eq!(split_authority("a:b"), None);
+        assert_eq!(split_authority("a/b"), None);
+    }
+}

@@ -1,0 +1,362 @@
+//! The on-disk schema of `ccproxy.yaml`: plain serde structs with defaults.
+//!
+//! Every struct denies unknown keys so a typo fails loudly at startup. Values that need
+//! compiling (regexes, hook params) stay raw here and are validated in [`super::resolve`], which
+//! reports the key path of anything wrong. This module must not read the environment or disk.
+
+use indexmap::IndexMap;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+
+/// Root document: everything lives under the `ccproxy:` key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootConfig {
+    #[serde(default)]
+    pub ccproxy: Option<FileConfig>,
+}
+
+/// The `ccproxy:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileConfig {
+    /// Address the reverse listener binds to (and that `status`/`run` use).
+    pub host: String,
+    /// Port of the reverse listener.
+    pub port: u16,
+    /// `host:port` of the Prometheus scrape listener; `null` disables it.
+    pub metrics: Option<String>,
+    /// Log level: `TRACE`, `DEBUG`, `INFO`, `WARNING`/`WARN`, `ERROR`, `CRITICAL`.
+    pub log_level: String,
+    /// Log file, relative to the config directory; `null` disables file logging.
+    pub log_file: Option<String>,
+    /// Worker threads of the proxy service; `null` = one per CPU.
+    pub threads: Option<usize>,
+    /// Largest request body the gateway buffers; larger bodies get `413`.
+    pub max_request_body_bytes: u64,
+    /// Extra CA certificates (PEM) trusted for every upstream, on top of the system roots.
+    pub ca_file: Option<String>,
+    /// Upstream timeouts.
+    pub timeouts: TimeoutsConfig,
+    /// Named upstream providers, in file order.
+    pub providers: IndexMap<String, ProviderConfig>,
+    /// Inspector settings; today only the transform rules.
+    pub inspector: InspectorConfig,
+    /// Hook pipeline; absent = the built-in default pipeline.
+    pub hooks: Option<HooksConfig>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 4000,
+            metrics: Some("127.0.0.1:4090".to_owned()),
+            log_level: "INFO".to_owned(),
+            log_file: Some("ccproxy.log".to_owned()),
+            threads: None,
+            max_request_body_bytes: 32 * 1024 * 1024,
+            ca_file: None,
+            timeouts: TimeoutsConfig::default(),
+            providers: IndexMap::new(),
+            inspector: InspectorConfig::default(),
+            hooks: None,
+        }
+    }
+}
+
+/// Upstream timeouts in seconds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutsConfig {
+    /// TCP (+TLS) connect timeout.
+    pub connect_seconds: f64,
+    /// Longest silence while reading the upstream response (LLMs think; keep it generous).
+    pub read_seconds: f64,
+    /// How long `SIGTERM`/`SIGINT` waits for in-flight requests before stopping.
+    pub shutdown_seconds: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            connect_seconds: 10.0,
+            read_seconds: 600.0,
+            shutdown_seconds: 10,
+        }
+    }
+}
+
+/// One upstream provider (`providers.<name>`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Where the credential comes from; absent = requests are forwarded without one.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Upstream host, optionally `host:port`.
+    pub host: String,
+    /// `https` (default) or `http` (local models, tests).
+    #[serde(default)]
+    pub scheme: Scheme,
+    /// Path template with `{model}` and `{action}`; absent = keep the client's path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// API family spoken by the upstream.
+    pub provider: ApiFamily,
+    /// Extra CA certificates trusted for this provider.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+}
+
+/// URL scheme of an upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    #[default]
+    Https,
+    Http,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        }
+    }
+}
+
+/// The API wire format a provider speaks (and a client request is in).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiFamily {
+    Anthropic,
+    Openai,
+    Gemini,
+}
+
+impl ApiFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiFamily::Anthropic => "anthropic",
+            ApiFamily::Openai => "openai",
+            ApiFamily::Gemini => "gemini",
+        }
+    }
+}
+
+/// `providers.<name>.auth`: a bare string is a shell command; a map names `command` or `file`.
+#[derive(Debug, Clone, Default)]
+pub struct AuthConfig {
+    /// Shell command (`sh -c`) whose trimmed stdout is the credential.
+    pub command: Option<String>,
+    /// File whose trimmed content is the credential (`~` expanded).
+    pub file: Option<String>,
+    /// Header to put the raw credential in; absent = `Authorization: Bearer <credential>`.
+    pub header: Option<String>,
+    /// How long a resolved credential is reused before the source is read again.
+    pub cache_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthMap {
+    #[serde(default)]
+    command: Option<String>,
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    header: Option<String>,
+    #[serde(default)]
+    cache_seconds: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for AuthConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct AuthVisitor;
+        impl<'de> Visitor<'de> for AuthVisitor {
+            type Value = AuthConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a shell command string or a map with `command` or `file`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthConfig, E> {
+                Ok(AuthConfig {
+                    command: Some(v.to_owned()),
+                    ..AuthConfig::default()
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
+                let m = AuthMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                match (&m.command, &m.file) {
+                    (Some(_), Some(_)) => {
+                        return Err(de::Error::custom(
+                            "set either `command` or `file`, not both",
+                        ))
+                    }
+                    (None, None) => return Err(de::Error::custom("needs `command` or `file`")),
+                    _ => {}
+                }
+                Ok(AuthConfig {
+                    command: m.command,
+                    file: m.file,
+                    header: m.header,
+                    cache_seconds: m.cache_seconds,
+                })
+            }
+        }
+        deserializer.deserialize_any(AuthVisitor)
+    }
+}
+
+/// `inspector:` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InspectorConfig {
+    /// Routing rules tried before sentinel keys, first match wins.
+    pub transforms: Vec<TransformRuleConfig>,
+}
+
+/// One `inspector.transforms[]` rule (spec §2 TransformOverride).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformRuleConfig {
+    /// Regex searched in the request host (`Host` / `X-Forwarded-Host`, port stripped).
+    #[serde(default)]
+    pub match_host: Option<String>,
+    /// Regex searched in the path (with query); default matches everything.
+    #[serde(default)]
+    pub match_path: Option<String>,
+    /// Regex searched in the body's `model`.
+    #[serde(default)]
+    pub match_model: Option<String>,
+    #[serde(default)]
+    pub action: RuleAction,
+    #[serde(default)]
+    pub dest_provider: Option<String>,
+    #[serde(default)]
+    pub dest_host: Option<String>,
+    #[serde(default)]
+    pub dest_path: Option<String>,
+    #[serde(default)]
+    pub dest_model: Option<String>,
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    Passthrough,
+    #[default]
+    Redirect,
+    Transform,
+}
+
+impl RuleAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleAction::Passthrough => "passthrough",
+            RuleAction::Redirect => "redirect",
+            RuleAction::Transform => "transform",
+        }
+    }
+}
+
+/// `hooks:` section: `{inbound: [...], outbound: [...]}` or a bare list (= inbound).
+#[derive(Debug, Default)]
+pub struct HooksConfig {
+    pub inbound: Vec<HookEntryConfig>,
+    pub outbound: Vec<HookEntryConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HooksMap {
+    #[serde(default)]
+    inbound: Vec<HookEntryConfig>,
+    #[serde(default)]
+    outbound: Vec<HookEntryConfig>,
+}
+
+impl<'de> Deserialize<'de> for HooksConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HooksVisitor;
+        impl<'de> Visitor<'de> for HooksVisitor {
+            type Value = HooksConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map with `inbound`/`outbound` lists, or a list of hooks")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<HooksConfig, A::Error> {
+                let inbound = Vec::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+                Ok(HooksConfig {
+                    inbound,
+                    outbound: Vec::new(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HooksConfig, A::Error> {
+                let m = HooksMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(HooksConfig {
+                    inbound: m.inbound,
+                    outbound: m.outbound,
+                })
+            }
+        }
+        deserializer.deserialize_any(HooksVisitor)
+    }
+}
+
+/// One hook list entry: a bare name or `{hook: name, params: {...}}`.
+#[derive(Debug, Clone)]
+pub struct HookEntryConfig {
+    pub hook: String,
+    pub params: Option<serde_yaml::Value>,
+    /// Names of hooks (same stage) that must run before this one, on top of the
+    /// reads/writes dependencies.
+    pub after: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HookEntryMap {
+    hook: String,
+    #[serde(default)]
+    params: Option<serde_yaml::Value>,
+    #[serde(default)]
+    after: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for HookEntryConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntryVisitor;
+        impl<'de> Visitor<'de> for EntryVisitor {
+            type Value = HookEntryConfig;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hook name or a map `{hook: name, params: {...}}`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HookEntryConfig, E> {
+                Ok(HookEntryConfig {
+                    hook: v.to_owned(),
+                    params: None,
+                    after: Vec::new(),
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<HookEntryConfig, A::Error> {
+                let m = HookEntryMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(HookEntryConfig {
+                    hook: m.hook,
+                    params: m.params,
+                    after: m.after,
+                })
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
+}

@@ -1,0 +1,295 @@
+//! Provider credentials: where they come from ([`CredentialSource`]) and the resolved value
+//! ([`Secret`]).
+//!
+//! A source is a shell command (`sh -c`, 5 s timeout, trimmed stdout) or a file (trimmed
+//! content). Resolution is single-flight per provider and cached: a command result for
+//! `cache_seconds` (default 30 s, `0` = run on every request as the original did), a file until its
+//! modification time or size changes. Secrets never reach logs: [`Secret`]'s `Debug` is redacted
+//! and errors carry no credential bytes.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long a credential command may run.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default reuse window of a command's output.
+pub const DEFAULT_COMMAND_CACHE: Duration = Duration::from_secs(30);
+
+/// A credential value. `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The raw value, for putting on the wire only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Why a credential could not be resolved. Messages never contain the credential.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("credential command could not start: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("credential command timed out after {}s", COMMAND_TIMEOUT.as_secs())]
+    Timeout,
+    #[error("credential command exited with {status}{stderr}")]
+    CommandFailed { status: String, stderr: String },
+    #[error("credential command printed nothing")]
+    CommandEmpty,
+    #[error("credential file {path} could not be read: {source}")]
+    FileRead {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("credential file {path} is empty")]
+    FileEmpty { path: PathBuf },
+}
+
+/// Where a provider's credential comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceKind {
+    Command(String),
+    File(PathBuf),
+}
+
+#[derive(Clone)]
+struct Cached {
+    secret: Arc<Secret>,
+    fetched: Instant,
+    file_stamp: Option<(SystemTime, u64)>,
+}
+
+/// A credential source with its cache.
+pub struct CredentialSource {
+    kind: SourceKind,
+    header: Option<http::HeaderName>,
+    ttl: Duration,
+    cached: RwLock<Option<Cached>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl fmt::Debug for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialSource")
+            .field("kind", &self.kind)
+            .field("header", &self.header)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialSource {
+    pub fn new(kind: SourceKind, header: Option<http::HeaderName>, ttl: Option<Duration>) -> Self {
+        Self {
+            kind,
+            header,
+            ttl: ttl.unwrap_or(DEFAULT_COMMAND_CACHE),
+            cached: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn kind(&self) -> &SourceKind {
+        &self.kind
+    }
+
+    /// The header the credential goes in; `None` = `Authorization: Bearer`.
+    pub fn header(&self) -> Option<&http::HeaderName> {
+        self.header.as_ref()
+    }
+
+    /// Forget the cached value so the next [`resolve`](Self::resolve) reads the source again.
+    pub fn invalidate(&self) {
+        if let Ok(mut c) = self.cached.write() {
+            *c = None;
+        }
+    }
+
+    /// The current credential, from cache when still fresh.
+    pub async fn resolve(&self) -> Result<Arc<Secret>, Error> {
+        let stamp = self.file_stamp();
+        if let Some(s) = self.fresh(stamp) {
+            return Ok(s);
+        }
+        // Single flight: one reader of the source at a time; the others reuse its result.
+        let _guard = self.refresh.lock().await;
+        if let Some(s) = self.fresh(stamp) {
+            return Ok(s);
+        }
+        let value = match &self.kind {
+            SourceKind::Command(cmd) => run_command(cmd).await?,
+            SourceKind::File(path) => read_file(path).await?,
+        };
+        let secret = Arc::new(Secret(value));
+        if let Ok(mut c) = self.cached.write() {
+            *c = Some(Cached {
+                secret: secret.clone(),
+                fetched: Instant::now(),
+                file_stamp: stamp,
+            });
+        }
+        Ok(secret)
+    }
+
+    fn fresh(&self, stamp: Option<(SystemTime, u64)>) -> Option<Arc<Secret>> {
+        let guard = self.cached.read().ok()?;
+        let c = guard.as_ref()?;
+        let still_valid = match self.kind {
+            SourceKind::File(_) => stamp.is_some() && c.file_stamp == stamp,
+            SourceKind::Command(_) => c.fetched.elapsed() < self.ttl,
+        };
+        still_valid.then(|| c.secret.clone())
+    }
+
+    fn file_stamp(&self) -> Option<(SystemTime, u64)> {
+        match &self.kind {
+            SourceKind::File(p) => {
+                let m = std::fs::metadata(p).ok()?;
+                Some((m.modified().ok()?, m.len()))
+            }
+            SourceKind::Command(_) => None,
+        }
+    }
+}
+
+async fn run_command(cmd: &str) -> Result<String, Error> {
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(Error::Spawn)?;
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| Error::Timeout)?
+        .map_err(Error::Spawn)?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let first = stderr.lines().next().unwrap_or("").trim();
+        let stderr = if first.is_empty() {
+            String::new()
+        } else {
+            let cut: String = first.chars().take(200).collect();
+            format!(": {cut}")
+        };
+        return Err(Error::CommandFailed {
+            status: out.status.to_string(),
+            stderr,
+        });
+    }
+    let value = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if value.is_empty() {
+        return Err(Error::CommandEmpty);
+    }
+    Ok(value)
+}
+
+async fn read_file(path: &PathBuf) -> Result<String, Error> {
+    let raw = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| Error::FileRead {
+            path: path.clone(),
+            source,
+        })?;
+    let value = raw.trim().to_owned();
+    if value.is_empty() {
+        return Err(Error::FileEmpty { path: path.clone() });
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("sk-very-secret");
+        assert!(!format!("{s:?}").contains("very"));
+    }
+
+    #[tokio::test]
+    async fn command_output_is_trimmed_and_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("n");
+        let cmd = format!("echo x >> {0}; echo '  tok123  '", counter.display());
+        let src = CredentialSource::new(SourceKind::Command(cmd), None, None);
+        assert_eq!(src.resolve().await.unwrap().expose(), "tok123");
+        assert_eq!(src.resolve().await.unwrap().expose(), "tok123");
+        let runs = std::fs::read_to_string(&counter).unwrap().lines().count();
+        assert_eq!(runs, 1, "second resolve must come from cache");
+        src.invalidate();
+        src.resolve().await.unwrap();
+        let runs = std::fs::read_to_string(&counter).unwrap().lines().count();
+        assert_eq!(runs, 2);
+    }
+
+    #[tokio::test]
+    async fn zero_ttl_runs_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("n");
+        let cmd = format!("echo x >> {0}; echo tok", counter.display());
+        let src = CredentialSource::new(SourceKind::Command(cmd), None, Some(Duration::ZERO));
+        src.resolve().await.unwrap();
+        src.resolve().await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&counter).unwrap().lines().count(),
+            2
+        );
+    }
+
+    #[tokio::test]
+    async fn failing_command_reports_status_without_stdout() {
+        let src = CredentialSource::new(
+            SourceKind::Command("echo secret-out; echo oops >&2; exit 3".into()),
+            None,
+            None,
+        );
+        let err = src.resolve().await.unwrap_err().to_string();
+        assert!(err.contains("exit status: 3"), "{err}");
+        assert!(err.contains("oops"), "{err}");
+        assert!(!err.contains("secret-out"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn empty_command_output_is_an_error() {
+        let src = CredentialSource::new(SourceKind::Command("true".into()), None, None);
+        assert!(matches!(src.resolve().await, Err(Error::CommandEmpty)));
+    }
+
+    #[tokio::test]
+    async fn file_is_reread_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tok");
+        std::fs::write(&p, "first\n").unwrap();
+        let src = CredentialSource::new(SourceKind::File(p.clone()), None, None);
+        assert_eq!(src.resolve().await.unwrap().expose(), "first");
+        std::fs::write(&p, "second-longer\n").unwrap();
+        assert_eq!(src.resolve().await.unwrap().expose(), "second-longer");
+    }
+
+    #[tokio::test]
+    async fn missing_file_names_the_path() {
+        let src = CredentialSource::new(SourceKind::File("/nonexistent/x".into()), None, None);
+        let err = src.resolve().await.unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/x"), "{err}");
+    }
+}

@@ -1,0 +1,461 @@
+//! The hook pipeline: what a hook is, the per-request view it gets, and the executor.
+//!
+//! A hook ([`Hook`]) declares the body paths / header names it `reads` and `writes`, an optional
+//! guard and typed params; its [`Stage`] says where it runs: `inbound` in `request_filter` before
+//! routing, `outbound` in `upstream_request_filter` after routing and before the upstream request.
+//! The configured lists are ordered once at load time by [`dag`]; the executor runs them in that
+//! order with the request body parsed at most once per request ([`Body`]). A failing hook is
+//! logged and counted and the request goes on, unless the hook marks the error fatal, which
+//! answers the client with that status. The `x-ccproxy-hooks` header ([`Overrides`]) forces hooks
+//! on or off per request.
+
+pub mod builtin;
+pub mod dag;
+pub mod registry;
+
+use crate::config::file::{ApiFamily, HookEntryConfig, HooksConfig};
+use crate::config::ProviderTable;
+use bytes::Bytes;
+use pingora_http::RequestHeader;
+use serde_json::Value;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+pub use registry::HookSpec;
+
+/// Where in the request a hook runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// `request_filter`: before routing; sees the client's request.
+    Inbound,
+    /// `upstream_request_filter`: after routing; sees the request about to go upstream.
+    Outbound,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Inbound => "inbound",
+            Stage::Outbound => "outbound",
+        }
+    }
+}
+
+/// The request body, parsed as JSON at most once and re-serialized only if a hook changed it.
+#[derive(Debug, Default)]
+pub struct Body {
+    raw: Bytes,
+    parsed: OnceLock<Option<Value>>,
+    dirty: bool,
+}
+
+impl Body {
+    pub fn new(raw: Bytes) -> Self {
+        Self {
+            raw,
+            parsed: OnceLock::new(),
+            dirty: false,
+        }
+    }
+
+    /// The bytes as received from the client.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// The body as JSON; `None` for empty or non-JSON bodies (which are never rewritten).
+    pub fn json(&self) -> Option<&Value> {
+        self.parsed
+            .get_or_init(|| {
+                if self.raw.is_empty() {
+                    None
+                } else {
+                    serde_json::from_slice(&self.raw).ok()
+                }
+            })
+            .as_ref()
+    }
+
+    /// Mutable JSON; marks the body as changed. `None` for empty or non-JSON bodies.
+    pub fn json_mut(&mut self) -> Option<&mut Value> {
+        self.json()?;
+        self.dirty = true;
+        self.parsed.get_mut().and_then(Option::as_mut)
+    }
+
+    /// Whether a hook asked for mutable access.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// A top-level string field of a JSON object body (`model`, …).
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.json()?.get(key)?.as_str()
+    }
+
+    /// The bytes to send upstream: re-serialized JSON when changed, else the original bytes.
+    pub fn to_wire(&self) -> Result<Bytes, serde_json::Error> {
+        match (self.dirty, self.parsed.get()) {
+            (true, Some(Some(v))) => serde_json::to_vec(v).map(Bytes::from),
+            _ => Ok(self.raw.clone()),
+        }
+    }
+}
+
+/// Facts about the request that hooks and routing share.
+#[derive(Debug, Default)]
+pub struct RequestMeta {
+    /// Gateway-assigned id, also echoed to the client as `x-ccproxy-request-id`.
+    pub request_id: String,
+    /// API format of the client request, from its path.
+    pub client_format: Option<ApiFamily>,
+    /// Provider named by a sentinel key (`sk-ant-oat-ccproxy-{name}`).
+    pub sentinel_provider: Option<String>,
+    /// A provider credential replaced the sentinel key.
+    pub oauth_injected: bool,
+    /// Client session id (Claude Code `metadata.user_id`).
+    pub session_id: Option<String>,
+    /// Provider the request was routed to (outbound stage).
+    pub routed_provider: Option<String>,
+}
+
+/// What a hook sees and may change.
+pub struct HookContext<'a> {
+    pub headers: &'a mut RequestHeader,
+    pub body: &'a mut Body,
+    pub meta: &'a mut RequestMeta,
+    pub providers: &'a ProviderTable,
+}
+
+impl HookContext<'_> {
+    /// A header value as text (first value, case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// A hook failure.
+#[derive(Debug)]
+pub struct HookError {
+    pub message: String,
+    /// Set when the request must stop and the client gets this error.
+    pub fatal: Option<Fatal>,
+}
+
+/// A fatal hook error: answer the client with `status` in its API format.
+#[derive(Debug, Clone)]
+pub struct Fatal {
+    pub status: u16,
+    pub message: String,
+}
+
+impl HookError {
+    /// Logged and counted; the request continues.
+    pub fn soft(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            fatal: None,
+        }
+    }
+
+    /// Stops the request with `status`.
+    pub fn fatal(status: u16, message: impl Into<String>) -> Self {
+        let message = message.into();
+        Self {
+            fatal: Some(Fatal {
+                status,
+                message: message.clone(),
+            }),
+            message,
+        }
+    }
+}
+
+impl fmt::Display for HookError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A hook instance, built from its [`HookSpec`] and params.
+#[async_trait::async_trait]
+pub trait Hook: Send + Sync {
+    /// Whether the hook applies to this request. Default: always.
+    fn guard(&self, _cx: &HookContext<'_>) -> bool {
+        true
+    }
+
+    /// Run the hook.
+    async fn run(&self, cx: &mut HookContext<'_>) -> Result<(), HookError>;
+
+    /// Resolved params as `(name, value)` pairs, for `ccproxy status`. Default: none.
+    fn describe_params(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
+}
+
+/// One configured hook in its stage's execution order.
+pub struct Slot {
+    pub spec: &'static HookSpec,
+    pub hook: Arc<dyn Hook>,
+    /// Index in the configured list.
+    pub position: usize,
+    /// Names of hooks this one runs after (DAG predecessors).
+    pub depends_on: Vec<&'static str>,
+}
+
+/// The ordered hooks of both stages.
+#[derive(Default)]
+pub struct Pipeline {
+    inbound: Vec<Slot>,
+    outbound: Vec<Slot>,
+}
+
+/// A pipeline load error: where (`hooks.<stage>[i]…`) and what.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct BuildError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The default pipeline when `hooks:` is absent: the spec's defaults minus hooks that are not
+/// built yet (§2: inbound `forward_oauth, extract_session_id`; outbound `verbose_mode`).
+pub fn default_hooks() -> HooksConfig {
+    let entry = |name: &str| HookEntryConfig {
+        hook: name.to_owned(),
+        params: None,
+        after: Vec::new(),
+    };
+    HooksConfig {
+        inbound: vec![entry("forward_oauth"), entry("extract_session_id")],
+        outbound: vec![entry("verbose_mode")],
+    }
+}
+
+impl Pipeline {
+    /// Build and order both stages; unknown hooks, bad params, wrong stage, duplicates and
+    /// cycles are errors.
+    pub fn build(cfg: &HooksConfig) -> Result<Self, BuildError> {
+        Ok(Self {
+            inbound: build_stage(Stage::Inbound, &cfg.inbound)?,
+            outbound: build_stage(Stage::Outbound, &cfg.outbound)?,
+        })
+    }
+
+    pub fn stage(&self, stage: Stage) -> &[Slot] {
+        match stage {
+            Stage::Inbound => &self.inbound,
+            Stage::Outbound => &self.outbound,
+        }
+    }
+
+    /// Run one stage. Soft errors go to `on_error(hook, error)`; a fatal error stops the stage.
+    pub async fn run(
+        &self,
+        stage: Stage,
+        cx: &mut HookContext<'_>,
+        overrides: &Overrides,
+        mut on_error: impl FnMut(&'static str, &HookError),
+    ) -> Result<(), Fatal> {
+        for slot in self.stage(stage) {
+            let run = match overrides.get(slot.spec.name) {
+                Some(Override::Skip) => false,
+                Some(Override::Force) => true,
+                None => slot.hook.guard(cx),
+            };
+            if !run {
+                continue;
+            }
+            if let Err(e) = slot.hook.run(cx).await {
+                on_error(slot.spec.name, &e);
+                if let Some(f) = e.fatal {
+                    return Err(f);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn build_stage(stage: Stage, entries: &[HookEntryConfig]) -> Result<Vec<Slot>, BuildError> {
+    let mut nodes = Vec::with_capacity(entries.len());
+    let mut built = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("hooks.{}[{i}]", stage.as_str());
+        let spec = registry::find(&entry.hook).ok_or_else(|| BuildError {
+            path: path.clone(),
+            message: format!(
+                "unknown hook \"{}\" (known: {})",
+                entry.hook,
+                registry::names().join(", ")
+            ),
+        })?;
+        if spec.stage != stage {
+            return Err(BuildError {
+                path,
+                message: format!(
+                    "hook \"{}\" runs in the {} stage, not {}",
+                    spec.name,
+                    spec.stage.as_str(),
+                    stage.as_str()
+                ),
+            });
+        }
+        let hook = (spec.build)(entry.params.as_ref()).map_err(|(key, message)| BuildError {
+            path: if key.is_empty() {
+                format!("{path}.params")
+            } else {
+                format!("{path}.params.{key}")
+            },
+            message: format!("hook \"{}\": {message}", spec.name),
+        })?;
+        nodes.push(dag::Node {
+            name: spec.name,
+            reads: spec.reads,
+            writes: spec.writes,
+            after: entry.after.clone(),
+        });
+        built.push((spec, hook));
+    }
+    let order = dag::order(&nodes).map_err(|e| BuildError {
+        path: format!("hooks.{}", stage.as_str()),
+        message: e.to_string(),
+    })?;
+    let mut built: Vec<Option<(&'static HookSpec, Arc<dyn Hook>)>> =
+        built.into_iter().map(Some).collect();
+    let mut slots = Vec::with_capacity(order.len());
+    for o in order {
+        if let Some((spec, hook)) = built.get_mut(o.index).and_then(Option::take) {
+            slots.push(Slot {
+                spec,
+                hook,
+                position: o.index,
+                depends_on: o.depends_on.iter().map(|&d| nodes[d].name).collect(),
+            });
+        }
+    }
+    Ok(slots)
+}
+
+/// Per-request hook overrides from `x-ccproxy-hooks` (spec §5.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Override {
+    /// `+name`: run even if the guard says no.
+    Force,
+    /// `-name`: never run.
+    Skip,
+}
+
+/// Parsed `x-ccproxy-hooks: +a,-b,c`; the last mention of a name wins; bare names reset to
+/// normal (guarded) behaviour.
+#[derive(Debug, Default)]
+pub struct Overrides(Vec<(String, Option<Override>)>);
+
+/// Name of the per-request override header.
+pub const OVERRIDE_HEADER: &str = "x-ccproxy-hooks";
+
+impl Overrides {
+    pub fn parse(value: &str) -> Self {
+        let mut out: Vec<(String, Option<Override>)> = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, o) = if let Some(n) = item.strip_prefix('+') {
+                (n.trim(), Some(Override::Force))
+            } else if let Some(n) = item.strip_prefix('-') {
+                (n.trim(), Some(Override::Skip))
+            } else {
+                (item, None)
+            };
+            out.retain(|(n, _)| n != name);
+            out.push((name.to_owned(), o));
+        }
+        Self(out)
+    }
+
+    pub fn get(&self, name: &str) -> Option<Override> {
+        self.0.iter().find(|(n, _)| n == name).and_then(|(_, o)| *o)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overrides_last_wins_and_bare_resets() {
+        let o = Overrides::parse(" +a , -b,c, -a ,, b");
+        assert_eq!(o.get("a"), Some(Override::Skip));
+        assert_eq!(o.get("b"), None);
+        assert_eq!(o.get("c"), None);
+        assert_eq!(o.get("zzz"), None);
+    }
+
+    #[test]
+    fn body_is_parsed_lazily_and_only_rewritten_when_touched() {
+        let raw = Bytes::from_static(b"{ \"model\" : \"m\" }");
+        let mut b = Body::new(raw.clone());
+        assert_eq!(b.str_field("model"), Some("m"));
+        assert_eq!(b.to_wire().unwrap(), raw, "untouched body keeps its bytes");
+        if let Some(v) = b.json_mut() {
+            v["model"] = Value::from("n");
+        }
+        assert_eq!(&b.to_wire().unwrap()[..], br#"{"model":"n"}"#);
+    }
+
+    #[test]
+    fn non_json_body_is_never_rewritten() {
+        let mut b = Body::new(Bytes::from_static(b"not json"));
+        assert!(b.json_mut().is_none());
+        assert!(!b.is_dirty());
+        assert_eq!(&b.to_wire().unwrap()[..], b"not json");
+        let mut e = Body::new(Bytes::new());
+        assert!(e.json_mut().is_none());
+        assert!(e.to_wire().unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_hook_is_a_load_error_naming_the_entry() {
+        let cfg = HooksConfig {
+            inbound: vec![HookEntryConfig {
+                hook: "nope".into(),
+                params: None,
+                after: vec![],
+            }],
+            outbound: vec![],
+        };
+        let err = Pipeline::build(&cfg).err().unwrap().to_string();
+        assert!(
+            err.starts_with("hooks.inbound[0]: unknown hook \"nope\""),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hook_in_wrong_stage_is_a_load_error() {
+        let cfg = HooksConfig {
+            inbound: vec![HookEntryConfig {
+                hook: "verbose_mode".into(),
+                params: None,
+                after: vec![],
+            }],
+            outbound: vec![],
+        };
+        let err = Pipeline::build(&cfg).err().unwrap().to_string();
+        assert!(err.contains("outbound stage"), "{err}");
+    }
+
+    #[test]
+    fn default_pipeline_builds() {
+        let p = Pipeline::build(&default_hooks()).unwrap();
+        let names: Vec<_> = p
+            .stage(Stage::Inbound)
+            .iter()
+            .map(|s| s.spec.name)
+            .collect();
+        assert_eq!(names, ["forward_oauth", "extract_session_id"]);
+    }
+}

@@ -1,0 +1,191 @@
+//! `forward_oauth` (inbound): swaps a sentinel key for the provider's real credential.
+//!
+//! The sentinel `sk-ant-oat-ccproxy-{name}` is looked for in `x-api-key`, `x-goog-api-key`, then
+//! `authorization` (after a case-insensitive `Bearer `). Found: the credential of
+//! `providers.{name}` goes in its `auth.header` (raw) or `Authorization: Bearer`, and the other
+//! auth headers are removed. An unknown provider or a failing credential source is fatal: the
+//! sentinel must never leave the gateway.
+
+use crate::config::Provider;
+use crate::creds::Secret;
+use crate::hooks::registry::{no_params, HookSpec};
+use crate::hooks::{Hook, HookContext, HookError, Stage};
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use pingora_http::RequestHeader;
+use std::sync::Arc;
+
+/// Prefix of a sentinel key; the rest names the provider.
+pub const SENTINEL_PREFIX: &str = "sk-ant-oat-ccproxy-";
+
+/// Headers that may carry a client API key, in lookup order.
+pub const AUTH_HEADERS: [&str; 3] = ["x-api-key", "x-goog-api-key", "authorization"];
+
+pub const SPEC: HookSpec = HookSpec {
+    name: "forward_oauth",
+    stage: Stage::Inbound,
+    reads: &["authorization", "x-api-key", "x-goog-api-key"],
+    writes: &["authorization", "x-api-key", "x-goog-api-key"],
+    summary: "replace a sentinel key with the named provider's credential",
+    build: |p| {
+        no_params(p)?;
+        Ok(Arc::new(ForwardOauth))
+    },
+};
+
+struct ForwardOauth;
+
+/// The provider named by a sentinel key in the request's auth headers, if any.
+pub fn sentinel_provider(headers: &RequestHeader) -> Option<&str> {
+    AUTH_HEADERS.iter().find_map(|h| {
+        let v = headers.headers.get(*h)?.to_str().ok()?.trim();
+        let v = if *h == "authorization" {
+            strip_bearer(v)?
+        } else {
+            v
+        };
+        v.strip_prefix(SENTINEL_PREFIX).filter(|n| !n.is_empty())
+    })
+}
+
+fn strip_bearer(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case("bearer ").then(|| rest.trim())
+}
+
+/// Put `secret` in the provider's credential header and remove the other auth headers.
+pub fn inject_credential(
+    headers: &mut RequestHeader,
+    target: Option<&HeaderName>,
+    secret: &Secret,
+) -> Result<(), HookError> {
+    let (name, value) = match target {
+        Some(h) => (h.clone(), secret.expose().to_owned()),
+        None => (AUTHORIZATION, format!("Bearer {}", secret.expose())),
+    };
+    let mut value = HeaderValue::from_str(&value)
+        .map_err(|_| HookError::fatal(502, "provider credential is not a valid header value"))?;
+    value.set_sensitive(true);
+    for h in AUTH_HEADERS {
+        if h != name.as_str() {
+            headers.remove_header(h);
+        }
+    }
+    headers
+        .insert_header(name, value)
+        .map_err(|e| HookError::fatal(500, format!("cannot set credential header: {e}")))?;
+    Ok(())
+}
+
+/// Resolve `provider`'s credential and inject it; without `auth` just drop the client's keys.
+pub async fn authorize(headers: &mut RequestHeader, provider: &Provider) -> Result<(), HookError> {
+    match &provider.auth {
+        Some(src) => {
+            let secret = src.resolve().await.map_err(|e| {
+                HookError::fatal(
+                    502,
+                    format!(
+                        "could not resolve the credential of provider '{}': {e}",
+                        provider.name
+                    ),
+                )
+            })?;
+            inject_credential(headers, src.header(), &secret)
+        }
+        None => {
+            for h in AUTH_HEADERS {
+                headers.remove_header(h);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Hook for ForwardOauth {
+    fn guard(&self, cx: &HookContext<'_>) -> bool {
+        AUTH_HEADERS
+            .iter()
+            .chain(std::iter::once(&"api-key"))
+            .any(|h| cx.header(h).is_some_and(|v| !v.is_empty()))
+    }
+
+    async fn run(&self, cx: &mut HookContext<'_>) -> Result<(), HookError> {
+        let Some(name) = sentinel_provider(cx.headers).map(str::to_owned) else {
+            return Ok(());
+        };
+        let Some(provider) = cx.providers.get(&name).cloned() else {
+            return Err(HookError::fatal(
+                501,
+                format!(
+                    "sentinel key names provider '{name}' but there is no providers.{name} entry in ccproxy.yaml"
+                ),
+            ));
+        };
+        authorize(cx.headers, &provider).await?;
+        cx.meta.sentinel_provider = Some(name);
+        cx.meta.oauth_injected = provider.auth.is_some();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/messages", None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn sentinel_found_in_each_header_in_order() {
+        assert_eq!(
+            sentinel_provider(&req(&[("x-api-key", "sk-ant-oat-ccproxy-anthropic")])),
+            Some("anthropic")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")])),
+            Some("gemini")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[("authorization", "bearer sk-ant-oat-ccproxy-zai")])),
+            Some("zai")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[
+                ("authorization", "Bearer sk-ant-oat-ccproxy-b"),
+                ("x-api-key", "sk-ant-oat-ccproxy-a")
+            ])),
+            Some("a")
+        );
+        assert_eq!(sentinel_provider(&req(&[("x-api-key", "sk-real")])), None);
+        assert_eq!(
+            sentinel_provider(&req(&[("x-api-key", "sk-ant-oat-ccproxy-")])),
+            None
+        );
+    }
+
+    #[test]
+    fn bearer_injection_removes_other_keys() {
+        let mut r = req(&[
+            ("x-api-key", "sk-ant-oat-ccproxy-a"),
+            ("x-goog-api-key", "g"),
+        ]);
+        inject_credential(&mut r, None, &Secret::new("tok123")).unwrap();
+        assert_eq!(r.headers["authorization"], "Bearer tok123");
+        assert!(r.headers.get("x-api-key").is_none());
+        assert!(r.headers.get("x-goog-api-key").is_none());
+    }
+
+    #[test]
+    fn custom_header_injection_is_raw() {
+        let mut r = req(&[("authorization", "Bearer sk-ant-oat-ccproxy-a")]);
+        let h = HeaderName::from_static("x-api-key");
+        inject_credential(&mut r, Some(&h), &Secret::new("tok123")).unwrap();
+        assert_eq!(r.headers["x-api-key"], "tok123");
+        assert!(r.headers.get("authorization").is_none());
+    }
+}

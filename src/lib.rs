@@ -1,0 +1,17 @@
+//! ccproxy: a programmable LLM API gateway for coding agents, built on Pingora.
+//!
+//! One Pingora `ProxyHttp` service ([`proxy::Gateway`]) carries every request. Its phases only
+//! delegate: `request_filter` buffers the body and runs the `inbound` hook stage,
+//! `upstream_peer` resolves the route ([`proxy::route`]), `upstream_request_filter` /
+//! `request_body_filter` run the `outbound` stage and apply body changes, and the response
+//! filters carry the response stage. Configuration ([`config`]) is loaded once and validated
+//! strictly; credentials ([`creds`]) are resolved per provider; hooks ([`hooks`]) are ordered by a
+//! dependency DAG at load time; metrics and logging live in [`telemetry`]; the command line in
+//! [`cli`].
+
+pub mod cli;
+pub mod config;
+pub mod creds;
+pub mod hooks;
+pub mod proxy;
+pub mod telemetry;

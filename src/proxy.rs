@@ -1,0 +1,455 @@
+//! The gateway's Pingora service: one `ProxyHttp` implementation whose phases only delegate.
+//!
+//! | Pingora phase | what ccproxy does there |
+//! |---|---|
+//! | `request_filter` | synthetic routes; buffer the body ([`replay`]); run the `inbound` hooks |
+//! | `upstream_peer` | resolve the route ([`route`]) and build the peer ([`upstream`]) |
+//! | `upstream_request_filter` | rewrite destination, inject rule credentials, run `outbound` hooks, fix framing, strip `x-ccproxy-*` |
+//! | `request_body_filter` | send the (possibly rewritten) body |
+//! | `upstream_response_filter` | upstream latency |
+//! | `response_filter` / `response_body_filter` | response stage (request id today; capture and stream translation later) |
+//! | `fail_to_proxy` | every error as JSON in the client's API format ([`error`]) |
+//! | `logging` | restore the client session for keep-alive; metrics |
+
+pub mod ctx;
+pub mod error;
+pub mod replay;
+pub mod route;
+pub mod server;
+pub mod synthetic;
+pub mod upstream;
+
+use crate::config::Config;
+use crate::hooks::builtin::forward_oauth::{self, AUTH_HEADERS, SENTINEL_PREFIX};
+use crate::hooks::{Body, HookContext, HookError, Overrides, Stage, OVERRIDE_HEADER};
+use crate::telemetry::metrics::Metrics;
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::RequestCtx;
+use error::GatewayError;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::Result;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Response header carrying the gateway's request id.
+pub const REQUEST_ID_HEADER: &str = "x-ccproxy-request-id";
+
+/// Prefix of headers that are internal to ccproxy and never forwarded upstream.
+pub const INTERNAL_HEADER_PREFIX: &str = "x-ccproxy-";
+
+/// The gateway service.
+pub struct Gateway {
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    resolver: upstream::Resolver,
+    id_prefix: u32,
+    seq: AtomicU64,
+}
+
+impl Gateway {
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        let id_prefix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() ^ (d.as_secs() as u32))
+            ^ std::process::id();
+        Self {
+            config,
+            metrics,
+            resolver: upstream::Resolver::default(),
+            id_prefix,
+            seq: AtomicU64::new(0),
+        }
+    }
+
+    fn next_request_id(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}{:08x}", self.id_prefix, n)
+    }
+
+    /// Record `err` for `fail_to_proxy` and return the Pingora error that leads there.
+    fn fail(&self, ctx: &mut RequestCtx, err: GatewayError) -> Box<pingora::Error> {
+        let e = err.to_pingora();
+        ctx.error = Some(err);
+        e
+    }
+
+    fn hook_failed(&self, request_id: &str, hook: &'static str, e: &HookError) {
+        self.metrics.hook_errors.with_label_values(&[hook]).inc();
+        if e.fatal.is_some() {
+            tracing::warn!(request_id, hook, error = %e, "hook failed; request stopped");
+        } else {
+            tracing::warn!(request_id, hook, error = %e, "hook failed; request continues");
+        }
+    }
+
+    async fn inbound(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        if let Some(s) =
+            synthetic::answer(req.method.as_str(), req.uri.path(), &self.config.providers)
+        {
+            ctx.synthetic = true;
+            ctx.status = s.status;
+            let head = req.method == http::Method::HEAD;
+            respond(session, ctx, s.status, s.content_type, s.body, head).await?;
+            return Ok(true);
+        }
+        ctx.meta.client_format = route::detect_format(req.uri.path());
+        if let Some(v) = req.headers.get(OVERRIDE_HEADER) {
+            ctx.overrides = Overrides::parse(v.to_str().unwrap_or_default());
+        }
+
+        if !session.downstream_session.is_body_empty() {
+            let limit = self.config.max_request_body_bytes;
+            match replay::read_body(&mut session.downstream_session, limit).await? {
+                replay::ReadBody::TooLarge => {
+                    return Err(self.fail(ctx, GatewayError::body_too_large(limit)))
+                }
+                replay::ReadBody::Complete(bytes) => {
+                    ctx.replay = Some(replay::install(session, bytes.clone()));
+                    ctx.body = Body::new(bytes);
+                }
+            }
+        }
+
+        let request_id = ctx.meta.request_id.clone();
+        let outcome = {
+            let mut cx = HookContext {
+                headers: session.req_header_mut(),
+                body: &mut ctx.body,
+                meta: &mut ctx.meta,
+                providers: &self.config.providers,
+            };
+            self.config
+                .pipeline
+                .run(Stage::Inbound, &mut cx, &ctx.overrides, |hook, e| {
+                    self.hook_failed(&request_id, hook, e)
+                })
+                .await
+        };
+        if let Err(f) = outcome {
+            return Err(self.fail(ctx, GatewayError::new(f.status, "hook", f.message)));
+        }
+        Ok(false)
+    }
+
+    async fn outbound(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.route.clone() else {
+            return Err(self.fail(
+                ctx,
+                GatewayError::new(500, "internal", "request reached upstream without a route"),
+            ));
+        };
+        let uri = route.path_and_query.parse::<http::Uri>().map_err(|e| {
+            self.fail(
+                ctx,
+                GatewayError::new(
+                    502,
+                    "bad_destination",
+                    format!("upstream path {:?} is not valid: {e}", route.path_and_query),
+                ),
+            )
+        })?;
+        upstream_request.set_uri(uri);
+        upstream_request.insert_header(http::header::HOST, route.authority.as_str())?;
+        if route.inject_credential {
+            if let Some(p) = &route.provider {
+                if let Err(e) = forward_oauth::authorize(upstream_request, p).await {
+                    let status = e.fatal.as_ref().map_or(502, |f| f.status);
+                    return Err(self.fail(ctx, GatewayError::new(status, "credential", e.message)));
+                }
+                ctx.meta.oauth_injected = p.auth.is_some();
+            }
+        }
+
+        let request_id = ctx.meta.request_id.clone();
+        let outcome = {
+            let mut cx = HookContext {
+                headers: upstream_request,
+                body: &mut ctx.body,
+                meta: &mut ctx.meta,
+                providers: &self.config.providers,
+            };
+            self.config
+                .pipeline
+                .run(Stage::Outbound, &mut cx, &ctx.overrides, |hook, e| {
+                    self.hook_failed(&request_id, hook, e)
+                })
+                .await
+        };
+        if let Err(f) = outcome {
+            return Err(self.fail(ctx, GatewayError::new(f.status, "hook", f.message)));
+        }
+
+        if ctx.replay.is_some() {
+            let len = if ctx.body.is_dirty() {
+                let wire = ctx.body.to_wire().map_err(|e| {
+                    self.fail(
+                        ctx,
+                        GatewayError::new(500, "internal", format!("cannot serialize body: {e}")),
+                    )
+                })?;
+                let len = wire.len();
+                ctx.outgoing_body = Some(wire);
+                len
+            } else {
+                ctx.body.raw().len()
+            };
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, len.to_string())?;
+        }
+
+        strip_internal_headers(upstream_request);
+        if carries_sentinel(upstream_request) {
+            return Err(self.fail(
+                ctx,
+                GatewayError::new(
+                    502,
+                    "sentinel_leak",
+                    "refusing to forward a ccproxy sentinel key upstream; is forward_oauth disabled for this request?",
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn strip_internal_headers(req: &mut RequestHeader) {
+    let internal: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for k in internal {
+        req.remove_header(&k);
+    }
+}
+
+fn carries_sentinel(req: &RequestHeader) -> bool {
+    AUTH_HEADERS.iter().any(|h| {
+        req.headers
+            .get_all(*h)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)))
+    })
+}
+
+/// Write a complete response the gateway makes itself.
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    head_only: bool,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    resp.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
+    if head_only {
+        session.write_response_header(Box::new(resp), true).await
+    } else {
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let t0 = Instant::now();
+        ctx.started = Some(t0);
+        ctx.meta.request_id = self.next_request_id();
+        self.metrics.in_flight.inc();
+        ctx.in_flight = true;
+        let r = self.inbound(session, ctx).await;
+        ctx.overhead += t0.elapsed();
+        r
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let t0 = Instant::now();
+        let route = match ctx.route.clone() {
+            Some(r) => r,
+            None => route::resolve(&self.config, session.req_header(), &ctx.body, &ctx.meta)
+                .map_err(|e| self.fail(ctx, e))?,
+        };
+        let addr = self
+            .resolver
+            .lookup(&route.host, route.port)
+            .await
+            .map_err(|e| self.fail(ctx, e))?;
+        let peer = upstream::peer(&route, addr, &self.config.timeouts);
+        ctx.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
+        ctx.route = Some(route);
+        ctx.overhead += t0.elapsed();
+        Ok(peer)
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        let r = self.outbound(upstream_request, ctx).await;
+        let now = Instant::now();
+        ctx.overhead += now - t0;
+        ctx.upstream_sent = Some(now);
+        r
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if body.is_some() {
+            if let Some(b) = &ctx.outgoing_body {
+                *body = Some(b.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(sent) = ctx.upstream_sent {
+            self.metrics
+                .upstream_latency
+                .with_label_values(&[ctx.provider_label()])
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let t0 = Instant::now();
+        ctx.status = upstream_response.status.as_u16();
+        upstream_response.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
+        ctx.overhead += t0.elapsed();
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &pingora::Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let upstream = ctx
+            .route
+            .as_ref()
+            .map(|r| format!("{}://{}", r.scheme.as_str(), r.authority));
+        let Some(err) = ctx
+            .error
+            .take()
+            .or_else(|| error::from_pingora(e, upstream.as_deref()))
+        else {
+            // The client is gone; nothing to answer.
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        ctx.status = err.status;
+        tracing::warn!(
+            request_id = %ctx.meta.request_id,
+            status = err.status,
+            kind = err.kind,
+            error = %err.message,
+            "request failed"
+        );
+        let mut reuse = false;
+        if session.response_written().is_none() {
+            let body = error::render(&err, ctx.meta.client_format);
+            let written = respond(session, ctx, err.status, "application/json", body, false).await;
+            // The client's body was fully read unless it was too large.
+            reuse = written.is_ok() && err.status != 413;
+        }
+        FailToProxy {
+            error_code: err.status,
+            can_reuse_downstream: reuse,
+        }
+    }
+
+    fn suppress_error_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _e: &pingora::Error,
+    ) -> bool {
+        // `fail_to_proxy` already logged the failure once, with the request id.
+        true
+    }
+
+    async fn logging(
+        &self,
+        session: &mut Session,
+        _e: Option<&pingora::Error>,
+        ctx: &mut RequestCtx,
+    ) {
+        if let Some(slot) = ctx.replay.take() {
+            replay::restore(session, &slot);
+        }
+        if ctx.in_flight {
+            self.metrics.in_flight.dec();
+        }
+        let status = match ctx.status {
+            0 => session.response_written().map_or(0, |r| r.status.as_u16()),
+            s => s,
+        };
+        let code = http::StatusCode::from_u16(status).ok();
+        let status_label = code.as_ref().map_or("0", http::StatusCode::as_str);
+        self.metrics
+            .requests
+            .with_label_values(&[ctx.provider_label(), ctx.action_label(), status_label])
+            .inc();
+        if !ctx.synthetic {
+            self.metrics.overhead.observe(ctx.overhead.as_secs_f64());
+        }
+        let req = session.req_header();
+        tracing::debug!(
+            request_id = %ctx.meta.request_id,
+            method = %req.method,
+            path = req.uri.path(),
+            status,
+            provider = ctx.provider_label(),
+            action = ctx.action_label(),
+            session_id = ctx.meta.session_id.as_deref().unwrap_or(""),
+            elapsed_ms = ctx.started.map_or(0.0, |t| t.elapsed().as_secs_f64() * 1000.0),
+            "request done"
+        );
+    }
+}

@@ -1,0 +1,336 @@
+//! Whole-body buffering before `upstream_peer`, on Pingora's public API.
+//!
+//! Routing and inbound hooks need the JSON body before Pingora picks the upstream, but Pingora
+//! reads the body only after connecting, and its retry buffer stops at 64 KiB
+//! (`../shared/notes/build-and-pingora.md` §3(a2)). So `request_filter` reads the whole body
+//! (bounded by `max_request_body_bytes`), then swaps the downstream session for a
+//! [`ReplaySession`]: it owns the original session, forwards every response write to it, and
+//! hands the complete body to Pingora's forwarding loop as an unbounded "retry buffer" (sent once,
+//! with end-of-stream). In `logging`, [`restore`] puts the original session back so Pingora can
+//! reuse the connection for keep-alive. Works for HTTP/1.1 and HTTP/2 (h2c) clients alike.
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use http::HeaderMap;
+use pingora::protocols::http::custom::server::Session as CustomSession;
+use pingora::protocols::http::custom::CustomMessageWrite;
+use pingora::protocols::http::HttpTask;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::l4::socket::SocketAddr;
+use pingora::protocols::Digest;
+use pingora::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Where the original session waits while the replay session is installed.
+pub type Slot = Arc<Mutex<Option<Box<ServerSession>>>>;
+
+/// Outcome of reading the request body.
+pub enum ReadBody {
+    Complete(Bytes),
+    TooLarge,
+}
+
+/// Read the whole request body, failing fast past `limit` bytes.
+pub async fn read_body(session: &mut ServerSession, limit: u64) -> Result<ReadBody> {
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Ok(ReadBody::TooLarge);
+    }
+    let cap = declared.map_or(16 * 1024, |n| n as usize);
+    let mut buf = BytesMut::with_capacity(cap);
+    while let Some(chunk) = session.read_request_body().await? {
+        if (buf.len() + chunk.len()) as u64 > limit {
+            return Ok(ReadBody::TooLarge);
+        }
+        if buf.is_empty() && chunk.len() == cap {
+            // Single-chunk body: keep the original allocation.
+            return finish_single(session, chunk, limit).await;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(ReadBody::Complete(buf.freeze()))
+}
+
+async fn finish_single(session: &mut ServerSession, first: Bytes, limit: u64) -> Result<ReadBody> {
+    match session.read_request_body().await? {
+        None => Ok(ReadBody::Complete(first)),
+        Some(next) => {
+            let mut buf = BytesMut::from(&first[..]);
+            buf.extend_from_slice(&next);
+            while let Some(chunk) = session.read_request_body().await? {
+                if (buf.len() + chunk.len()) as u64 > limit {
+                    return Ok(ReadBody::TooLarge);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            if buf.len() as u64 > limit {
+                return Ok(ReadBody::TooLarge);
+            }
+            Ok(ReadBody::Complete(buf.freeze()))
+        }
+    }
+}
+
+/// Replace `session`'s downstream with a replay of `body`; returns the slot for [`restore`].
+pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> Slot {
+    let slot: Slot = Arc::new(Mutex::new(None));
+    let req = session.downstream_session.req_header().clone();
+    let original = std::mem::replace(&mut session.downstream_session, placeholder());
+    let replay = ReplaySession {
+        inner: Some(original),
+        slot: slot.clone(),
+        req,
+        body,
+    };
+    session.downstream_session = Box::new(ServerSession::new_custom(Box::new(replay)));
+    slot
+}
+
+/// A stand-in session on a dead in-memory pipe, held only for the instant of a swap.
+fn placeholder() -> Box<ServerSession> {
+    let (io, _) = tokio::io::duplex(1);
+    Box::new(ServerSession::new_http1(Box::new(io)))
+}
+
+/// Put the original session back (drops the replay session, which hands it over).
+pub fn restore(session: &mut pingora_proxy::Session, slot: &Slot) {
+    let replay = std::mem::replace(&mut session.downstream_session, placeholder());
+    drop(replay);
+    let original = slot.lock().ok().and_then(|mut s| s.take());
+    if let Some(original) = original {
+        session.downstream_session = original;
+    }
+}
+
+/// The replaying downstream session.
+struct ReplaySession {
+    /// The client's session; `None` only after `Drop` moved it to the slot.
+    inner: Option<Box<ServerSession>>,
+    slot: Slot,
+    req: RequestHeader,
+    body: Bytes,
+}
+
+impl Drop for ReplaySession {
+    fn drop(&mut self) {
+        if let (Some(inner), Ok(mut slot)) = (self.inner.take(), self.slot.lock()) {
+            *slot = Some(inner);
+        }
+    }
+}
+
+fn gone() -> Box<Error> {
+    Error::explain(
+        ErrorType::InternalError,
+        "downstream session already released",
+    )
+}
+
+impl ReplaySession {
+    fn inner(&mut self) -> Result<&mut ServerSession> {
+        self.inner.as_deref_mut().ok_or_else(gone)
+    }
+}
+
+#[async_trait]
+impl CustomSession for ReplaySession {
+    fn req_header(&self) -> &RequestHeader {
+        &self.req
+    }
+
+    fn req_header_mut(&mut self) -> &mut RequestHeader {
+        &mut self.req
+    }
+
+    async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
+        // The body is delivered through `get_retry_buffer`, never twice.
+        Ok(None)
+    }
+
+    async fn drain_request_body(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    async fn write_response_header(&mut self, resp: Box<ResponseHeader>, end: bool) -> Result<()> {
+        let inner = self.inner()?;
+        inner.write_response_header(resp).await?;
+        if end {
+            inner.write_response_body(Bytes::new(), true).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_response_header_ref(&mut self, resp: &ResponseHeader, end: bool) -> Result<()> {
+        let inner = self.inner()?;
+        inner.write_response_header_ref(resp).await?;
+        if end {
+            inner.write_response_body(Bytes::new(), true).await?;
+        }
+        Ok(())
+    }
+
+    async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
+        self.inner()?.write_response_body(data, end).await
+    }
+
+    async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
+        self.inner()?.write_response_trailers(trailers).await
+    }
+
+    async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
+        self.inner()?.response_duplex_vec(tasks).await
+    }
+
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = self.inner.as_deref_mut() {
+            s.set_read_timeout(timeout);
+        }
+    }
+
+    fn get_read_timeout(&self) -> Option<Duration> {
+        self.inner
+            .as_deref()
+            .and_then(ServerSession::get_read_timeout)
+    }
+
+    fn set_write_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = self.inner.as_deref_mut() {
+            s.set_write_timeout(timeout);
+        }
+    }
+
+    fn get_write_timeout(&self) -> Option<Duration> {
+        self.inner
+            .as_deref()
+            .and_then(ServerSession::get_write_timeout)
+    }
+
+    fn set_total_drain_timeout(&mut self, timeout: Option<Duration>) {
+        if let Some(s) = self.inner.as_deref_mut() {
+            s.set_total_drain_timeout(timeout);
+        }
+    }
+
+    fn get_total_drain_timeout(&self) -> Option<Duration> {
+        self.inner
+            .as_deref()
+            .and_then(ServerSession::get_total_drain_timeout)
+    }
+
+    fn request_summary(&self) -> String {
+        self.inner
+            .as_deref()
+            .map(ServerSession::request_summary)
+            .unwrap_or_default()
+    }
+
+    fn response_written(&self) -> Option<&ResponseHeader> {
+        self.inner
+            .as_deref()
+            .and_then(ServerSession::response_written)
+    }
+
+    async fn shutdown(&mut self, _code: u32, _ctx: &str) {
+        if let Some(s) = self.inner.as_deref_mut() {
+            s.shutdown().await;
+        }
+    }
+
+    fn is_body_done(&mut self) -> bool {
+        true
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        self.inner()?.finish_body().await
+    }
+
+    fn is_body_empty(&mut self) -> bool {
+        self.body.is_empty()
+    }
+
+    async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
+        // The request body is consumed: this only notices the client going away.
+        self.inner()?.read_body_or_idle(no_body_expected).await
+    }
+
+    fn body_bytes_sent(&self) -> usize {
+        self.inner
+            .as_deref()
+            .map_or(0, ServerSession::body_bytes_sent)
+    }
+
+    fn body_bytes_read(&self) -> usize {
+        self.body.len()
+    }
+
+    fn digest(&self) -> Option<&Digest> {
+        self.inner.as_deref().and_then(ServerSession::digest)
+    }
+
+    fn digest_mut(&mut self) -> Option<&mut Digest> {
+        self.inner
+            .as_deref_mut()
+            .and_then(ServerSession::digest_mut)
+    }
+
+    fn client_addr(&self) -> Option<&SocketAddr> {
+        self.inner.as_deref().and_then(ServerSession::client_addr)
+    }
+
+    fn server_addr(&self) -> Option<&SocketAddr> {
+        self.inner.as_deref().and_then(ServerSession::server_addr)
+    }
+
+    fn pseudo_raw_h1_request_header(&self) -> Bytes {
+        self.inner
+            .as_deref()
+            .map(ServerSession::to_h1_raw)
+            .unwrap_or_default()
+    }
+
+    fn enable_retry_buffering(&mut self) {}
+
+    fn retry_buffer_truncated(&self) -> bool {
+        false
+    }
+
+    fn get_retry_buffer(&self) -> Option<Bytes> {
+        (!self.body.is_empty()).then(|| self.body.clone())
+    }
+
+    async fn finish_custom(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn take_custom_message_reader(
+        &mut self,
+    ) -> Option<Box<dyn Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>> {
+        None
+    }
+
+    fn restore_custom_message_reader(
+        &mut self,
+        _reader: Box<dyn Stream<Item = Result<Bytes>> + Unpin + Send + Sync + 'static>,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn take_custom_message_writer(&mut self) -> Option<Box<dyn CustomMessageWrite>> {
+        None
+    }
+
+    fn restore_custom_message_writer(
+        &mut self,
+        _writer: Box<dyn CustomMessageWrite>,
+    ) -> Result<()> {
+        Ok(())
+    }
+}

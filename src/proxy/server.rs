@@ -1,0 +1,200 @@
+//! Builds and runs the Pingora `Server`: the reverse listener (HTTP/1.1 + h2c) carrying the
+//! [`Gateway`] service, and the metrics listener. Used by `ccproxy start` and by tests, which
+//! run it on a thread and stop it through [`GatewayHandle::shutdown`].
+//!
+//! Listeners are added beside the reverse one here (the TLS-intercepting and jail listeners
+//! will feed the same `Gateway`).
+
+use super::Gateway;
+use crate::config::Config;
+use crate::telemetry::metrics::{Metrics, ScrapeApp};
+use async_trait::async_trait;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::listening::Service;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metrics setup failed: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("the gateway did not start listening on {0} within 10 s")]
+    NotListening(String),
+    #[error("the gateway thread could not be started: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Fail early, with a clear message, when a listen address is taken or invalid.
+fn preflight(addr: &str) -> Result<(), Error> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| Error::Bind {
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// A Pingora server with the gateway's services, ready to run.
+pub fn build(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Server, Error> {
+    let listen = config.listen_addr();
+    preflight(&listen)?;
+    if let Some(m) = &config.metrics {
+        preflight(m)?;
+    }
+    let mut conf = ServerConf::default();
+    conf.threads = config.threads;
+    conf.grace_period_seconds = Some(0);
+    conf.graceful_shutdown_timeout_seconds = Some(config.timeouts.shutdown_seconds);
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(config.clone(), metrics.clone());
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "ccproxy");
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        app.server_options = Some(options);
+    }
+    proxy.add_tcp(&listen);
+    server.add_service(proxy);
+
+    if let Some(addr) = &config.metrics {
+        let mut scrape = Service::new(
+            "ccproxy metrics".to_owned(),
+            pingora::apps::http_app::HttpServer::new_app(ScrapeApp { metrics }),
+        );
+        scrape.add_tcp(addr);
+        server.add_service(scrape);
+    }
+    Ok(server)
+}
+
+/// Shutdown on `SIGTERM` or `SIGINT`, both graceful (in-flight requests get
+/// `timeouts.shutdown_seconds` to finish).
+pub struct SignalWatch;
+
+#[async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            // Without signal handlers there is nothing to wait for but the process end.
+            std::future::pending::<()>().await;
+            return ShutdownSignal::GracefulTerminate;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Run until `SIGTERM`/`SIGINT` (blocks the calling thread).
+pub fn run(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<(), Error> {
+    let server = build(config, metrics)?;
+    server.run(RunArgs {
+        shutdown_signal: Box::new(SignalWatch),
+    });
+    Ok(())
+}
+
+struct ChannelWatch(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A gateway running on a background thread.
+pub struct GatewayHandle {
+    pub addr: String,
+    pub metrics_addr: Option<String>,
+    pub metrics: Arc<Metrics>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    /// Gracefully stop the gateway and wait for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Start the gateway on a thread and return once its reverse listener accepts connections.
+pub fn spawn(config: Config) -> Result<GatewayHandle, Error> {
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new()?);
+    let server = build(config.clone(), metrics.clone())?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let watch = ChannelWatch(tokio::sync::Mutex::new(Some(rx)));
+    let thread = std::thread::Builder::new()
+        .name("ccproxy-server".into())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(watch),
+            })
+        })
+        .map_err(Error::Thread)?;
+    let handle = GatewayHandle {
+        addr: config.listen_addr(),
+        metrics_addr: config.metrics.clone(),
+        metrics,
+        stop: Some(tx),
+        thread: Some(thread),
+    };
+    wait_listening(&handle.addr)?;
+    if let Some(m) = &handle.metrics_addr {
+        wait_listening(m)?;
+    }
+    Ok(handle)
+}
+
+/// Readiness poll: connect until the listener answers (bounded).
+fn wait_listening(addr: &str) -> Result<(), Error> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if TcpStream::connect(addr).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::NotListening(addr.to_owned()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

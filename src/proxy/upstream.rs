@@ -1,0 +1,82 @@
+//! The upstream side of a route: address resolution and the Pingora `HttpPeer`.
+//!
+//! DNS answers are cached per `host:port` for a minute so the hot path never blocks on the
+//! resolver (Pingora's `HttpPeer::new` would resolve synchronously). TLS peers verify the
+//! certificate against the system roots, or the provider's trust list when a `ca_file` applies,
+//! offer h2 and http/1.1 via ALPN, and use the route host as SNI. This is the place a
+//! per-provider connector (browser TLS fingerprints via `custom_l4`) plugs in.
+
+use super::error::GatewayError;
+use super::route::Route;
+use crate::config::file::Scheme;
+use crate::config::Timeouts;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+const DNS_TTL: Duration = Duration::from_secs(60);
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// A small async DNS cache.
+#[derive(Default)]
+pub struct Resolver {
+    cache: RwLock<HashMap<(String, u16), (SocketAddr, Instant)>>,
+}
+
+impl Resolver {
+    /// The first address of `host:port`.
+    pub async fn lookup(&self, host: &str, port: u16) -> Result<SocketAddr, GatewayError> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_owned(), port);
+        if let Some((addr, at)) = self.cache.read().ok().and_then(|c| c.get(&key).copied()) {
+            if at.elapsed() < DNS_TTL {
+                return Ok(addr);
+            }
+        }
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| {
+                GatewayError::new(
+                    502,
+                    "upstream_dns",
+                    format!("cannot resolve upstream host {host}: {e}"),
+                )
+            })?
+            .next()
+            .ok_or_else(|| {
+                GatewayError::new(
+                    502,
+                    "upstream_dns",
+                    format!("upstream host {host} has no addresses"),
+                )
+            })?;
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(key, (addr, Instant::now()));
+        }
+        Ok(addr)
+    }
+}
+
+/// The Pingora peer for `route` at `addr`.
+pub fn peer(route: &Route, addr: SocketAddr, timeouts: &Timeouts) -> Box<HttpPeer> {
+    let tls = route.scheme == Scheme::Https;
+    let mut peer = HttpPeer::new(addr, tls, route.host.clone());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(timeouts.connect);
+    o.total_connection_timeout = Some(timeouts.connect);
+    o.read_timeout = Some(timeouts.read);
+    o.write_timeout = Some(timeouts.read);
+    o.idle_timeout = Some(POOL_IDLE);
+    if tls {
+        o.alpn = ALPN::H2H1;
+        if let Some(trust) = route.provider.as_ref().and_then(|p| p.trust.clone()) {
+            o.ca = Some(trust);
+        }
+    }
+    Box::new(peer)
+}

@@ -1,0 +1,4 @@
+//! Observability: logging setup ([`logging`]) and the Prometheus metrics ([`metrics`]).
+
+pub mod logging;
+pub mod metrics;

@@ -1,0 +1,120 @@
+//! Prometheus metrics of one gateway instance, and the scrape endpoint that serves them.
+//!
+//! Each [`Metrics`] has its own registry (no process globals), so several gateways in one process
+//! (tests) never mix counts. The scrape endpoint is a small Pingora `ServeHttp` app answering
+//! `GET /metrics` in the text exposition format on its own listener.
+
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+use std::sync::Arc;
+
+/// Buckets for latencies measured in seconds, from 10 µs to 60 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// The gateway's metrics.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `ccproxy_requests_total{provider,action,status}`.
+    pub requests: IntCounterVec,
+    /// `ccproxy_upstream_latency_seconds{provider}`: request sent → response headers received.
+    pub upstream_latency: HistogramVec,
+    /// `ccproxy_overhead_seconds`: time spent in ccproxy's own phases per request.
+    pub overhead: Histogram,
+    /// `ccproxy_requests_in_flight`.
+    pub in_flight: IntGauge,
+    /// `ccproxy_hook_errors_total{hook}`.
+    pub hook_errors: IntCounterVec,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "ccproxy_requests_total",
+                "Requests answered, by provider, route action and status",
+            ),
+            &["provider", "action", "status"],
+        )?;
+        let upstream_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "ccproxy_upstream_latency_seconds",
+                "Time from sending the request upstream to receiving the response headers",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["provider"],
+        )?;
+        let overhead = Histogram::with_opts(
+            HistogramOpts::new(
+                "ccproxy_overhead_seconds",
+                "Time a request spends in ccproxy's own phases (body buffering, hooks, routing, filters)",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        let in_flight = IntGauge::new("ccproxy_requests_in_flight", "Requests being processed")?;
+        let hook_errors = IntCounterVec::new(
+            Opts::new("ccproxy_hook_errors_total", "Hook failures, by hook"),
+            &["hook"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(upstream_latency.clone()))?;
+        registry.register(Box::new(overhead.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(hook_errors.clone()))?;
+        Ok(Self {
+            registry,
+            requests,
+            upstream_latency,
+            overhead,
+            in_flight,
+            hook_errors,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding into a Vec only fails on metric-family inconsistencies we never create.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The `GET /metrics` endpoint.
+pub struct ScrapeApp {
+    pub metrics: Arc<Metrics>,
+}
+
+#[async_trait]
+impl ServeHttp for ScrapeApp {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let req = session.req_header();
+        let (status, ctype, body) = match (req.method.as_str(), req.uri.path()) {
+            ("GET" | "HEAD", "/metrics") => (
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics.render(),
+            ),
+            (_, "/metrics") => (405, "text/plain", b"method not allowed\n".to_vec()),
+            _ => (404, "text/plain", b"not found: try /metrics\n".to_vec()),
+        };
+        let mut resp = http::Response::new(body);
+        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or_default();
+        if let Ok(v) = http::HeaderValue::from_str(ctype) {
+            resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+        }
+        let len = resp.body().len();
+        resp.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+        resp
+    }
+}
