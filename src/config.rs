@@ -148,6 +148,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub providers: ProviderTable,
     pub rules: Vec<Rule>,
+    /// Trust roots for upstreams without their own (system roots + global `ca_file`).
+    pub trust: Option<Arc<CaList>>,
     pub hooks: file::HooksConfig,
     pub pipeline: Pipeline,
 }
@@ -235,22 +237,14 @@ fn parse(text: &str, fname: &str) -> Result<FileConfig, Error> {
     if text.trim().is_empty() {
         return Ok(FileConfig::default());
     }
-    let de = serde_yaml::Deserializer::from_str(text);
-    let root: RootConfig = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let message = e.into_inner().to_string().replace('`', "\"");
-        let path = path.strip_prefix("ccproxy.").unwrap_or(&path).to_owned();
-        if path == "." || path.is_empty() {
-            Error::Syntax {
-                file: fname.to_owned(),
-                message,
-            }
-        } else {
-            Error::Invalid {
-                file: fname.to_owned(),
-                path,
-                message,
-            }
+    // serde_yaml's message already starts with the key path ("ccproxy.port: invalid type…")
+    // and ends with the line/column; only the root key is dropped from the path.
+    let root: RootConfig = serde_yaml::from_str(text).map_err(|e| {
+        let message = e.to_string().replace('`', "\"");
+        let message = message.strip_prefix("ccproxy.").unwrap_or(&message);
+        Error::Syntax {
+            file: fname.to_owned(),
+            message: message.to_owned(),
         }
     })?;
     Ok(root.ccproxy.unwrap_or_default())
@@ -267,7 +261,17 @@ fn invalid(fname: &str, path: impl Into<String>, message: impl Into<String>) -> 
 fn compile(fname: &str, path: String, pattern: &Option<String>) -> Result<Option<Regex>, Error> {
     pattern
         .as_deref()
-        .map(|p| Regex::new(p).map_err(|e| invalid(fname, path, format!("invalid regex: {e}"))))
+        .map(|p| {
+            Regex::new(p).map_err(|e| {
+                // regex errors span several lines (pattern, caret, message): keep one line.
+                let one_line = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                invalid(fname, path, format!("invalid regex: {one_line}"))
+            })
+        })
         .transpose()
 }
 
@@ -426,7 +430,7 @@ fn resolve(
                     .transpose()?;
                 let kind = match (a.command, a.file) {
                     (Some(c), None) => SourceKind::Command(c),
-                    (None, Some(f)) => SourceKind::File(paths::expand_home(&f)),
+                    (None, Some(f)) => SourceKind::File(paths::relative_to(&dir, &f)),
                     _ => return Err(invalid(fname, at("auth"), "needs `command` or `file`")),
                 };
                 Some(CredentialSource::new(
@@ -469,6 +473,12 @@ fn resolve(
             }),
         );
     }
+
+    let trust = global_ca.map(|extra| {
+        let mut list = roots.get_or_insert_with(system_roots).clone();
+        list.extend(extra);
+        Arc::new(list.into_boxed_slice())
+    });
 
     let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
     for (i, r) in raw.inspector.transforms.into_iter().enumerate() {
@@ -537,6 +547,7 @@ fn resolve(
         timeouts,
         providers,
         rules,
+        trust,
         hooks: hooks_cfg,
         pipeline,
     })

@@ -9,6 +9,8 @@
 //! dependency DAG at load time; metrics and logging live in [`telemetry`]; the command line in
 //! [`cli`].
 
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod cli;
 pub mod config;
 pub mod creds;

@@ -298,7 +298,12 @@ impl ProxyHttp for Gateway {
             .lookup(&route.host, route.port)
             .await
             .map_err(|e| self.fail(ctx, e))?;
-        let peer = upstream::peer(&route, addr, &self.config.timeouts);
+        let peer = upstream::peer(
+            &route,
+            addr,
+            &self.config.timeouts,
+            self.config.trust.as_ref(),
+        );
         ctx.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
         ctx.route = Some(route);
         ctx.overhead += t0.elapsed();

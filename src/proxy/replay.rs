@@ -90,7 +90,7 @@ pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> Slot {
         req,
         body,
     };
-    session.downstream_session = Box::new(ServerSession::new_custom(Box::new(replay)));
+    *session.downstream_session = ServerSession::new_custom(Box::new(replay));
     slot
 }
 

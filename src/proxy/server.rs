@@ -51,10 +51,12 @@ pub fn build(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Server, Error
     if let Some(m) = &config.metrics {
         preflight(m)?;
     }
-    let mut conf = ServerConf::default();
-    conf.threads = config.threads;
-    conf.grace_period_seconds = Some(0);
-    conf.graceful_shutdown_timeout_seconds = Some(config.timeouts.shutdown_seconds);
+    let conf = ServerConf {
+        threads: config.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(config.timeouts.shutdown_seconds),
+        ..ServerConf::default()
+    };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 

@@ -9,11 +9,12 @@
 use super::error::GatewayError;
 use super::route::Route;
 use crate::config::file::Scheme;
-use crate::config::Timeouts;
+use crate::config::{CaList, Timeouts};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
@@ -63,7 +64,12 @@ impl Resolver {
 }
 
 /// The Pingora peer for `route` at `addr`.
-pub fn peer(route: &Route, addr: SocketAddr, timeouts: &Timeouts) -> Box<HttpPeer> {
+pub fn peer(
+    route: &Route,
+    addr: SocketAddr,
+    timeouts: &Timeouts,
+    default_trust: Option<&Arc<CaList>>,
+) -> Box<HttpPeer> {
     let tls = route.scheme == Scheme::Https;
     let mut peer = HttpPeer::new(addr, tls, route.host.clone());
     let o = &mut peer.options;
@@ -74,8 +80,9 @@ pub fn peer(route: &Route, addr: SocketAddr, timeouts: &Timeouts) -> Box<HttpPee
     o.idle_timeout = Some(POOL_IDLE);
     if tls {
         o.alpn = ALPN::H2H1;
-        if let Some(trust) = route.provider.as_ref().and_then(|p| p.trust.clone()) {
-            o.ca = Some(trust);
+        let trust = route.provider.as_ref().and_then(|p| p.trust.as_ref());
+        if let Some(trust) = trust.or(default_trust) {
+            o.ca = Some(trust.clone());
         }
     }
     Box::new(peer)

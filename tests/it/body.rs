@@ -1,0 +1,197 @@
+//! Request and response bodies: whole-body buffering before routing (> 64 KiB, 5 MB),
+//! keep-alive after a buffered request, HTTP/2 (h2c) clients, the size limit, and SSE streaming.
+
+use crate::support::mock::{Gate, MockUpstream, Reply};
+use crate::support::{client, json, provider, providers, raw, Gateway};
+use futures_util::StreamExt;
+use serde_json::json;
+use std::time::Duration;
+
+fn one_provider(mock: &MockUpstream) -> String {
+    providers(&[provider("a", "anthropic", mock, "      auth: echo tok\n")])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_megabyte_body_arrives_intact() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let blob: String = (0..5 * 1024 * 1024 / 16)
+        .map(|i| format!("{:015x},", i))
+        .collect();
+    let body = format!(r#"{{"model":"m","data":"{blob}"}}"#);
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = &mock.requests()[0];
+    assert_eq!(got.body.len(), body.len());
+    assert!(got.body == body.as_bytes(), "5 MB body changed in transit");
+    assert_eq!(
+        got.header("content-length"),
+        Some(body.len().to_string().as_str())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_buffered_requests_share_one_keepalive_connection() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let mut conn = raw::Conn::open(&gw.addr()).await;
+    let head = "POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: sk-ant-oat-ccproxy-a\r\ncontent-type: application/json";
+    let big = format!(r#"{{"model":"m","pad":"{}"}}"#, "y".repeat(100 * 1024));
+    let first = conn.exchange(head, big.as_bytes()).await;
+    assert_eq!(first.status, 200);
+    let second = conn.exchange(head, br#"{"model":"m2"}"#).await;
+    assert_eq!(second.status, 200);
+    let third = conn.exchange("GET /health HTTP/1.1\r\nhost: gw", b"").await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.body, b"ccproxy says hey!");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 2);
+    assert_eq!(reqs[0].body.len(), big.len());
+    assert_eq!(&reqs[1].body[..], br#"{"model":"m2"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_client_with_large_body_is_routed_and_answered() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let body = format!(r#"{{"model":"m","pad":"{}"}}"#, "z".repeat(300 * 1024));
+    for _ in 0..2 {
+        let r = h2
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", "sk-ant-oat-ccproxy-a")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let v = json(r).await;
+        assert_eq!(v["body_len"], body.len());
+    }
+    assert!(mock.requests().iter().all(|r| r.body == body.as_bytes()));
+    let r = h2.get(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "ccproxy says hey!");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn body_over_the_limit_gets_413_in_client_format() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&format!(
+        "  max_request_body_bytes: 1000\n{}",
+        one_provider(&mock)
+    ));
+    // Declared length over the limit.
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .body("x".repeat(2000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v = json(r).await;
+    assert_eq!(v["error"]["type"], "request_too_large");
+    assert!(v["error"]["message"].as_str().unwrap().contains("1000"));
+    // Chunked body that grows past the limit.
+    let chunks = futures_util::stream::iter(
+        (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from("y".repeat(400)))),
+    );
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(json(r).await["error"]["code"], 413);
+    // Exactly at the limit passes.
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .body("x".repeat(1000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bodyless_and_empty_body_requests_pass_through() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let r = client()
+        .get(gw.url("/v1/messages/batches"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .body("")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reqs = mock.requests();
+    assert_eq!(reqs[0].method, "GET");
+    assert!(reqs[0].body.is_empty());
+    assert!(reqs[1].body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_reaches_the_client_event_by_event() {
+    let gate = Gate::new();
+    let events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\"}\n\n".to_owned(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\"}\n\n".to_owned(),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+    ];
+    let mock = MockUpstream::start(Reply::Sse {
+        events: events.clone(),
+        gate: Some(gate.clone()),
+    })
+    .await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut stream = r.bytes_stream();
+    // The upstream holds the stream open after the first event: it must arrive anyway.
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("first SSE event was buffered by the gateway")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], events[0].as_bytes());
+    assert!(!gate.is_open());
+    gate.open();
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    assert_eq!(String::from_utf8(rest).unwrap(), events[1..].concat());
+}

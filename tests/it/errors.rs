@@ -1,0 +1,98 @@
+//! Upstream failures become JSON errors in the client's API format with 502/504.
+
+use crate::support::mock::{closed_port, MockUpstream, Reply};
+use crate::support::{client, json, provider, providers, Gateway};
+use serde_json::json;
+use std::time::Duration;
+
+fn dead_provider(port: u16) -> String {
+    providers(&[format!(
+        "    dead:\n      host: 127.0.0.1:{port}\n      scheme: http\n      provider: anthropic\n      auth: echo t\n    deadai:\n      host: 127.0.0.1:{port}\n      scheme: http\n      provider: openai\n      auth: echo t\n"
+    )])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_is_502_in_anthropic_shape() {
+    let port = closed_port().await;
+    let gw = Gateway::start(&dead_provider(port));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-dead")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v = json(r).await;
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "api_error");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("refused") && msg.contains(&port.to_string()),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_refused_is_502_in_openai_shape() {
+    let port = closed_port().await;
+    let gw = Gateway::start(&dead_provider(port));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-deadai")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v = json(r).await;
+    assert_eq!(v["error"]["code"], 502);
+    assert_eq!(v["error"]["type"], "api_error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_upstream_is_504() {
+    let mock = MockUpstream::start(Reply::Delay {
+        after: Duration::from_secs(5),
+        reply: Box::new(Reply::Status(200)),
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "  timeouts:\n    shutdown_seconds: 0\n    read_seconds: 0.3\n{}",
+        providers(&[provider("slow", "anthropic", &mock, "      auth: echo t\n")])
+    ));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-slow")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 504);
+    let v = json(r).await;
+    assert_eq!(v["error"]["type"], "timeout_error");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_error_status_and_body_pass_through_untouched() {
+    let mock = MockUpstream::start(Reply::Json {
+        status: 429,
+        body: json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo t\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(json(r).await["error"]["message"], "slow down");
+}

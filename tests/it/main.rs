@@ -1,0 +1,13 @@
+//! ccproxy's integration tests: one binary, one module per area. Gateways run in-process on
+//! ephemeral ports (or as the built binary for CLI tests) in front of in-repo mock upstreams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod body;
+mod cli;
+mod errors;
+mod hooks;
+mod metrics;
+mod routing;

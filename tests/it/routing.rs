@@ -1,0 +1,429 @@
+//! Routing (spec §4.3, §16.1 cases 1–3, 5): synthetic routes, sentinel keys, transform rules,
+//! and what reaches the upstream.
+
+use crate::support::mock::{MockUpstream, Reply};
+use crate::support::tls::TestCa;
+use crate::support::{client, json, provider, providers, Gateway};
+use serde_json::json;
+
+fn ok_json() -> Reply {
+    Reply::Json {
+        status: 200,
+        body: json!({"id": "msg_1", "type": "message", "content": []}),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_and_root_say_hey_as_plain_text() {
+    let gw = Gateway::start("");
+    for path in ["/", "/health"] {
+        let r = client().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert_eq!(r.text().await.unwrap(), "ccproxy says hey!");
+    }
+    // Only GET/HEAD are synthetic: a POST to /health is an ordinary (unroutable) request.
+    let r = client().post(gw.url("/health")).send().await.unwrap();
+    assert_eq!(r.status(), 501);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_catalog_lists_configured_providers_without_network() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider("anthropic", "anthropic", &mock, "")]));
+    let r = client().get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(v["object"], "list");
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(ids.contains(&"claude-haiku-4-5-20251001"), "{ids:?}");
+    assert!(v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|m| m["owned_by"] == "anthropic" && m["object"] == "model"));
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_route_answers_spec_501_body() {
+    let gw = Gateway::start("");
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-real")
+        .json(&json!({"model": "gpt-4o", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    assert_eq!(
+        json(r).await,
+        json!({"error": {"message": "no provider or transform rule matched this request", "type": "not_implemented_error", "code": 501}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_in_x_api_key_routes_to_provider_with_bearer_token() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "anthropic",
+        "anthropic",
+        &mock,
+        "      path: /v1/messages\n      auth:\n        command: echo tok123\n",
+    )]));
+    let body = br#"{"model":"claude-haiku-4-5-20251001", "max_tokens": 5,"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = client()
+        .post(gw.url("/v1/messages?beta=true"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-anthropic")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("x-ccproxy-request-id"));
+    let got = &mock.requests()[0];
+    assert_eq!(got.method, "POST");
+    // The client's query survives the path template (deliberate: Claude Code sends ?beta=true).
+    assert_eq!(got.path, "/v1/messages?beta=true");
+    assert_eq!(got.header("authorization"), Some("Bearer tok123"));
+    assert!(!got.has_header("x-api-key"));
+    assert_eq!(got.header("host"), Some(mock.host_port().as_str()));
+    assert_eq!(got.header("anthropic-version"), Some("2023-06-01"));
+    // An untouched body is forwarded byte for byte (no re-serialization, fixing spec §5.5 LB).
+    assert_eq!(&got.body[..], &body[..]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_with_auth_header_puts_raw_token_in_that_header() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "deepseek",
+        "anthropic",
+        &mock,
+        "      path: /anthropic/v1/messages\n      auth:\n        command: echo tok123\n        header: x-api-key\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .bearer_auth("sk-ant-oat-ccproxy-deepseek")
+        .json(&json!({"model": "deepseek-v4", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = &mock.requests()[0];
+    assert_eq!(got.path, "/anthropic/v1/messages");
+    assert_eq!(got.header("x-api-key"), Some("tok123"));
+    assert!(!got.has_header("authorization"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sentinel_in_goog_key_and_file_credential() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), "file-tok\n").unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        &providers(&[provider(
+            "gemini",
+            "gemini",
+            &mock,
+            "      auth:\n        file: token\n        header: x-goog-api-key\n",
+        )]),
+    );
+    let r = client()
+        .post(gw.url("/v1beta/models/gemini-2.5-flash:generateContent"))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .json(&json!({"contents": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = &mock.requests()[0];
+    // No path template: the client's path is kept.
+    assert_eq!(got.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(got.header("x-goog-api-key"), Some("file-tok"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn path_template_fills_model_and_action_and_keeps_count_tokens_suffix() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&providers(&[
+        provider(
+            "g",
+            "gemini",
+            &mock,
+            "      path: /v1internal:{action}\n      auth: echo t\n",
+        ),
+        provider(
+            "a",
+            "anthropic",
+            &mock,
+            "      path: /v1/messages\n      auth: echo t\n",
+        ),
+    ]));
+    client()
+        .post(gw.url("/gemini/v1beta/models/gemini-2.5-pro:streamGenerateContent"))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-g")
+        .json(&json!({"contents": []}))
+        .send()
+        .await
+        .unwrap();
+    client()
+        .post(gw.url("/v1/messages/count_tokens"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let reqs = mock.requests();
+    assert_eq!(reqs[0].path, "/v1internal:streamGenerateContent");
+    assert_eq!(reqs[1].path, "/v1/messages/count_tokens");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_sentinel_provider_is_501_naming_it_and_never_forwarded() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider("anthropic", "anthropic", &mock, "")]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-nope")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    let v = json(r).await;
+    assert_eq!(
+        v["type"], "error",
+        "Anthropic error shape for /v1/messages: {v}"
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("'nope'") && msg.contains("providers.nope"),
+        "{msg}"
+    );
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_credential_command_is_502_naming_provider() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "anthropic",
+        "anthropic",
+        &mock,
+        "      auth: \"echo broken >&2; exit 4\"\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v = json(r).await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("provider 'anthropic'"), "{msg}");
+    assert!(
+        msg.contains("exit status: 4") && msg.contains("broken"),
+        "{msg}"
+    );
+    assert_eq!(
+        v["error"]["code"], 502,
+        "OpenAI shape for chat completions: {v}"
+    );
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn format_mismatch_is_transform_answering_501_until_translation_lands() {
+    let mock = MockUpstream::start(ok_json()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "anthropic",
+        "anthropic",
+        &mock,
+        "      auth: echo tok\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
+        .json(&json!({"model": "claude-haiku-4-5-20251001", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+    let v = json(r).await;
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.starts_with("translation not available"), "{msg}");
+    assert!(msg.contains("openai") && msg.contains("anthropic"), "{msg}");
+    assert_eq!(mock.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_routes_a_large_body_by_its_model_before_sentinel() {
+    let big = MockUpstream::start(Reply::Echo).await;
+    let small = MockUpstream::start(Reply::Echo).await;
+    let cfg = format!(
+        "{}  inspector:\n    transforms:\n      - match_model: \"^big-\"\n        dest_provider: big\n",
+        providers(&[
+            provider("big", "anthropic", &big, "      auth: echo bigtok\n"),
+            provider("small", "anthropic", &small, "      auth: echo smalltok\n"),
+        ])
+    );
+    let gw = Gateway::start(&cfg);
+    // > 64 KiB, with the model at the very end so routing needs the whole body.
+    let filler = "x".repeat(200 * 1024);
+    let body =
+        format!(r#"{{"messages":[{{"role":"user","content":"{filler}"}}],"model":"big-model"}}"#);
+    for (model_body, sentinel) in [
+        (body.clone(), "sk-ant-oat-ccproxy-small"),
+        (
+            body.replace("big-model", "tiny-model"),
+            "sk-ant-oat-ccproxy-small",
+        ),
+    ] {
+        let r = client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", sentinel)
+            .header("content-type", "application/json")
+            .body(model_body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(big.request_count(), 1);
+    assert_eq!(small.request_count(), 1);
+    let got = &big.requests()[0];
+    assert_eq!(got.body.len(), body.len());
+    assert_eq!(&got.body[..], body.as_bytes());
+    // The rule's provider supplies the credential (its auth.header is honoured; spec §4.3 LB).
+    assert_eq!(got.header("authorization"), Some("Bearer bigtok"));
+    assert_eq!(
+        small.requests()[0].header("authorization"),
+        Some("Bearer smalltok")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rule_matches_path_and_host_and_rewrites_dest_path() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let cfg = format!(
+        "{}  inspector:\n    transforms:\n      - match_host: \"^api\\\\.example\\\\.test$\"\n        match_path: \"^/custom/\"\n        dest_provider: local\n        dest_path: /v1/{{model}}/run\n",
+        providers(&[provider("local", "openai", &mock, "")])
+    );
+    let gw = Gateway::start(&cfg);
+    let r = client()
+        .post(gw.url("/custom/x?q=1"))
+        .header("host", "api.example.test:4000")
+        .json(&json!({"model": "m7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.requests()[0].path, "/v1/m7/run?q=1");
+    // Host does not match: no rule, no sentinel.
+    let r = client()
+        .post(gw.url("/custom/x"))
+        .json(&json!({"model": "m7"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 501);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passthrough_rule_on_reverse_listener_is_502_not_a_silent_forward() {
+    let gw = Gateway::start(
+        "  inspector:\n    transforms:\n      - match_path: \"^/p\"\n        action: passthrough\n",
+    );
+    let r = client().post(gw.url("/p")).body("{}").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let v = json(r).await;
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("no original destination"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn internal_headers_are_never_forwarded() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo t\n",
+    )]));
+    client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .header("x-ccproxy-hooks", "-verbose_mode")
+        .header("x-ccproxy-flow-id", "abc")
+        .header("x-other", "kept")
+        .json(&json!({"model": "m"}))
+        .send()
+        .await
+        .unwrap();
+    let got = &mock.requests()[0];
+    assert!(
+        got.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("x-ccproxy-")),
+        "{:?}",
+        got.headers
+    );
+    assert_eq!(got.header("x-other"), Some("kept"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_upstream_verified_with_configured_ca_file() {
+    let ca = TestCa::new();
+    let mock = MockUpstream::start_tls(ok_json(), &ca).await;
+    let other = MockUpstream::start_tls(ok_json(), &ca).await;
+    let entry = |name: &str, port: u16, ca_line: &str| {
+        format!(
+            "    {name}:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo t\n{ca_line}"
+        )
+    };
+    let gw = Gateway::start(&providers(&[
+        entry(
+            "trusted",
+            mock.port(),
+            &format!("      ca_file: {}\n", ca.ca_file.display()),
+        ),
+        entry("untrusted", other.port(), ""),
+    ]));
+    let send = |p: &str| {
+        client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", format!("sk-ant-oat-ccproxy-{p}"))
+            .json(&json!({"model": "m", "stream": false}))
+            .send()
+    };
+    let r = send("trusted").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let got = &mock.requests()[0];
+    assert_eq!(got.header("authorization"), Some("Bearer t"));
+
+    let r = send("untrusted").await.unwrap();
+    assert_eq!(r.status(), 502);
+    let v = json(r).await;
+    assert_eq!(v["type"], "error");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("TLS"),
+        "{v}"
+    );
+    assert_eq!(other.request_count(), 0);
+}

@@ -1,0 +1,204 @@
+//! Test support: mock upstreams ([`mock`]), a test CA ([`tls`]), and [`Gateway`], which runs a
+//! real ccproxy (the library's `proxy::server::spawn`) on free ports with a given config.
+
+#![allow(dead_code)]
+
+pub mod mock;
+pub mod tls;
+
+use ccproxy::config::{Config, ConfigLocation};
+use ccproxy::proxy::server::{spawn, GatewayHandle};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub handle: Option<GatewayHandle>,
+    pub base: String,
+    pub metrics_url: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Config YAML with listener/test defaults; `body` is the rest of the `ccproxy:` section,
+/// indented by two spaces.
+pub fn config_yaml(port: u16, metrics_port: u16, body: &str) -> String {
+    let mut y = format!(
+        "ccproxy:\n  host: 127.0.0.1\n  port: {port}\n  metrics: 127.0.0.1:{metrics_port}\n  log_file: null\n  threads: 2\n"
+    );
+    if !body.contains("timeouts:") {
+        y.push_str("  timeouts:\n    shutdown_seconds: 0\n    connect_seconds: 2\n");
+    }
+    y.push_str(body);
+    y
+}
+
+impl Gateway {
+    /// Start a gateway whose `ccproxy:` section is `body` (plus listener defaults).
+    pub fn start(body: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(dir, body)
+    }
+
+    /// Start with the config written into `dir` (which may hold files the config names).
+    pub fn start_in(dir: tempfile::TempDir, body: &str) -> Self {
+        for _ in 0..5 {
+            let (port, mport) = (mock::free_port(), mock::free_port());
+            let file = dir.path().join("ccproxy.yaml");
+            std::fs::write(&file, config_yaml(port, mport, body)).unwrap();
+            let loc = ConfigLocation {
+                dir: dir.path().to_path_buf(),
+                file,
+            };
+            let config = Config::load(loc).unwrap_or_else(|e| panic!("config: {e}"));
+            match spawn(config) {
+                Ok(handle) => {
+                    return Self {
+                        handle: Some(handle),
+                        base: format!("http://127.0.0.1:{port}"),
+                        metrics_url: format!("http://127.0.0.1:{mport}/metrics"),
+                        dir,
+                    }
+                }
+                // A free port can be taken between probing and binding: try again.
+                Err(ccproxy::proxy::server::Error::Bind { .. }) => continue,
+                Err(e) => panic!("gateway: {e}"),
+            }
+        }
+        panic!("no free port for the gateway");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_owned()
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The metrics exposition text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(&self.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            // Joining blocks; do it off the async runtime's worker.
+            let _ = std::thread::spawn(move || h.shutdown()).join();
+        }
+    }
+}
+
+/// A provider entry pointing at a plain-HTTP mock.
+pub fn provider(name: &str, family: &str, mock: &mock::MockUpstream, extra: &str) -> String {
+    format!(
+        "    {name}:\n      host: {}\n      scheme: http\n      provider: {family}\n{extra}",
+        mock.host_port()
+    )
+}
+
+/// `providers:` section with entries.
+pub fn providers(entries: &[String]) -> String {
+    format!("  providers:\n{}", entries.concat())
+}
+
+/// A plain HTTP client (HTTP/1.1).
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Parse a JSON response body.
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    let text = resp.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// The value of a Prometheus sample line `name{labels} value` whose text starts with `prefix`.
+pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Path of the built `ccproxy` binary.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ccproxy")
+}
+
+/// Minimal raw HTTP/1.1 exchange over one TCP connection, to observe keep-alive.
+pub mod raw {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    pub struct Conn(BufReader<TcpStream>);
+
+    pub struct Response {
+        pub status: u16,
+        pub headers: Vec<(String, String)>,
+        pub body: Vec<u8>,
+    }
+
+    impl Response {
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    impl Conn {
+        pub async fn open(addr: &str) -> Self {
+            Self(BufReader::new(TcpStream::connect(addr).await.unwrap()))
+        }
+
+        /// Send one request with a body; read one Content-Length-framed response.
+        pub async fn exchange(&mut self, head: &str, body: &[u8]) -> Response {
+            let req = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len());
+            let s = self.0.get_mut();
+            s.write_all(req.as_bytes()).await.unwrap();
+            s.write_all(body).await.unwrap();
+            let mut line = String::new();
+            self.0.read_line(&mut line).await.unwrap();
+            let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+            let mut headers = Vec::new();
+            loop {
+                line.clear();
+                self.0.read_line(&mut line).await.unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap();
+                headers.push((k.trim().to_owned(), v.trim().to_owned()));
+            }
+            let len: usize = headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map(|(_, v)| v.parse().unwrap())
+                .expect("response without content-length");
+            let mut body = vec![0; len];
+            self.0.read_exact(&mut body).await.unwrap();
+            Response {
+                status,
+                headers,
+                body,
+            }
+        }
+    }
+}
