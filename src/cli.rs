@@ -60,8 +60,8 @@ pub enum Command {
     },
     /// Run a command with its API base URLs pointed at the gateway.
     ///
-    /// Sets ANTHROPIC_BASE_URL, OPENAI_BASE_URL and OPENAI_API_BASE to the gateway and runs the
-    /// command; ccproxy exits with the command's exit code.
+    /// Sets ANTHROPIC_BASE_URL (http://host:port) and OPENAI_BASE_URL / OPENAI_API_BASE
+    /// (http://host:port/v1) and runs the command; ccproxy exits with the command's exit code.
     Run {
         /// The command and its arguments (put them after `--`).
         #[arg(

@@ -60,6 +60,22 @@ pub enum Error {
     FileEmpty { path: PathBuf },
 }
 
+impl Error {
+    /// The error without command output or paths, for clients (details stay in the log).
+    pub fn summary(&self) -> String {
+        match self {
+            Error::Spawn(_) => "credential command could not start".to_owned(),
+            Error::Timeout => self.to_string(),
+            Error::CommandFailed { status, .. } => {
+                format!("credential command exited with {status}")
+            }
+            Error::CommandEmpty => self.to_string(),
+            Error::FileRead { .. } => "credential file could not be read".to_owned(),
+            Error::FileEmpty { .. } => "credential file is empty".to_owned(),
+        }
+    }
+}
+
 /// Where a provider's credential comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {

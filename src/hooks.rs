@@ -158,6 +158,22 @@ impl HookError {
         }
     }
 
+    /// Stops the request with `status`; the client sees `client_message`, the log `message`
+    /// (which may carry details, such as a command's stderr, that stay on the gateway).
+    pub fn fatal_with_detail(
+        status: u16,
+        client_message: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            fatal: Some(Fatal {
+                status,
+                message: client_message.into(),
+            }),
+            message: message.into(),
+        }
+    }
+
     /// Stops the request with `status`.
     pub fn fatal(status: u16, message: impl Into<String>) -> Self {
         let message = message.into();

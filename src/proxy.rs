@@ -159,6 +159,15 @@ impl Gateway {
         })?;
         upstream_request.set_uri(uri);
         upstream_request.insert_header(http::header::HOST, route.authority.as_str())?;
+        if route.provider.is_none() && ctx.meta.oauth_injected {
+            // A rule sent the request to a host no provider owns: the credential resolved for
+            // the sentinel's provider must not go there.
+            for h in AUTH_HEADERS {
+                upstream_request.remove_header(h);
+            }
+            ctx.meta.oauth_injected = false;
+            tracing::debug!(request_id = %ctx.meta.request_id, "dropped provider credential for a rule destination without provider");
+        }
         if route.inject_credential {
             if let Some(p) = &route.provider {
                 if let Err(e) = forward_oauth::authorize(upstream_request, p).await {

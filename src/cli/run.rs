@@ -5,8 +5,15 @@ use crate::config::ConfigLocation;
 use std::os::unix::process::CommandExt;
 use std::process::ExitCode;
 
-/// Variables set to the gateway's base URL (spec §1; no `/v1` suffix).
-pub const BASE_URL_VARS: [&str; 3] = ["ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "OPENAI_API_BASE"];
+/// Variables set to the gateway's base URL, with the suffix each SDK expects. The Anthropic SDK
+/// appends `/v1/messages`; OpenAI SDKs append only `/chat/completions`, so their base carries
+/// `/v1` (deliberate: the original set all three without `/v1`, which sent OpenAI SDK traffic to
+/// `/chat/completions`, a path no provider route matches).
+pub const BASE_URL_VARS: [(&str, &str); 3] = [
+    ("ANTHROPIC_BASE_URL", ""),
+    ("OPENAI_BASE_URL", "/v1"),
+    ("OPENAI_API_BASE", "/v1"),
+];
 
 pub fn run(location: ConfigLocation, command: &[String]) -> ExitCode {
     let Some((program, args)) = command.split_first() else {
@@ -19,8 +26,8 @@ pub fn run(location: ConfigLocation, command: &[String]) -> ExitCode {
     let url = config.base_url();
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
-    for var in BASE_URL_VARS {
-        cmd.env(var, &url);
+    for (var, suffix) in BASE_URL_VARS {
+        cmd.env(var, format!("{url}{suffix}"));
     }
     // Only returns on failure.
     let err = cmd.exec();

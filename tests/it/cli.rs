@@ -171,7 +171,7 @@ fn run_points_base_urls_at_the_gateway_and_propagates_exit_code() {
     assert_eq!(out.status.code(), Some(7));
     assert_eq!(
         text(&out.stdout).trim(),
-        "http://127.0.0.1:4123 http://127.0.0.1:4123 http://127.0.0.1:4123"
+        "http://127.0.0.1:4123 http://127.0.0.1:4123/v1 http://127.0.0.1:4123/v1"
     );
     let out = ccproxy(dir.path(), &["run", "--", "/nonexistent/tool"]);
     assert_eq!(out.status.code(), Some(1));

@@ -6,6 +6,7 @@
 //! auth headers are removed. An unknown provider or a failing credential source is fatal: the
 //! sentinel must never leave the gateway.
 
+use crate::config::file::ApiFamily;
 use crate::config::Provider;
 use crate::creds::Secret;
 use crate::hooks::registry::{no_params, HookSpec};
@@ -16,6 +17,12 @@ use std::sync::Arc;
 
 /// Prefix of a sentinel key; the rest names the provider.
 pub const SENTINEL_PREFIX: &str = "sk-ant-oat-ccproxy-";
+
+/// Anthropic OAuth (subscription) access tokens start with this.
+pub const ANTHROPIC_OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
+
+/// The beta Anthropic requires for OAuth access tokens sent as `Authorization: Bearer`.
+pub const ANTHROPIC_OAUTH_BETA: &str = "oauth-2025-04-20";
 
 /// Headers that may carry a client API key, in lookup order.
 pub const AUTH_HEADERS: [&str; 3] = ["x-api-key", "x-goog-api-key", "authorization"];
@@ -76,20 +83,57 @@ pub fn inject_credential(
     Ok(())
 }
 
+/// Add `beta` to the comma-separated `anthropic-beta` header unless present.
+pub fn ensure_beta(headers: &mut RequestHeader, beta: &str) -> Result<(), HookError> {
+    let current = headers
+        .headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    if current.split(',').any(|b| b.trim() == beta) {
+        return Ok(());
+    }
+    let next = if current.is_empty() {
+        beta.to_owned()
+    } else {
+        format!("{current},{beta}")
+    };
+    headers
+        .insert_header("anthropic-beta", next)
+        .map_err(|e| HookError::soft(format!("cannot set anthropic-beta: {e}")))?;
+    Ok(())
+}
+
 /// Resolve `provider`'s credential and inject it; without `auth` just drop the client's keys.
+/// An Anthropic OAuth token sent as Bearer also gets the `oauth-2025-04-20` beta, which the API
+/// requires for subscription tokens (the original got it from captured shapes).
 pub async fn authorize(headers: &mut RequestHeader, provider: &Provider) -> Result<(), HookError> {
     match &provider.auth {
         Some(src) => {
             let secret = src.resolve().await.map_err(|e| {
-                HookError::fatal(
+                HookError::fatal_with_detail(
                     502,
+                    format!(
+                        "could not resolve the credential of provider '{}' ({}); see the ccproxy log",
+                        provider.name,
+                        e.summary()
+                    ),
                     format!(
                         "could not resolve the credential of provider '{}': {e}",
                         provider.name
                     ),
                 )
             })?;
-            inject_credential(headers, src.header(), &secret)
+            inject_credential(headers, src.header(), &secret)?;
+            if provider.family == ApiFamily::Anthropic
+                && src.header().is_none()
+                && secret.expose().starts_with(ANTHROPIC_OAUTH_TOKEN_PREFIX)
+            {
+                ensure_beta(headers, ANTHROPIC_OAUTH_BETA)?;
+            }
+            Ok(())
         }
         None => {
             for h in AUTH_HEADERS {
@@ -178,6 +222,17 @@ mod tests {
         assert_eq!(r.headers["authorization"], "Bearer tok123");
         assert!(r.headers.get("x-api-key").is_none());
         assert!(r.headers.get("x-goog-api-key").is_none());
+    }
+
+    #[test]
+    fn ensure_beta_appends_once() {
+        let mut r = req(&[("anthropic-beta", "foo")]);
+        ensure_beta(&mut r, ANTHROPIC_OAUTH_BETA).unwrap();
+        ensure_beta(&mut r, ANTHROPIC_OAUTH_BETA).unwrap();
+        assert_eq!(r.headers["anthropic-beta"], "foo,oauth-2025-04-20");
+        let mut r = req(&[]);
+        ensure_beta(&mut r, ANTHROPIC_OAUTH_BETA).unwrap();
+        assert_eq!(r.headers["anthropic-beta"], "oauth-2025-04-20");
     }
 
     #[test]
