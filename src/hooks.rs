@@ -17,8 +17,10 @@ use crate::config::file::{ApiFamily, HookEntryConfig, HooksConfig};
 use crate::config::ProviderTable;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use std::fmt;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 pub use registry::HookSpec;
@@ -41,18 +43,56 @@ impl Stage {
     }
 }
 
-/// The request body, parsed as JSON at most once and re-serialized only if a hook changed it.
+/// The request body. Reading a top-level field scans the JSON once into an index of byte ranges
+/// (no tree is built, so a 300 KB Claude Code body costs one fast validation pass); the full tree
+/// is built only when a hook asks for it, and the body is re-serialized only if a hook changed it.
+/// Empty and non-JSON bodies are never rewritten.
 #[derive(Debug, Default)]
 pub struct Body {
     raw: Bytes,
+    index: OnceLock<Option<Members>>,
     parsed: OnceLock<Option<Value>>,
     dirty: bool,
+}
+
+/// Top-level member names of a JSON object with the byte range of each value.
+type Members = Vec<(String, Range<usize>)>;
+
+/// Builds [`Members`] while scanning the raw body.
+struct TopLevel {
+    base: usize,
+    members: Members,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for &mut TopLevel {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut TopLevel {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            let start = v.get().as_ptr() as usize - self.base;
+            self.members.push((k, start..start + v.get().len()));
+        }
+        Ok(())
+    }
 }
 
 impl Body {
     pub fn new(raw: Bytes) -> Self {
         Self {
             raw,
+            index: OnceLock::new(),
             parsed: OnceLock::new(),
             dirty: false,
         }
@@ -63,7 +103,49 @@ impl Body {
         &self.raw
     }
 
-    /// The body as JSON; `None` for empty or non-JSON bodies (which are never rewritten).
+    fn index(&self) -> Option<&[(String, Range<usize>)]> {
+        self.index
+            .get_or_init(|| {
+                if self.raw.is_empty() {
+                    return None;
+                }
+                let mut top = TopLevel {
+                    base: self.raw.as_ptr() as usize,
+                    members: Vec::new(),
+                };
+                let mut de = serde_json::Deserializer::from_slice(&self.raw);
+                serde::de::DeserializeSeed::deserialize(&mut top, &mut de).ok()?;
+                de.end().ok()?;
+                Some(top.members)
+            })
+            .as_deref()
+    }
+
+    /// Whether the body is a JSON object.
+    pub fn is_json_object(&self) -> bool {
+        self.index().is_some()
+    }
+
+    /// The raw JSON text of a top-level field of the body as received.
+    pub fn field_raw(&self, key: &str) -> Option<&str> {
+        let (_, r) = self.index()?.iter().find(|(k, _)| k == key)?;
+        std::str::from_utf8(self.raw.get(r.clone())?).ok()
+    }
+
+    /// A top-level field, deserialized; reflects hook changes.
+    pub fn field<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        if let Some(Some(v)) = self.parsed.get() {
+            return T::deserialize(v.get(key)?).ok();
+        }
+        serde_json::from_str(self.field_raw(key)?).ok()
+    }
+
+    /// A top-level string field (`model`, …).
+    pub fn str_field(&self, key: &str) -> Option<String> {
+        self.field::<String>(key)
+    }
+
+    /// The whole body as JSON; `None` for empty or non-JSON bodies.
     pub fn json(&self) -> Option<&Value> {
         self.parsed
             .get_or_init(|| {
@@ -86,11 +168,6 @@ impl Body {
     /// Whether a hook asked for mutable access.
     pub fn is_dirty(&self) -> bool {
         self.dirty
-    }
-
-    /// A top-level string field of a JSON object body (`model`, …).
-    pub fn str_field(&self, key: &str) -> Option<&str> {
-        self.json()?.get(key)?.as_str()
     }
 
     /// The bytes to send upstream: re-serialized JSON when changed, else the original bytes.
@@ -414,12 +491,31 @@ mod tests {
     fn body_is_parsed_lazily_and_only_rewritten_when_touched() {
         let raw = Bytes::from_static(b"{ \"model\" : \"m\" }");
         let mut b = Body::new(raw.clone());
-        assert_eq!(b.str_field("model"), Some("m"));
+        assert_eq!(b.str_field("model").as_deref(), Some("m"));
+        assert_eq!(b.field_raw("model"), Some("\"m\""));
         assert_eq!(b.to_wire().unwrap(), raw, "untouched body keeps its bytes");
         if let Some(v) = b.json_mut() {
             v["model"] = Value::from("n");
         }
         assert_eq!(&b.to_wire().unwrap()[..], br#"{"model":"n"}"#);
+        assert_eq!(
+            b.str_field("model").as_deref(),
+            Some("n"),
+            "fields reflect changes"
+        );
+    }
+
+    #[test]
+    fn field_index_handles_nesting_escapes_and_rejects_trailing_garbage() {
+        let b = Body::new(Bytes::from_static(
+            br#" {"a": {"x": [1, "}"]}, "k\"ey": "v\u00e9", "model": "m"} "#,
+        ));
+        assert_eq!(b.field_raw("a"), Some(r#"{"x": [1, "}"]}"#));
+        assert_eq!(b.str_field("k\"ey").as_deref(), Some("vé"));
+        assert_eq!(b.str_field("model").as_deref(), Some("m"));
+        assert!(b.field_raw("missing").is_none());
+        assert!(!Body::new(Bytes::from_static(br#"{"a":1} x"#)).is_json_object());
+        assert!(!Body::new(Bytes::from_static(b"[1]")).is_json_object());
     }
 
     #[test]

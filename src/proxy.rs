@@ -281,14 +281,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let t0 = Instant::now();
-        ctx.started = Some(t0);
+        ctx.started = Some(Instant::now());
         ctx.meta.request_id = self.next_request_id();
         self.metrics.in_flight.inc();
         ctx.in_flight = true;
-        let r = self.inbound(session, ctx).await;
-        ctx.overhead += t0.elapsed();
-        r
+        self.inbound(session, ctx).await
     }
 
     async fn upstream_peer(
@@ -296,7 +293,6 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let t0 = Instant::now();
         let route = match ctx.route.clone() {
             Some(r) => r,
             None => route::resolve(&self.config, session.req_header(), &ctx.body, &ctx.meta)
@@ -315,8 +311,24 @@ impl ProxyHttp for Gateway {
         );
         ctx.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
         ctx.route = Some(route);
-        ctx.overhead += t0.elapsed();
+        ctx.peer_chosen = Some(Instant::now());
         Ok(peer)
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (false, Some(t)) = (reused, ctx.peer_chosen) {
+            ctx.connect_time += t.elapsed();
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -325,11 +337,8 @@ impl ProxyHttp for Gateway {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let t0 = Instant::now();
         let r = self.outbound(upstream_request, ctx).await;
-        let now = Instant::now();
-        ctx.overhead += now - t0;
-        ctx.upstream_sent = Some(now);
+        ctx.upstream_sent = Some(Instant::now());
         r
     }
 
@@ -363,16 +372,25 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        ctx.upstream_done = Some(Instant::now());
+        Ok(None)
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let t0 = Instant::now();
         ctx.status = upstream_response.status.as_u16();
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
-        ctx.overhead += t0.elapsed();
         Ok(())
     }
 
@@ -451,7 +469,9 @@ impl ProxyHttp for Gateway {
             .with_label_values(&[ctx.provider_label(), ctx.action_label(), status_label])
             .inc();
         if !ctx.synthetic {
-            self.metrics.overhead.observe(ctx.overhead.as_secs_f64());
+            self.metrics
+                .overhead
+                .observe(ctx.overhead(Instant::now()).as_secs_f64());
         }
         let req = session.req_header();
         tracing::debug!(

@@ -26,10 +26,14 @@ pub struct RequestCtx {
     pub outgoing_body: Option<Bytes>,
     /// Where the original downstream session waits while the replay session is installed.
     pub replay: Option<replay::Slot>,
-    /// Time spent in ccproxy's own phases so far.
-    pub overhead: Duration,
+    /// When `upstream_peer` returned (connection setup starts).
+    pub peer_chosen: Option<Instant>,
+    /// Time spent connecting to the upstream (TCP + TLS; ~0 for a pooled connection).
+    pub connect_time: Duration,
     /// When the request headers went upstream.
     pub upstream_sent: Option<Instant>,
+    /// When the last upstream response body chunk arrived.
+    pub upstream_done: Option<Instant>,
     /// Status sent to the client.
     pub status: u16,
     /// Counted in the in-flight gauge.
@@ -39,6 +43,24 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
+    /// Time this request spent in the gateway rather than waiting for the upstream: everything
+    /// from `request_filter` to now, minus connecting and minus request-sent → last response
+    /// byte received.
+    pub fn overhead(&self, now: Instant) -> Duration {
+        let Some(start) = self.started else {
+            return Duration::ZERO;
+        };
+        let total = now.saturating_duration_since(start);
+        let upstream = match (self.upstream_sent, self.upstream_done) {
+            (Some(sent), Some(done)) => done.saturating_duration_since(sent),
+            (Some(sent), None) => now.saturating_duration_since(sent),
+            _ => Duration::ZERO,
+        };
+        total
+            .saturating_sub(upstream)
+            .saturating_sub(self.connect_time)
+    }
+
     /// Label for metrics: the provider (or destination host), `none` before routing.
     pub fn provider_label(&self) -> &str {
         self.route.as_ref().map_or("none", |r| r.label.as_str())

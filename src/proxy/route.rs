@@ -11,6 +11,7 @@ use crate::config::file::{ApiFamily, RuleAction, Scheme};
 use crate::config::{split_authority, Config, Provider, Rule};
 use crate::hooks::{Body, RequestMeta};
 use pingora_http::RequestHeader;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// What the gateway does with a routed request.
@@ -98,14 +99,14 @@ fn endpoint_suffix(path: &str, format: Option<ApiFamily>) -> &str {
 }
 
 /// Model the request is for: `body.model`, else `/models/{model}` in the path.
-pub fn routing_model<'a>(body: &'a Body, path: &'a str) -> Option<&'a str> {
+pub fn routing_model<'a>(body: &Body, path: &'a str) -> Option<Cow<'a, str>> {
     if let Some(m) = body.str_field("model") {
-        return Some(m);
+        return Some(Cow::Owned(m));
     }
     let i = path.find("/models/")?;
     let rest = &path[i + "/models/".len()..];
     let end = rest.find([':', '/']).unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
+    (end > 0).then(|| Cow::Borrowed(&rest[..end]))
 }
 
 /// Action in a Gemini-style path (`…:generateContent` → `generateContent`).
@@ -155,7 +156,7 @@ fn rule_matches(rule: &Rule, req: &RequestHeader, body: &Body) -> bool {
     }
     if let Some(re) = &rule.match_model {
         match body.str_field("model") {
-            Some(m) if re.is_match(m) => {}
+            Some(m) if re.is_match(&m) => {}
             _ => return false,
         }
     }
@@ -179,6 +180,7 @@ pub fn resolve(
     let path = req.uri.path();
     let format = meta.client_format;
     let model = routing_model(body, path);
+    let model = model.as_deref();
     let action = path_action(path);
     let original = req.uri.path_and_query().map_or("/", |p| p.as_str());
 
@@ -304,10 +306,13 @@ mod tests {
     fn model_and_action() {
         let empty = Body::new(Bytes::new());
         let p = "/v1beta/models/gemini-2.5-flash:generateContent";
-        assert_eq!(routing_model(&empty, p), Some("gemini-2.5-flash"));
+        assert_eq!(
+            routing_model(&empty, p).as_deref(),
+            Some("gemini-2.5-flash")
+        );
         assert_eq!(path_action(p), Some("generateContent"));
         let b = Body::new(Bytes::from_static(br#"{"model":"m1"}"#));
-        assert_eq!(routing_model(&b, p), Some("m1"));
+        assert_eq!(routing_model(&b, p).as_deref(), Some("m1"));
         assert_eq!(path_action("/v1/messages"), None);
         assert_eq!(
             fill_template("/v1internal:{action}/{model}", Some("m"), None),

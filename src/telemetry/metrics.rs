@@ -27,7 +27,8 @@ pub struct Metrics {
     pub requests: IntCounterVec,
     /// `ccproxy_upstream_latency_seconds{provider}`: request sent → response headers received.
     pub upstream_latency: HistogramVec,
-    /// `ccproxy_overhead_seconds`: time spent in ccproxy's own phases per request.
+    /// `ccproxy_overhead_seconds`: time a request spent in the gateway, not waiting for the
+    /// upstream (see `RequestCtx::overhead`).
     pub overhead: Histogram,
     /// `ccproxy_requests_in_flight`.
     pub in_flight: IntGauge,
@@ -56,7 +57,7 @@ impl Metrics {
         let overhead = Histogram::with_opts(
             HistogramOpts::new(
                 "ccproxy_overhead_seconds",
-                "Time a request spends in ccproxy's own phases (body buffering, hooks, routing, filters)",
+                "Time a request spends in the gateway rather than waiting for the upstream (total minus connect minus request-sent to last-response-byte)",
             )
             .buckets(LATENCY_BUCKETS.to_vec()),
         )?;

@@ -43,10 +43,17 @@ fn matches(system: &Value) -> bool {
 #[async_trait::async_trait]
 impl Hook for CommitbeeCompat {
     fn guard(&self, cx: &HookContext<'_>) -> bool {
+        // Cheap pre-check on the raw text (the marker has no characters JSON escapes).
+        if !cx
+            .body
+            .field_raw("system")
+            .is_some_and(|s| s.contains(MARKER))
+        {
+            return false;
+        }
         cx.body
-            .json()
-            .and_then(|b| b.get("system"))
-            .is_some_and(matches)
+            .field::<Value>("system")
+            .is_some_and(|s| matches(&s))
     }
 
     async fn run(&self, cx: &mut HookContext<'_>) -> Result<(), HookError> {

@@ -22,8 +22,9 @@ pub const SPEC: HookSpec = HookSpec {
 
 struct ExtractSessionId;
 
-fn user_id<'a>(cx: &'a HookContext<'_>) -> Option<&'a str> {
-    cx.body.json()?.get("metadata")?.get("user_id")?.as_str()
+fn user_id(cx: &HookContext<'_>) -> Option<String> {
+    let metadata: serde_json::Value = cx.body.field("metadata")?;
+    metadata.get("user_id")?.as_str().map(str::to_owned)
 }
 
 /// The session id inside a `metadata.user_id` value.
@@ -52,7 +53,7 @@ impl Hook for ExtractSessionId {
         let Some(uid) = user_id(cx) else {
             return Ok(());
         };
-        match parse_session_id(uid) {
+        match parse_session_id(&uid) {
             Some(sid) => {
                 cx.meta.session_id = Some(sid);
                 Ok(())
