@@ -98,6 +98,18 @@ impl Body {
         }
     }
 
+    /// A body replaced wholesale (a translated request): sent re-serialized.
+    pub fn replaced(value: Value) -> Self {
+        let parsed = OnceLock::new();
+        let _ = parsed.set(Some(value));
+        Self {
+            raw: Bytes::new(),
+            index: OnceLock::new(),
+            parsed,
+            dirty: true,
+        }
+    }
+
     /// The bytes as received from the client.
     pub fn raw(&self) -> &Bytes {
         &self.raw

@@ -17,3 +17,4 @@ pub mod creds;
 pub mod hooks;
 pub mod proxy;
 pub mod telemetry;
+pub mod translate;

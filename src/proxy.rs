@@ -19,13 +19,16 @@ pub mod server;
 pub mod synthetic;
 pub mod upstream;
 
+use crate::config::file::ApiFamily;
 use crate::config::Config;
 use crate::hooks::builtin::forward_oauth::{self, AUTH_HEADERS, SENTINEL_PREFIX};
 use crate::hooks::{Body, HookContext, HookError, Overrides, Stage, OVERRIDE_HEADER};
 use crate::telemetry::metrics::Metrics;
+use crate::translate::{self, stream::StreamTranslator};
 use async_trait::async_trait;
 use bytes::Bytes;
 use ctx::RequestCtx;
+use ctx::{ResponseMode, TranslationState};
 use error::GatewayError;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::Result;
@@ -37,6 +40,15 @@ use std::time::Instant;
 
 /// Response header carrying the gateway's request id.
 pub const REQUEST_ID_HEADER: &str = "x-ccproxy-request-id";
+
+/// Response header listing fields a translation could not carry over.
+pub const TRANSLATION_LOSS_HEADER: &str = "x-ccproxy-translation-loss";
+
+/// Response header marking a locally estimated token count.
+pub const TOKEN_ESTIMATE_HEADER: &str = "x-ccproxy-token-estimate";
+
+/// `anthropic-version` sent on translated requests that have none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// Prefix of headers that are internal to ccproxy and never forwarded upstream.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-ccproxy-";
@@ -133,7 +145,53 @@ impl Gateway {
         if let Err(f) = outcome {
             return Err(self.fail(ctx, GatewayError::new(f.status, "hook", f.message)));
         }
+        if self.count_tokens_locally(session, ctx).await? {
+            return Ok(true);
+        }
         Ok(false)
+    }
+
+    /// `POST …/v1/messages/count_tokens` for a provider without a counting endpoint (the route
+    /// translates): answer with a local estimate, marked `x-ccproxy-token-estimate: local`.
+    async fn count_tokens_locally(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let req = session.req_header();
+        if ctx.meta.client_format != Some(ApiFamily::Anthropic)
+            || !req.uri.path().ends_with("/v1/messages/count_tokens")
+        {
+            return Ok(false);
+        }
+        let Ok(r) = route::resolve(&self.config, req, &ctx.body, &ctx.meta) else {
+            return Ok(false);
+        };
+        if r.translation.is_none() {
+            return Ok(false);
+        }
+        let Some(body) = ctx.body.json() else {
+            return Err(self.fail(
+                ctx,
+                GatewayError::new(400, "bad_request", "count_tokens needs a JSON body"),
+            ));
+        };
+        let n = translate::estimate_input_tokens(body);
+        ctx.route = Some(r);
+        ctx.synthetic = true;
+        ctx.status = 200;
+        let body = Bytes::from(serde_json::json!({"input_tokens": n}).to_string());
+        respond_with(
+            session,
+            ctx,
+            200,
+            "application/json",
+            body,
+            false,
+            &[(TOKEN_ESTIMATE_HEADER, "local")],
+        )
+        .await?;
+        Ok(true)
     }
 
     async fn outbound(
@@ -176,6 +234,10 @@ impl Gateway {
                 }
                 ctx.meta.oauth_injected = p.auth.is_some();
             }
+        }
+
+        if let Some(tr) = route.translation {
+            self.translate_request(upstream_request, ctx, tr)?;
         }
 
         let request_id = ctx.meta.request_id.clone();
@@ -230,6 +292,100 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Replace the client's body with its translation and fit the headers to the provider.
+    fn translate_request(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+        tr: route::Translation,
+    ) -> Result<()> {
+        let from = tr.client.as_str();
+        let to = tr.provider.as_str();
+        let translated = match ctx.body.json() {
+            Some(body) => translate::request(tr.client, tr.provider, body),
+            None => Err(translate::Error::NotJson),
+        };
+        let t = translated.map_err(|e| {
+            self.fail(
+                ctx,
+                GatewayError::new(
+                    400,
+                    "translation",
+                    format!("cannot translate this {from} request for a {to} provider: {e}"),
+                ),
+            )
+        })?;
+        for p in &t.loss.0 {
+            self.metrics
+                .translation_loss
+                .with_label_values(&[from, to, &translate::Loss::label(p)])
+                .inc();
+        }
+        if !t.loss.is_empty() {
+            tracing::debug!(request_id = %ctx.meta.request_id, from, to, lost = %t.loss.header_value(), "translation dropped fields");
+        }
+        let model = ctx.body.str_field("model").unwrap_or_default();
+        ctx.translation = Some(TranslationState {
+            route: tr,
+            stream: t.stream,
+            model,
+            loss: t.loss,
+            response: ResponseMode::Pending,
+        });
+        ctx.body = Body::replaced(t.body);
+        // The gateway must read the provider's response to translate it.
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        upstream_request.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        match tr.provider {
+            ApiFamily::Anthropic => {
+                if !upstream_request.headers.contains_key("anthropic-version") {
+                    upstream_request.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+                }
+            }
+            _ => {
+                for h in [
+                    "anthropic-version",
+                    "anthropic-beta",
+                    "anthropic-dangerous-direct-browser-access",
+                ] {
+                    upstream_request.remove_header(h);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Translate a complete buffered provider body for the client.
+fn finish_buffered(
+    t: &mut TranslationState,
+    error: Option<u16>,
+    buf: &[u8],
+    request_id: &str,
+) -> Bytes {
+    let parsed: serde_json::Value = serde_json::from_slice(buf).unwrap_or(serde_json::Value::Null);
+    let out = match error {
+        Some(status) => Some(translate::error_body(
+            t.route.client,
+            status,
+            &parsed,
+            &String::from_utf8_lossy(buf),
+        )),
+        None => match translate::response(t.route.provider, t.route.client, &parsed, &mut t.loss) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "provider response could not be translated; passing it through");
+                None
+            }
+        },
+    };
+    match out {
+        Some(v) => Bytes::from(v.to_string()),
+        None => Bytes::copy_from_slice(buf),
+    }
+}
+
 fn strip_internal_headers(req: &mut RequestHeader) {
     let internal: Vec<http::HeaderName> = req
         .headers
@@ -260,7 +416,23 @@ async fn respond(
     body: Bytes,
     head_only: bool,
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    respond_with(session, ctx, status, content_type, body, head_only, &[]).await
+}
+
+/// [`respond`] with extra response headers.
+async fn respond_with(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    content_type: &str,
+    body: Bytes,
+    head_only: bool,
+    extra: &[(&'static str, &str)],
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    for (k, v) in extra {
+        resp.insert_header(*k, *v)?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     resp.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
@@ -391,7 +563,80 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         ctx.status = upstream_response.status.as_u16();
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
+        if let Some(t) = ctx.translation.as_mut() {
+            let is_sse = upstream_response
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let status = ctx.status;
+            t.response = match (status >= 400, is_sse) {
+                (false, true) => {
+                    match StreamTranslator::new(t.route.provider, t.route.client, &t.model) {
+                        Some(s) => ResponseMode::Stream(Box::new(s)),
+                        None => ResponseMode::Buffer {
+                            error: None,
+                            buf: Vec::new(),
+                        },
+                    }
+                }
+                (true, _) => ResponseMode::Buffer {
+                    error: Some(status),
+                    buf: Vec::new(),
+                },
+                (false, false) => ResponseMode::Buffer {
+                    error: None,
+                    buf: Vec::new(),
+                },
+            };
+            let ctype = if matches!(t.response, ResponseMode::Stream(_)) {
+                "text/event-stream"
+            } else {
+                "application/json"
+            };
+            upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+            upstream_response.remove_header(&http::header::CONTENT_ENCODING);
+            upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            upstream_response.insert_header(http::header::CONTENT_TYPE, ctype)?;
+            if !t.loss.is_empty() {
+                upstream_response.insert_header(TRANSLATION_LOSS_HEADER, t.loss.header_value())?;
+            }
+        }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        let Some(t) = ctx.translation.as_mut() else {
+            return Ok(None);
+        };
+        match &mut t.response {
+            ResponseMode::Pending => {}
+            ResponseMode::Stream(s) => {
+                let mut out = body.take().map(|b| s.push(&b)).unwrap_or_default();
+                if end_of_stream {
+                    out.extend(s.finish());
+                }
+                *body = Some(Bytes::from(out));
+            }
+            ResponseMode::Buffer { error, buf } => {
+                if let Some(b) = body.take() {
+                    buf.extend_from_slice(&b);
+                }
+                if end_of_stream {
+                    let (error, data) = (*error, std::mem::take(buf));
+                    *body = Some(finish_buffered(t, error, &data, &ctx.meta.request_id));
+                } else {
+                    *body = Some(Bytes::new());
+                }
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

@@ -82,7 +82,7 @@ impl Conn {
         let mut frames = 0;
         while let Some(f) = body.frame().await {
             let f = f.map_err(|e| e.to_string())?;
-            if f.data_ref().is_some_and(|d| !d.is_empty()) {
+            if let Some(d) = f.data_ref().filter(|d| !d.is_empty()) {
                 let now = Instant::now();
                 if first.is_none() {
                     first = Some(now - start);
@@ -90,7 +90,8 @@ impl Conn {
                     gaps.push(now - last);
                 }
                 last = now;
-                frames += 1;
+                // Count SSE events, not reads: TCP may deliver two events in one read.
+                frames += d.windows(2).filter(|w| w == b"\n\n").count();
             }
         }
         Ok(SseTiming {

@@ -175,6 +175,48 @@ pub async fn serve(listener: TcpListener) {
     }
 }
 
+/// Serve TLS on `listener` (HTTP/1.1 or h2 by ALPN) until the runtime stops.
+pub async fn serve_tls(listener: TcpListener, acceptor: std::sync::Arc<boring::ssl::SslAcceptor>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = tokio_boring::accept(&acceptor, stream).await else {
+                return;
+            };
+            let io = hyper_util::rt::TokioIo::new(tls);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, hyper::service::service_fn(handle))
+                    .await;
+        });
+    }
+}
+
+/// Start a TLS mock on `addr` (e.g. `127.0.0.1:443`) on its own runtime thread.
+pub fn spawn_tls(addr: &str, acceptor: boring::ssl::SslAcceptor) -> Result<SocketAddr, String> {
+    let std_listener =
+        std::net::TcpListener::bind(addr).map_err(|e| format!("cannot bind {addr}: {e}"))?;
+    let bound = std_listener.local_addr().map_err(|e| e.to_string())?;
+    std_listener.set_nonblocking(true).ok();
+    let acceptor = std::sync::Arc::new(acceptor);
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("mock runtime: {e}"));
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(std_listener).unwrap_or_else(|e| panic!("{e}"));
+            serve_tls(listener, acceptor).await;
+        });
+    });
+    Ok(bound)
+}
+
 /// Start the mock on its own runtime thread (pinned by the caller if wanted); returns its address.
 pub fn spawn(threads: usize) -> SocketAddr {
     let std_listener = match std::net::TcpListener::bind("127.0.0.1:0") {

@@ -7,7 +7,10 @@
 use super::error::GatewayError;
 use super::replay;
 use super::route::Route;
+use super::route::Translation;
 use crate::hooks::{Body, Overrides, RequestMeta};
+use crate::translate::stream::StreamTranslator;
+use crate::translate::Loss;
 use bytes::Bytes;
 use std::time::{Duration, Instant};
 
@@ -40,6 +43,30 @@ pub struct RequestCtx {
     pub in_flight: bool,
     /// Answered by the gateway itself (health, models).
     pub synthetic: bool,
+    /// Set when the route translates between API formats.
+    pub translation: Option<TranslationState>,
+}
+
+/// Per-request translation state.
+pub struct TranslationState {
+    pub route: Translation,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// Model named by the request (for stream chunks that need one).
+    pub model: String,
+    /// Fields that could not be carried over (request side, then response side).
+    pub loss: Loss,
+    pub response: ResponseMode,
+}
+
+/// How the response body is translated.
+pub enum ResponseMode {
+    /// Response headers not seen yet.
+    Pending,
+    /// SSE translated chunk by chunk.
+    Stream(Box<StreamTranslator>),
+    /// A JSON body (or an upstream error, with its status) translated once complete.
+    Buffer { error: Option<u16>, buf: Vec<u8> },
 }
 
 impl RequestCtx {

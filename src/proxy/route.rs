@@ -10,6 +10,7 @@ use super::error::GatewayError;
 use crate::config::file::{ApiFamily, RuleAction, Scheme};
 use crate::config::{split_authority, Config, Provider, Rule};
 use crate::hooks::{Body, RequestMeta};
+use crate::translate::{self, Format};
 use pingora_http::RequestHeader;
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -51,6 +52,58 @@ pub struct Route {
     pub inject_credential: bool,
     /// Index of the rule that matched, if a rule routed the request.
     pub rule: Option<usize>,
+    /// Set for `transform`: the client's format and the provider's family.
+    pub translation: Option<Translation>,
+}
+
+/// A translated route: requests go from `client` to `provider`, responses back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Translation {
+    pub client: Format,
+    pub provider: ApiFamily,
+}
+
+/// The upstream path of a translated request: the provider's path template, or the standard
+/// endpoint of its family.
+fn transform_path(p: &Provider, model: Option<&str>, action: Option<&str>) -> String {
+    match &p.path {
+        Some(t) => fill_template(t, model, action),
+        None => match p.family {
+            ApiFamily::Anthropic => "/v1/messages".to_owned(),
+            ApiFamily::Openai => "/v1/chat/completions".to_owned(),
+            ApiFamily::Gemini => format!("/v1beta/models/{}:generateContent", model.unwrap_or("")),
+        },
+    }
+}
+
+/// A `transform` route to `p`, or 501 when the pair cannot be translated.
+fn transform_route(
+    p: &Arc<Provider>,
+    format: Option<ApiFamily>,
+    model: Option<&str>,
+    action: Option<&str>,
+    rule: Option<usize>,
+) -> Result<Route, GatewayError> {
+    let client = format
+        .and_then(Format::of)
+        .filter(|c| translate::supported(*c, p.family))
+        .ok_or_else(|| GatewayError::translation_unavailable(format, p.family.as_str()))?;
+    Ok(Route {
+        action: Action::Transform,
+        provider: Some(p.clone()),
+        label: p.name.clone(),
+        scheme: p.scheme,
+        host: p.host.clone(),
+        port: p.port,
+        authority: p.authority.clone(),
+        path_and_query: transform_path(p, model, action),
+        inject_credential: rule.is_some(),
+        rule,
+        translation: Some(Translation {
+            client,
+            provider: p.family,
+        }),
+    })
 }
 
 /// API format of a request path (query excluded), per spec §4.3.
@@ -190,14 +243,12 @@ pub fn resolve(
             RuleAction::Passthrough => Err(GatewayError::no_destination(format!(
                 "{at} passes the request through, but the reverse listener has no original destination (path={original})"
             ))),
-            RuleAction::Transform => {
-                let target = rule
-                    .dest_provider
-                    .as_ref()
-                    .and_then(|p| cfg.providers.get(p))
-                    .map_or("?", |p| p.family.as_str());
-                Err(GatewayError::translation_unavailable(format, target))
-            }
+            RuleAction::Transform => match rule.dest_provider.as_ref().and_then(|p| cfg.providers.get(p)) {
+                Some(p) => transform_route(p, format, rule.dest_model.as_deref().or(model), action, Some(rule.index)),
+                None => Err(GatewayError::no_destination(format!(
+                    "{at} is a transform without dest_provider (path={original})"
+                ))),
+            },
             RuleAction::Redirect => {
                 let bound = rule.dest_provider.as_ref().and_then(|p| cfg.providers.get(p));
                 let model = rule.dest_model.as_deref().or(model);
@@ -236,6 +287,7 @@ pub fn resolve(
                     path_and_query: path,
                     inject_credential: bound.is_some(),
                     rule: Some(rule.index),
+                    translation: None,
                 })
             }
         };
@@ -246,10 +298,7 @@ pub fn resolve(
             return Err(GatewayError::unknown_provider(name));
         };
         if format != Some(p.family) {
-            return Err(GatewayError::translation_unavailable(
-                format,
-                p.family.as_str(),
-            ));
+            return transform_route(p, format, model, action, None);
         }
         let path = match &p.path {
             Some(t) => with_query(
@@ -269,6 +318,7 @@ pub fn resolve(
             path_and_query: path,
             inject_credential: false,
             rule: None,
+            translation: None,
         });
     }
     Err(GatewayError::no_route())

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     /// `ccproxy_hook_errors_total{hook}`.
     pub hook_errors: IntCounterVec,
+    /// `ccproxy_translation_loss_total{from,to,field}`: fields translation could not carry.
+    pub translation_loss: IntCounterVec,
 }
 
 impl Metrics {
@@ -66,6 +68,14 @@ impl Metrics {
             Opts::new("ccproxy_hook_errors_total", "Hook failures, by hook"),
             &["hook"],
         )?;
+        let translation_loss = IntCounterVec::new(
+            Opts::new(
+                "ccproxy_translation_loss_total",
+                "Fields dropped by translation because the target format has no equivalent",
+            ),
+            &["from", "to", "field"],
+        )?;
+        registry.register(Box::new(translation_loss.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
         registry.register(Box::new(overhead.clone()))?;
@@ -78,6 +88,7 @@ impl Metrics {
             overhead,
             in_flight,
             hook_errors,
+            translation_loss,
         })
     }
 

@@ -11,3 +11,4 @@ mod errors;
 mod hooks;
 mod metrics;
 mod routing;
+mod translation;

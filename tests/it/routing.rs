@@ -246,18 +246,20 @@ async fn failing_credential_command_is_502_naming_provider() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn format_mismatch_is_transform_answering_501_until_translation_lands() {
+async fn untranslatable_pair_answers_501_naming_both_formats() {
     let mock = MockUpstream::start(ok_json()).await;
     let gw = Gateway::start(&providers(&[provider(
-        "anthropic",
-        "anthropic",
+        "g",
+        "gemini",
         &mock,
         "      auth: echo tok\n",
     )]));
     let r = client()
         .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
-        .json(&json!({"model": "claude-haiku-4-5-20251001", "messages": [{"role": "user", "content": "hi"}]}))
+        .bearer_auth("sk-ant-oat-ccproxy-g")
+        .json(
+            &json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}),
+        )
         .send()
         .await
         .unwrap();
@@ -265,7 +267,7 @@ async fn format_mismatch_is_transform_answering_501_until_translation_lands() {
     let v = json(r).await;
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.starts_with("translation not available"), "{msg}");
-    assert!(msg.contains("openai") && msg.contains("anthropic"), "{msg}");
+    assert!(msg.contains("openai") && msg.contains("gemini"), "{msg}");
     assert_eq!(mock.request_count(), 0);
 }
 

@@ -1,0 +1,298 @@
+//! Cross-format translation between the API wire formats clients speak and providers serve.
+//!
+//! Anthropic Messages is the hub: every supported request is brought to Messages and from there
+//! to the provider's format; every provider response (and stream event) is brought to Messages and
+//! from there to the client's format. That keeps one mapping per format instead of one per pair,
+//! and Messages is the richest of the three (thinking with signatures, `cache_control`, tool ids).
+//!
+//! Nothing is dropped silently: a field with no equivalent in the target is recorded in
+//! [`Loss`], which the gateway reports in `x-ccproxy-translation-loss`, counts in
+//! `ccproxy_translation_loss_total` and logs at debug. Translation is pure (no I/O); the proxy
+//! phases drive it (`upstream_request_filter` for requests, `response_body_filter` for bodies and
+//! streams).
+
+pub mod anthropic;
+pub mod openai;
+pub mod sse;
+pub mod stream;
+
+use crate::config::file::ApiFamily;
+use serde_json::{json, Value};
+
+/// A client-side wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Anthropic Messages (`/v1/messages`).
+    Anthropic,
+    /// OpenAI Chat Completions (`/v1/chat/completions`).
+    OpenAi,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Anthropic => "anthropic",
+            Format::OpenAi => "openai",
+        }
+    }
+
+    /// The client format of an API family, when translation supports it.
+    pub fn of(family: ApiFamily) -> Option<Self> {
+        match family {
+            ApiFamily::Anthropic => Some(Format::Anthropic),
+            ApiFamily::Openai => Some(Format::OpenAi),
+            ApiFamily::Gemini => None,
+        }
+    }
+}
+
+/// Whether requests in `from` can be translated for a provider of family `to`.
+pub fn supported(from: Format, to: ApiFamily) -> bool {
+    Format::of(to).is_some_and(|t| t != from)
+}
+
+/// Fields a translation could not carry over, as JSON paths (`frequency_penalty`,
+/// `messages[2].name`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Loss(pub Vec<String>);
+
+impl Loss {
+    pub fn push(&mut self, path: impl Into<String>) {
+        let p = path.into();
+        if !self.0.contains(&p) {
+            self.0.push(p);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Header value: comma-separated paths, cut at a safe length.
+    pub fn header_value(&self) -> String {
+        let mut s = String::new();
+        for p in &self.0 {
+            if s.len() + p.len() + 1 > 2000 {
+                s.push_str(",…");
+                break;
+            }
+            if !s.is_empty() {
+                s.push(',');
+            }
+            s.push_str(p);
+        }
+        s
+    }
+
+    /// Metric label for a path: its first segment without indexes (`messages.name`).
+    pub fn label(path: &str) -> String {
+        let mut out = String::new();
+        for seg in path.split('.') {
+            let seg = seg.split('[').next().unwrap_or(seg);
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        out
+    }
+}
+
+/// Why a body could not be translated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    #[error("request body is not a JSON object")]
+    NotJson,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A request translated for the provider.
+#[derive(Debug)]
+pub struct Translated {
+    pub body: Value,
+    pub loss: Loss,
+    /// The client asked for a stream.
+    pub stream: bool,
+}
+
+/// Translate a request body from the client's format to the provider's family.
+pub fn request(from: Format, to: ApiFamily, body: &Value) -> Result<Translated, Error> {
+    if !body.is_object() {
+        return Err(Error::NotJson);
+    }
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let mut loss = Loss::default();
+    let hub = match from {
+        Format::Anthropic => body.clone(),
+        Format::OpenAi => openai::request_to_anthropic(body, &mut loss)?,
+    };
+    let out = match to {
+        ApiFamily::Anthropic => hub,
+        ApiFamily::Openai => anthropic::request_to_openai(&hub, &mut loss)?,
+        ApiFamily::Gemini => {
+            return Err(Error::Invalid(
+                "Gemini is not a translation target yet".into(),
+            ))
+        }
+    };
+    Ok(Translated {
+        body: out,
+        loss,
+        stream,
+    })
+}
+
+/// Translate a complete (non-stream) provider response to the client's format.
+pub fn response(
+    from: ApiFamily,
+    to: Format,
+    body: &Value,
+    loss: &mut Loss,
+) -> Result<Value, Error> {
+    let hub = match from {
+        ApiFamily::Anthropic => body.clone(),
+        ApiFamily::Openai => openai::response_to_anthropic(body, loss)?,
+        ApiFamily::Gemini => {
+            return Err(Error::Invalid(
+                "Gemini responses are not translated yet".into(),
+            ))
+        }
+    };
+    Ok(match to {
+        Format::Anthropic => hub,
+        Format::OpenAi => anthropic::response_to_openai(&hub, loss),
+    })
+}
+
+/// The message of a provider error body, whatever its format.
+pub fn error_message(body: &Value) -> Option<String> {
+    let e = body.get("error")?;
+    e.get("message")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| e.as_str().map(str::to_owned))
+}
+
+/// A provider error (status kept) re-shaped for the client's format.
+pub fn error_body(to: Format, status: u16, body: &Value, raw: &str) -> Value {
+    let message = error_message(body).unwrap_or_else(|| {
+        let t = raw.trim();
+        if t.is_empty() {
+            format!("upstream returned HTTP {status}")
+        } else {
+            t.chars().take(1000).collect()
+        }
+    });
+    let upstream_type = body
+        .get("error")
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str);
+    match to {
+        Format::Anthropic => json!({
+            "type": "error",
+            "error": {"type": upstream_type.unwrap_or_else(|| anthropic_error_type(status)), "message": message},
+        }),
+        Format::OpenAi => json!({
+            "error": {"message": message, "type": upstream_type.unwrap_or_else(|| openai_error_type(status)), "code": status},
+        }),
+    }
+}
+
+fn anthropic_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        529 | 503 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+fn openai_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 413 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        429 => "rate_limit_error",
+        _ => "api_error",
+    }
+}
+
+/// A local estimate of the input tokens of an Anthropic `count_tokens` body: about four
+/// characters per token over the text of the system prompt, messages and tool definitions.
+pub fn estimate_input_tokens(body: &Value) -> u64 {
+    fn text_len(v: &Value) -> usize {
+        match v {
+            Value::String(s) => s.chars().count(),
+            Value::Array(a) => a.iter().map(text_len).sum(),
+            Value::Object(o) => o
+                .iter()
+                .filter(|(k, _)| {
+                    !matches!(
+                        k.as_str(),
+                        "type" | "cache_control" | "id" | "tool_use_id" | "signature"
+                    )
+                })
+                .map(|(k, v)| k.len() / 2 + text_len(v))
+                .sum(),
+            Value::Number(n) => n.to_string().len(),
+            _ => 1,
+        }
+    }
+    let chars: usize = ["system", "messages", "tools"]
+        .iter()
+        .filter_map(|k| body.get(*k))
+        .map(text_len)
+        .sum();
+    (chars as u64).div_ceil(4).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loss_header_and_labels() {
+        let mut l = Loss::default();
+        l.push("messages[2].name");
+        l.push("frequency_penalty");
+        l.push("frequency_penalty");
+        assert_eq!(l.header_value(), "messages[2].name,frequency_penalty");
+        assert_eq!(Loss::label("messages[2].name"), "messages.name");
+    }
+
+    #[test]
+    fn errors_keep_message_and_take_client_shape() {
+        let up = json!({"type": "error", "error": {"type": "overloaded_error", "message": "busy"}});
+        let o = error_body(Format::OpenAi, 529, &up, "");
+        assert_eq!(o["error"]["message"], "busy");
+        assert_eq!(o["error"]["code"], 529);
+        let up = json!({"error": {"message": "bad key", "type": "invalid_request_error", "code": "invalid_api_key"}});
+        let a = error_body(Format::Anthropic, 401, &up, "");
+        assert_eq!(a["type"], "error");
+        assert_eq!(a["error"]["message"], "bad key");
+        let a = error_body(
+            Format::Anthropic,
+            502,
+            &Value::Null,
+            "<html>bad gateway</html>",
+        );
+        assert_eq!(a["error"]["message"], "<html>bad gateway</html>");
+        assert_eq!(a["error"]["type"], "api_error");
+    }
+
+    #[test]
+    fn token_estimate_grows_with_text() {
+        let small =
+            estimate_input_tokens(&json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let big = estimate_input_tokens(
+            &json!({"messages": [{"role": "user", "content": "hi ".repeat(400)}]}),
+        );
+        assert!(small >= 1 && big > 250 && big < 400, "{small} {big}");
+    }
+}

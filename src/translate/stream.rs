@@ -1,0 +1,568 @@
+//! Streaming translation, sans-IO. A [`StreamTranslator`] is held in the request context and
+//! fed from `response_body_filter`: provider bytes → SSE events → Anthropic stream events (the
+//! hub) → the client's event grammar. Every delta is forwarded as it arrives (tool-call argument
+//! fragments included); nothing is buffered beyond an incomplete SSE event.
+
+use super::anthropic::{finish_reason, now, usage_to_openai};
+use super::openai::usage_to_anthropic;
+use super::sse::{self, Decoder};
+use super::Format;
+use crate::config::file::ApiFamily;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+
+/// Turns a provider's SSE stream into the client's.
+pub struct StreamTranslator {
+    decoder: Decoder,
+    source: Source,
+    sink: Sink,
+    finished: bool,
+}
+
+impl StreamTranslator {
+    /// `None` when the pair is not supported.
+    pub fn new(provider: ApiFamily, client: Format, model: &str) -> Option<Self> {
+        let source = match provider {
+            ApiFamily::Anthropic => Source::Anthropic,
+            ApiFamily::Openai => Source::OpenAi(OpenAiSource::default()),
+            ApiFamily::Gemini => return None,
+        };
+        let sink = match client {
+            Format::Anthropic => Sink::Anthropic,
+            Format::OpenAi => Sink::OpenAi(OpenAiSink::new(model)),
+        };
+        Some(Self {
+            decoder: Decoder::new(),
+            source,
+            sink,
+            finished: false,
+        })
+    }
+
+    /// Feed provider bytes; returns client bytes (possibly empty).
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
+        let events = self.decoder.push(chunk);
+        let mut out = String::new();
+        for ev in events {
+            self.event(&ev, &mut out);
+        }
+        out.into_bytes()
+    }
+
+    /// End of the provider stream: flush and close the client stream exactly once.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = String::new();
+        if let Some(ev) = self.decoder.finish() {
+            self.event(&ev, &mut out);
+        }
+        if !self.finished {
+            self.finished = true;
+            let hub = self.source.finish();
+            for h in hub {
+                self.sink.emit(&h, &mut out);
+            }
+            self.sink.finish(&mut out);
+        }
+        out.into_bytes()
+    }
+
+    fn event(&mut self, ev: &sse::Event, out: &mut String) {
+        for h in self.source.hub_events(ev) {
+            self.sink.emit(&h, out);
+        }
+    }
+}
+
+enum Source {
+    Anthropic,
+    OpenAi(OpenAiSource),
+}
+
+impl Source {
+    fn hub_events(&mut self, ev: &sse::Event) -> Vec<Value> {
+        match self {
+            Source::Anthropic => match serde_json::from_str::<Value>(&ev.data) {
+                Ok(v) if v.get("type").is_some() => vec![v],
+                _ => Vec::new(),
+            },
+            Source::OpenAi(s) => s.hub_events(&ev.data),
+        }
+    }
+
+    fn finish(&mut self) -> Vec<Value> {
+        match self {
+            Source::Anthropic => Vec::new(),
+            Source::OpenAi(s) => s.close(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Text,
+    Thinking,
+    Tool(u64),
+}
+
+/// OpenAI `chat.completion.chunk`s → Anthropic events with contiguous block indexes.
+#[derive(Default)]
+struct OpenAiSource {
+    started: bool,
+    closed: bool,
+    index: u64,
+    open: Option<(Open, u64)>,
+    stop: Option<&'static str>,
+    usage: Option<Value>,
+}
+
+impl OpenAiSource {
+    fn start(&mut self, chunk: &Value, out: &mut Vec<Value>) {
+        if self.started {
+            return;
+        }
+        self.started = true;
+        out.push(json!({"type": "message_start", "message": {
+            "id": chunk.get("id").cloned().unwrap_or_else(|| json!("msg_ccproxy")),
+            "type": "message", "role": "assistant",
+            "model": chunk.get("model").cloned().unwrap_or_default(),
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 0, "output_tokens": 0}}}));
+    }
+
+    fn close_block(&mut self, out: &mut Vec<Value>) {
+        if let Some((_, idx)) = self.open.take() {
+            out.push(json!({"type": "content_block_stop", "index": idx}));
+        }
+    }
+
+    /// Make sure the open block is `kind`, opening it with `start` if needed; returns its index.
+    fn ensure(&mut self, kind: Open, start: Value, out: &mut Vec<Value>) -> u64 {
+        if let Some((k, idx)) = self.open {
+            if k == kind {
+                return idx;
+            }
+        }
+        self.close_block(out);
+        let idx = self.index;
+        self.index += 1;
+        self.open = Some((kind, idx));
+        out.push(json!({"type": "content_block_start", "index": idx, "content_block": start}));
+        idx
+    }
+
+    fn hub_events(&mut self, data: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        if data.trim() == "[DONE]" {
+            out.extend(self.close());
+            return out;
+        }
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return out;
+        };
+        if let Some(err) = chunk.get("error") {
+            out.push(json!({"type": "error", "error": {"type": "api_error",
+                "message": err.get("message").cloned().unwrap_or_else(|| err.clone())}}));
+            return out;
+        }
+        self.start(&chunk, &mut out);
+        if let Some(u) = chunk.get("usage").filter(|u| !u.is_null()) {
+            self.usage = Some(usage_to_anthropic(u));
+        }
+        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
+            return out;
+        };
+        let delta = choice.get("delta").cloned().unwrap_or_default();
+        if let Some(r) = delta
+            .get("reasoning_content")
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
+            let idx = self.ensure(
+                Open::Thinking,
+                json!({"type": "thinking", "thinking": "", "signature": ""}),
+                &mut out,
+            );
+            out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "thinking_delta", "thinking": r}}));
+        }
+        if let Some(t) = delta
+            .get("content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+        {
+            let idx = self.ensure(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+            out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}}));
+        }
+        for tc in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let oi = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let f = tc.get("function").cloned().unwrap_or_default();
+            let same = matches!(self.open, Some((Open::Tool(k), _)) if k == oi);
+            let idx = if same {
+                self.open.map_or(0, |(_, i)| i)
+            } else {
+                self.ensure(
+                    Open::Tool(oi),
+                    json!({"type": "tool_use", "id": tc.get("id").cloned().unwrap_or_default(),
+                           "name": f.get("name").cloned().unwrap_or_default(), "input": {}}),
+                    &mut out,
+                )
+            };
+            if let Some(a) = f
+                .get("arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": a}}));
+            }
+        }
+        if let Some(fr) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = Some(match fr {
+                "length" => "max_tokens",
+                "tool_calls" | "function_call" => "tool_use",
+                "content_filter" => "refusal",
+                _ => "end_turn",
+            });
+        }
+        out
+    }
+
+    fn close(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.closed || !self.started {
+            return out;
+        }
+        self.closed = true;
+        self.close_block(&mut out);
+        let output = self
+            .usage
+            .as_ref()
+            .and_then(|u| u.get("output_tokens"))
+            .cloned()
+            .unwrap_or(json!(0));
+        let mut usage = json!({"output_tokens": output});
+        if let Some(u) = &self.usage {
+            for k in ["input_tokens", "cache_read_input_tokens"] {
+                if let Some(v) = u.get(k) {
+                    usage[k] = v.clone();
+                }
+            }
+        }
+        out.push(json!({"type": "message_delta", "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null}, "usage": usage}));
+        out.push(json!({"type": "message_stop"}));
+        out
+    }
+}
+
+enum Sink {
+    Anthropic,
+    OpenAi(OpenAiSink),
+}
+
+impl Sink {
+    fn emit(&mut self, ev: &Value, out: &mut String) {
+        match self {
+            Sink::Anthropic => {
+                let name = ev.get("type").and_then(Value::as_str);
+                out.push_str(&sse::encode(name, &ev.to_string()));
+            }
+            Sink::OpenAi(s) => s.emit(ev, out),
+        }
+    }
+
+    fn finish(&mut self, out: &mut String) {
+        if let Sink::OpenAi(s) = self {
+            s.finish(out);
+        }
+    }
+}
+
+/// Anthropic events → OpenAI `chat.completion.chunk`s, ending with `data: [DONE]`.
+struct OpenAiSink {
+    id: String,
+    model: String,
+    created: u64,
+    /// Anthropic block index → OpenAI tool_calls index.
+    tools: HashMap<u64, u64>,
+    usage: Value,
+    done: bool,
+}
+
+impl OpenAiSink {
+    fn new(model: &str) -> Self {
+        Self {
+            id: "chatcmpl-ccproxy".into(),
+            model: model.to_owned(),
+            created: now(),
+            tools: HashMap::new(),
+            usage: json!({}),
+            done: false,
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut String) {
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                       "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
+        out.push_str(&sse::encode(None, &c.to_string()));
+    }
+
+    fn merge_usage(&mut self, u: &Value) {
+        if let (Value::Object(dst), Value::Object(src)) = (&mut self.usage, u) {
+            for (k, v) in src {
+                if !v.is_null() {
+                    dst.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+
+    fn emit(&mut self, ev: &Value, out: &mut String) {
+        let idx = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match ev.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = ev.get("message").cloned().unwrap_or_default();
+                if let Some(id) = m.get("id").and_then(Value::as_str) {
+                    self.id = id.to_owned();
+                }
+                if let Some(model) = m
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    self.model = model.to_owned();
+                }
+                if let Some(u) = m.get("usage") {
+                    self.merge_usage(u);
+                }
+                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+            }
+            Some("content_block_start") => {
+                let b = ev.get("content_block").cloned().unwrap_or_default();
+                if b.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    let ti = self.tools.len() as u64;
+                    self.tools.insert(idx, ti);
+                    self.chunk(json!({"tool_calls": [{"index": ti, "id": b.get("id").cloned().unwrap_or_default(), "type": "function",
+                        "function": {"name": b.get("name").cloned().unwrap_or_default(), "arguments": ""}}]}), None, out);
+                }
+            }
+            Some("content_block_delta") => {
+                let d = ev.get("delta").cloned().unwrap_or_default();
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => self.chunk(json!({"content": d.get("text").cloned().unwrap_or_default()}), None, out),
+                    Some("thinking_delta") => {
+                        self.chunk(json!({"reasoning_content": d.get("thinking").cloned().unwrap_or_default()}), None, out)
+                    }
+                    Some("input_json_delta") => {
+                        let ti = self.tools.get(&idx).copied().unwrap_or(0);
+                        self.chunk(json!({"tool_calls": [{"index": ti, "function": {"arguments": d.get("partial_json").cloned().unwrap_or_default()}}]}), None, out);
+                    }
+                    _ => {}
+                }
+            }
+            Some("message_delta") => {
+                if let Some(u) = ev.get("usage") {
+                    self.merge_usage(u);
+                }
+                let stop = ev
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str);
+                self.chunk(json!({}), Some(finish_reason(stop)), out);
+            }
+            Some("error") => {
+                let e = ev.get("error").cloned().unwrap_or_default();
+                let body = json!({"error": {"message": e.get("message").cloned().unwrap_or_default(),
+                                            "type": e.get("type").cloned().unwrap_or_else(|| json!("api_error"))}});
+                out.push_str(&sse::encode(None, &body.to_string()));
+            }
+            Some("message_stop") => self.finish(out),
+            _ => {}
+        }
+    }
+
+    fn finish(&mut self, out: &mut String) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let usage = usage_to_openai(&self.usage);
+        let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
+                       "choices": [], "usage": usage});
+        out.push_str(&sse::encode(None, &c.to_string()));
+        out.push_str("data: [DONE]\n\n");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(t: &mut StreamTranslator, input: &[u8], split: usize) -> String {
+        let mut out = Vec::new();
+        for c in input.chunks(split.max(1)) {
+            out.extend(t.push(c));
+        }
+        out.extend(t.finish());
+        String::from_utf8(out).unwrap()
+    }
+
+    fn data_events(s: &str) -> Vec<Value> {
+        let mut d = Decoder::new();
+        d.push(s.as_bytes())
+            .into_iter()
+            .filter(|e| e.data != "[DONE]")
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect()
+    }
+
+    const ANTHROPIC_STREAM: &str = concat!(
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":12,\"output_tokens\":1}}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+        "event: ping\ndata: {\"type\":\"ping\"}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hel\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"get_weather\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"city\\\":\"}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":1,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"\\\"Paris\\\"}\"}}\n\n",
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":1}\n\n",
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\"},\"usage\":{\"output_tokens\":7}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    );
+
+    #[test]
+    fn anthropic_stream_to_openai_streams_tool_args_incrementally_and_ends_with_done() {
+        for split in [1, 7, 64, 10_000] {
+            let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+            let out = run(&mut t, ANTHROPIC_STREAM.as_bytes(), split);
+            assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+            assert_eq!(out.matches("[DONE]").count(), 1);
+            let ev = data_events(&out);
+            assert_eq!(ev[0]["choices"][0]["delta"]["role"], "assistant");
+            assert_eq!(ev[0]["id"], "msg_1");
+            assert_eq!(ev[1]["choices"][0]["delta"]["content"], "Hel");
+            assert_eq!(
+                ev[2]["choices"][0]["delta"]["tool_calls"][0]["id"],
+                "toolu_1"
+            );
+            // Two argument fragments arrive as two chunks, not one buffered blob.
+            assert_eq!(
+                ev[3]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+                "{\"city\":"
+            );
+            assert_eq!(
+                ev[4]["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+                "\"Paris\"}"
+            );
+            assert_eq!(ev[5]["choices"][0]["finish_reason"], "tool_calls");
+            assert_eq!(ev[6]["usage"]["prompt_tokens"], 12);
+            assert_eq!(ev[6]["usage"]["completion_tokens"], 7);
+        }
+    }
+
+    const OPENAI_STREAM: &str = concat!(
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think\"}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"a\\\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"id\":\"call_2\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"{}\"}}]}}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: {\"id\":\"chatcmpl-1\",\"model\":\"gpt\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":4}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    #[test]
+    fn openai_stream_to_anthropic_has_contiguous_indexes_and_grammar() {
+        for split in [1, 5, 100_000] {
+            let mut t = StreamTranslator::new(ApiFamily::Openai, Format::Anthropic, "m").unwrap();
+            let out = run(&mut t, OPENAI_STREAM.as_bytes(), split);
+            let ev = data_events(&out);
+            let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+            assert_eq!(
+                types,
+                [
+                    "message_start",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "message_delta",
+                    "message_stop"
+                ]
+            );
+            let starts: Vec<u64> = ev
+                .iter()
+                .filter(|e| e["type"] == "content_block_start")
+                .map(|e| e["index"].as_u64().unwrap())
+                .collect();
+            assert_eq!(starts, [0, 1, 2, 3]);
+            assert_eq!(ev[1]["content_block"]["type"], "thinking");
+            assert_eq!(ev[7]["content_block"]["id"], "call_1");
+            assert_eq!(ev[8]["delta"]["partial_json"], "{\"a\"");
+            assert_eq!(ev[14]["delta"]["stop_reason"], "tool_use");
+            assert_eq!(ev[14]["usage"]["output_tokens"], 4);
+            assert!(out.contains("event: message_stop\n"));
+        }
+    }
+
+    #[test]
+    fn stream_translation_matches_the_buffered_response_translation() {
+        // Joining the translated OpenAI stream gives the same content as translating the whole
+        // Anthropic message at once.
+        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let out = run(&mut t, ANTHROPIC_STREAM.as_bytes(), 3);
+        let mut text = String::new();
+        let mut args = String::new();
+        let mut finish = String::new();
+        for e in data_events(&out) {
+            let d = &e["choices"][0]["delta"];
+            text.push_str(d["content"].as_str().unwrap_or(""));
+            if let Some(a) = d["tool_calls"][0]["function"]["arguments"].as_str() {
+                args.push_str(a);
+            }
+            if let Some(f) = e["choices"][0]["finish_reason"].as_str() {
+                finish = f.to_owned();
+            }
+        }
+        let whole = json!({"id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "text", "text": "Hel"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            "usage": {"input_tokens": 12, "output_tokens": 7}});
+        let buffered = super::super::anthropic::response_to_openai(&whole, &mut Default::default());
+        let m = &buffered["choices"][0]["message"];
+        assert_eq!(text, m["content"].as_str().unwrap());
+        assert_eq!(
+            serde_json::from_str::<Value>(&args).unwrap(),
+            serde_json::from_str::<Value>(
+                m["tool_calls"][0]["function"]["arguments"]
+                    .as_str()
+                    .unwrap()
+            )
+            .unwrap()
+        );
+        assert_eq!(finish, buffered["choices"][0]["finish_reason"]);
+    }
+
+    #[test]
+    fn truncated_provider_stream_still_closes_the_client_stream_once() {
+        let mut t = StreamTranslator::new(ApiFamily::Openai, Format::Anthropic, "m").unwrap();
+        let cut = &OPENAI_STREAM.as_bytes()[..OPENAI_STREAM.find("finish_reason").unwrap()];
+        let out = run(&mut t, cut, 50);
+        assert_eq!(out.matches("event: message_stop").count(), 1);
+        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let out = run(&mut t, b"", 1);
+        assert_eq!(out.matches("[DONE]").count(), 1);
+    }
+}

@@ -1,0 +1,315 @@
+//! Cross-format translation end to end through the gateway: OpenAI clients on an Anthropic
+//! provider and Anthropic clients (Claude Code) on an OpenAI-compatible provider, buffered and
+//! streamed, plus count_tokens, error bodies and the loss report.
+
+use crate::support::mock::{MockUpstream, Reply};
+use crate::support::{client, json, provider, providers, sample, Gateway};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+fn anthropic_message() -> Reply {
+    Reply::Json {
+        status: 200,
+        body: json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-haiku-4-5-20251001",
+            "content": [{"type": "text", "text": "Hello!"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 3}}),
+    }
+}
+
+fn sse_events(s: &str) -> Vec<Value> {
+    s.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_client_on_anthropic_provider_spec_case_4() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "anthropic",
+        "anthropic",
+        &mock,
+        "      path: /v1/messages\n      auth: echo sk-ant-oat01-tok\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
+        .json(&json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello"}],"max_tokens":100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-ccproxy-translation-loss").is_none());
+    let v = json(r).await;
+    let got = &mock.requests()[0];
+    assert_eq!(got.path, "/v1/messages");
+    assert_eq!(
+        got.json(),
+        json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"user","content":[{"type":"text","text":"hello"}]}],"max_tokens":100,"system":[{"type":"text","text":"You are terse."}]})
+    );
+    assert_eq!(got.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(got.header("authorization"), Some("Bearer sk-ant-oat01-tok"));
+    assert_eq!(got.header("anthropic-beta"), Some("oauth-2025-04-20"));
+    assert_eq!(v["object"], "chat.completion");
+    let c = &v["choices"][0];
+    assert_eq!(c["message"]["content"], "Hello!");
+    assert_eq!(c["finish_reason"], "tool_calls");
+    assert_eq!(c["message"]["tool_calls"][0]["id"], "toolu_1");
+    assert_eq!(
+        c["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"city\":\"Paris\"}"
+    );
+    assert_eq!(v["usage"]["prompt_tokens"], 15);
+    assert_eq!(v["usage"]["prompt_tokens_details"]["cached_tokens"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_client_streams_from_anthropic_provider_and_ends_with_done() {
+    let events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n".to_owned(),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n".to_owned(),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n".to_owned(),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+    ];
+    let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut body = String::new();
+    let mut s = r.bytes_stream();
+    while let Some(c) = s.next().await {
+        body.push_str(&String::from_utf8_lossy(&c.unwrap()));
+    }
+    assert!(body.ends_with("data: [DONE]\n\n"), "{body}");
+    let ev = sse_events(&body);
+    assert!(ev.iter().all(|e| e["object"] == "chat.completion.chunk"));
+    assert_eq!(ev[1]["choices"][0]["delta"]["content"], "Hi");
+    assert_eq!(ev[2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(ev[3]["usage"]["completion_tokens"], 2);
+    assert_eq!(mock.requests()[0].json()["stream"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_on_openai_compatible_provider_buffered_and_streamed() {
+    let mock = MockUpstream::start(Reply::Json {
+        status: 200,
+        body: json!({"id": "chatcmpl-9", "object": "chat.completion", "model": "gpt-x", "choices": [{"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "done"}}], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "oai",
+        "openai",
+        &mock,
+        "      auth: echo sk-oai\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "interleaved-thinking-2025-05-14")
+        .json(&json!({"model": "gpt-x", "max_tokens": 50, "top_k": 3,
+            "system": [{"type": "text", "text": "sys", "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let loss = r.headers()["x-ccproxy-translation-loss"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(loss, "system[0].cache_control,top_k");
+    let v = json(r).await;
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"][0], json!({"type": "text", "text": "done"}));
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(v["usage"]["input_tokens"], 4);
+    let got = &mock.requests()[0];
+    assert_eq!(got.path, "/v1/chat/completions");
+    assert_eq!(got.header("authorization"), Some("Bearer sk-oai"));
+    assert!(!got.has_header("anthropic-version") && !got.has_header("anthropic-beta"));
+    assert_eq!(
+        got.json()["messages"][0],
+        json!({"role": "system", "content": "sys"})
+    );
+    let m = gw.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "ccproxy_translation_loss_total{field=\"top_k\",from=\"anthropic\",to=\"openai\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn anthropic_stream_from_openai_provider_has_anthropic_grammar() {
+    let chunks = [
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"type\":\"function\",\"function\":{\"name\":\"ls\",\"arguments\":\"{\\\"p\\\"\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":1}\"}}]}}]}\n\n",
+        "data: {\"id\":\"c1\",\"model\":\"gpt\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n",
+        "data: [DONE]\n\n",
+    ];
+    let mock = MockUpstream::start(Reply::Sse {
+        events: chunks.iter().map(|s| s.to_string()).collect(),
+        gate: None,
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "oai",
+        "openai",
+        &mock,
+        "      auth: echo sk-oai\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+        .json(&json!({"model": "gpt", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "go"}]}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    let ev = sse_events(&text);
+    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(ev[4]["content_block"]["id"], "call_1");
+    assert_eq!(ev[8]["delta"]["stop_reason"], "tool_use");
+    assert!(text.contains("event: content_block_delta\n"));
+    assert_eq!(
+        mock.requests()[0].json()["stream_options"],
+        json!({"include_usage": true})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn count_tokens_is_native_for_anthropic_and_estimated_otherwise() {
+    let native = MockUpstream::start(Reply::Json {
+        status: 200,
+        body: json!({"input_tokens": 42}),
+    })
+    .await;
+    let oai = MockUpstream::start(Reply::Status(500)).await;
+    let gw = Gateway::start(&providers(&[
+        provider(
+            "a",
+            "anthropic",
+            &native,
+            "      path: /v1/messages\n      auth: echo k\n",
+        ),
+        provider("oai", "openai", &oai, "      auth: echo k\n"),
+    ]));
+    let body =
+        json!({"model": "m", "messages": [{"role": "user", "content": "hello world ".repeat(40)}]});
+    let r = client()
+        .post(gw.url("/v1/messages/count_tokens"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json(r).await["input_tokens"], 42);
+    assert_eq!(native.requests()[0].path, "/v1/messages/count_tokens");
+    let r = client()
+        .post(gw.url("/v1/messages/count_tokens"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ccproxy-token-estimate"], "local");
+    let n = json(r).await["input_tokens"].as_u64().unwrap();
+    assert!((80..200).contains(&n), "{n}");
+    assert_eq!(oai.request_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_errors_keep_status_and_take_the_client_format() {
+    let mock = MockUpstream::start(Reply::Json {
+        status: 401,
+        body: json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "oai",
+        "openai",
+        &mock,
+        "      auth: echo bad\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+        .json(&json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v = json(r).await;
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["message"], "Incorrect API key provided");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untranslatable_request_is_a_clear_400_not_a_truncation() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v = json(r).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("arguments is not valid JSON"),
+        "{v}"
+    );
+    assert_eq!(mock.request_count(), 0);
+}
