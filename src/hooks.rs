@@ -206,6 +206,10 @@ pub struct RequestMeta {
     pub session_id: Option<String>,
     /// Provider the request was routed to (outbound stage).
     pub routed_provider: Option<String>,
+    /// Model named in the client's path (Gemini), before any rewrite.
+    pub client_model: Option<String>,
+    /// The client's path asks for a stream (Gemini `streamGenerateContent`).
+    pub client_stream_path: bool,
 }
 
 /// What a hook sees and may change.

@@ -110,6 +110,12 @@ impl Gateway {
             return Ok(true);
         }
         ctx.meta.client_format = route::detect_format(req.uri.path());
+        if ctx.meta.client_format == Some(ApiFamily::Gemini) {
+            let path = req.uri.path();
+            ctx.meta.client_model =
+                route::routing_model(&Body::default(), path).map(|m| m.into_owned());
+            ctx.meta.client_stream_path = route::path_action(path) == Some("streamGenerateContent");
+        }
         if let Some(v) = req.headers.get(OVERRIDE_HEADER) {
             ctx.overrides = Overrides::parse(v.to_str().unwrap_or_default());
         }
@@ -302,8 +308,15 @@ impl Gateway {
     ) -> Result<()> {
         let from = tr.client.as_str();
         let to = tr.provider.as_str();
+        let info = translate::RequestInfo {
+            model: route::routing_model(&ctx.body, upstream_request.uri.path())
+                .map(|m| m.into_owned())
+                .or_else(|| ctx.meta.client_model.clone())
+                .unwrap_or_default(),
+            path_stream: ctx.meta.client_stream_path,
+        };
         let translated = match ctx.body.json() {
-            Some(body) => translate::request(tr.client, tr.provider, body),
+            Some(body) => translate::request(tr.client, tr.provider, body, &info),
             None => Err(translate::Error::NotJson),
         };
         let t = translated.map_err(|e| {
@@ -325,7 +338,44 @@ impl Gateway {
         if !t.loss.is_empty() {
             tracing::debug!(request_id = %ctx.meta.request_id, from, to, lost = %t.loss.header_value(), "translation dropped fields");
         }
-        let model = ctx.body.str_field("model").unwrap_or_default();
+        let model = info.model;
+        if tr.provider == ApiFamily::Gemini {
+            // Gemini names the model and the streaming mode in the path.
+            let action = if t.stream {
+                "streamGenerateContent"
+            } else {
+                "generateContent"
+            };
+            let provider_path = ctx
+                .route
+                .as_ref()
+                .and_then(|r| r.provider.as_ref())
+                .and_then(|p| p.path.clone());
+            let mut path = match provider_path {
+                Some(tpl) => route::fill_template(&tpl, Some(&model), Some(action)),
+                None => format!("/v1beta/models/{model}:{action}"),
+            };
+            if t.stream && !path.contains("alt=sse") {
+                path.push_str(if path.contains('?') {
+                    "&alt=sse"
+                } else {
+                    "?alt=sse"
+                });
+            }
+            match path.parse::<http::Uri>() {
+                Ok(uri) => upstream_request.set_uri(uri),
+                Err(e) => {
+                    return Err(self.fail(
+                        ctx,
+                        GatewayError::new(
+                            502,
+                            "bad_destination",
+                            format!("upstream path {path:?} is not valid: {e}"),
+                        ),
+                    ))
+                }
+            }
+        }
         ctx.translation = Some(TranslationState {
             route: tr,
             stream: t.stream,
@@ -372,7 +422,13 @@ fn finish_buffered(
             &parsed,
             &String::from_utf8_lossy(buf),
         )),
-        None => match translate::response(t.route.provider, t.route.client, &parsed, &mut t.loss) {
+        None => match translate::response(
+            t.route.provider,
+            t.route.client,
+            &parsed,
+            &t.model,
+            &mut t.loss,
+        ) {
             Ok(v) => Some(v),
             Err(e) => {
                 tracing::warn!(request_id, error = %e, "provider response could not be translated; passing it through");

@@ -12,6 +12,7 @@
 //! streams).
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod stream;
@@ -26,6 +27,8 @@ pub enum Format {
     Anthropic,
     /// OpenAI Chat Completions (`/v1/chat/completions`).
     OpenAi,
+    /// Gemini `generateContent` / `streamGenerateContent` (AI Studio and Vertex paths).
+    Gemini,
 }
 
 impl Format {
@@ -33,6 +36,7 @@ impl Format {
         match self {
             Format::Anthropic => "anthropic",
             Format::OpenAi => "openai",
+            Format::Gemini => "gemini",
         }
     }
 
@@ -41,7 +45,7 @@ impl Format {
         match family {
             ApiFamily::Anthropic => Some(Format::Anthropic),
             ApiFamily::Openai => Some(Format::OpenAi),
-            ApiFamily::Gemini => None,
+            ApiFamily::Gemini => Some(Format::Gemini),
         }
     }
 }
@@ -116,25 +120,39 @@ pub struct Translated {
     pub stream: bool,
 }
 
+/// What the body alone does not say about a request.
+#[derive(Debug, Clone, Default)]
+pub struct RequestInfo {
+    /// Model from the body or the path (Gemini names it only in the path).
+    pub model: String,
+    /// The path asked for a stream (Gemini `streamGenerateContent`).
+    pub path_stream: bool,
+}
+
 /// Translate a request body from the client's format to the provider's family.
-pub fn request(from: Format, to: ApiFamily, body: &Value) -> Result<Translated, Error> {
+pub fn request(
+    from: Format,
+    to: ApiFamily,
+    body: &Value,
+    info: &RequestInfo,
+) -> Result<Translated, Error> {
     if !body.is_object() {
         return Err(Error::NotJson);
     }
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = info.path_stream || body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut loss = Loss::default();
-    let hub = match from {
+    let mut hub = match from {
         Format::Anthropic => body.clone(),
         Format::OpenAi => openai::request_to_anthropic(body, &mut loss)?,
+        Format::Gemini => gemini::request_to_anthropic(body, &info.model, &mut loss)?,
     };
+    if stream {
+        hub["stream"] = Value::Bool(true);
+    }
     let out = match to {
         ApiFamily::Anthropic => hub,
         ApiFamily::Openai => anthropic::request_to_openai(&hub, &mut loss)?,
-        ApiFamily::Gemini => {
-            return Err(Error::Invalid(
-                "Gemini is not a translation target yet".into(),
-            ))
-        }
+        ApiFamily::Gemini => gemini::request_from_anthropic(&hub, &mut loss)?,
     };
     Ok(Translated {
         body: out,
@@ -148,20 +166,18 @@ pub fn response(
     from: ApiFamily,
     to: Format,
     body: &Value,
+    model: &str,
     loss: &mut Loss,
 ) -> Result<Value, Error> {
     let hub = match from {
         ApiFamily::Anthropic => body.clone(),
         ApiFamily::Openai => openai::response_to_anthropic(body, loss)?,
-        ApiFamily::Gemini => {
-            return Err(Error::Invalid(
-                "Gemini responses are not translated yet".into(),
-            ))
-        }
+        ApiFamily::Gemini => gemini::response_to_anthropic(body, model, loss)?,
     };
     Ok(match to {
         Format::Anthropic => hub,
         Format::OpenAi => anthropic::response_to_openai(&hub, loss),
+        Format::Gemini => gemini::response_from_anthropic(&hub, loss),
     })
 }
 
@@ -196,6 +212,9 @@ pub fn error_body(to: Format, status: u16, body: &Value, raw: &str) -> Value {
         Format::OpenAi => json!({
             "error": {"message": message, "type": upstream_type.unwrap_or_else(|| openai_error_type(status)), "code": status},
         }),
+        Format::Gemini => json!({
+            "error": {"code": status, "message": message, "status": gemini_status(status)},
+        }),
     }
 }
 
@@ -209,6 +228,19 @@ fn anthropic_error_type(status: u16) -> &'static str {
         429 => "rate_limit_error",
         529 | 503 => "overloaded_error",
         _ => "api_error",
+    }
+}
+
+fn gemini_status(status: u16) -> &'static str {
+    match status {
+        400 | 413 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        429 => "RESOURCE_EXHAUSTED",
+        503 | 529 => "UNAVAILABLE",
+        504 => "DEADLINE_EXCEEDED",
+        _ => "INTERNAL",
     }
 }
 

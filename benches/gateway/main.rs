@@ -653,7 +653,7 @@ fn v2_comparison(
     mock_llm::spawn_tls("127.0.0.1:443", ca.acceptor())?;
     let peer = peers::ccproxy_v2::start()?;
     let extra = format!(
-        "    anthropic_tls:\n      host: 127.0.0.1:443\n      provider: anthropic\n      auth: echo sk-bench\n      ca_file: {}\n",
+        "    anthropic_tls:\n      host: localhost:443\n      provider: anthropic\n      auth: echo sk-bench\n      ca_file: {}\n",
         ca.ca_file.display()
     );
     let ours = Gateway::start_with(plain_mock, 2, None, &extra);

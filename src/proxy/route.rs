@@ -118,6 +118,16 @@ pub fn detect_format(path: &str) -> Option<ApiFamily> {
     if path.starts_with("/v1internal:") {
         return Some(ApiFamily::Gemini);
     }
+    // Vertex: /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:{action}
+    if let Some(i) = path.find("/publishers/google/models/") {
+        let rest = &path[i + "/publishers/google/models/".len()..];
+        if rest
+            .find(':')
+            .is_some_and(|c| c > 0 && !rest[..c].contains('/'))
+        {
+            return Some(ApiFamily::Gemini);
+        }
+    }
     let p = path.strip_prefix("/gemini").unwrap_or(path);
     for base in ["/v1beta/models/", "/v1alpha/models/"] {
         if let Some(rest) = p.strip_prefix(base) {
@@ -349,6 +359,10 @@ mod tests {
         );
         assert_eq!(detect_format("/v1internal:generateContent"), Some(Gemini));
         assert_eq!(detect_format("/v1beta/models/x"), None);
+        assert_eq!(
+            detect_format("/v1/projects/p/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent"),
+            Some(Gemini)
+        );
         assert_eq!(detect_format("/v1/models"), None);
     }
 

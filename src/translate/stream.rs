@@ -25,11 +25,12 @@ impl StreamTranslator {
         let source = match provider {
             ApiFamily::Anthropic => Source::Anthropic,
             ApiFamily::Openai => Source::OpenAi(OpenAiSource::default()),
-            ApiFamily::Gemini => return None,
+            ApiFamily::Gemini => Source::Gemini(GeminiSource::new(model)),
         };
         let sink = match client {
             Format::Anthropic => Sink::Anthropic,
             Format::OpenAi => Sink::OpenAi(OpenAiSink::new(model)),
+            Format::Gemini => Sink::Gemini(GeminiSink::default()),
         };
         Some(Self {
             decoder: Decoder::new(),
@@ -76,6 +77,7 @@ impl StreamTranslator {
 enum Source {
     Anthropic,
     OpenAi(OpenAiSource),
+    Gemini(GeminiSource),
 }
 
 impl Source {
@@ -86,6 +88,7 @@ impl Source {
                 _ => Vec::new(),
             },
             Source::OpenAi(s) => s.hub_events(&ev.data),
+            Source::Gemini(s) => s.hub_events(&ev.data),
         }
     }
 
@@ -93,6 +96,7 @@ impl Source {
         match self {
             Source::Anthropic => Vec::new(),
             Source::OpenAi(s) => s.close(),
+            Source::Gemini(s) => s.close(),
         }
     }
 }
@@ -260,6 +264,7 @@ impl OpenAiSource {
 enum Sink {
     Anthropic,
     OpenAi(OpenAiSink),
+    Gemini(GeminiSink),
 }
 
 impl Sink {
@@ -270,6 +275,7 @@ impl Sink {
                 out.push_str(&sse::encode(name, &ev.to_string()));
             }
             Sink::OpenAi(s) => s.emit(ev, out),
+            Sink::Gemini(s) => s.emit(ev, out),
         }
     }
 
@@ -393,6 +399,264 @@ impl OpenAiSink {
                        "choices": [], "usage": usage});
         out.push_str(&sse::encode(None, &c.to_string()));
         out.push_str("data: [DONE]\n\n");
+    }
+}
+
+/// Gemini `streamGenerateContent?alt=sse` chunks → Anthropic events. Gemini sends whole
+/// function calls (no partial arguments); each becomes a complete tool_use block.
+struct GeminiSource {
+    model: String,
+    started: bool,
+    closed: bool,
+    index: u64,
+    open: Option<(Open, u64)>,
+    tools: usize,
+    saw_tool: bool,
+    stop: Option<&'static str>,
+    usage: Option<Value>,
+}
+
+impl GeminiSource {
+    fn new(model: &str) -> Self {
+        Self {
+            model: model.to_owned(),
+            started: false,
+            closed: false,
+            index: 0,
+            open: None,
+            tools: 0,
+            saw_tool: false,
+            stop: None,
+            usage: None,
+        }
+    }
+
+    fn close_block(&mut self, out: &mut Vec<Value>) {
+        if let Some((_, idx)) = self.open.take() {
+            out.push(json!({"type": "content_block_stop", "index": idx}));
+        }
+    }
+
+    fn open_block(&mut self, kind: Open, start: Value, out: &mut Vec<Value>) -> u64 {
+        if let Some((k, idx)) = self.open {
+            if k == kind {
+                return idx;
+            }
+        }
+        self.close_block(out);
+        let idx = self.index;
+        self.index += 1;
+        self.open = Some((kind, idx));
+        out.push(json!({"type": "content_block_start", "index": idx, "content_block": start}));
+        idx
+    }
+
+    fn hub_events(&mut self, data: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        let Ok(chunk) = serde_json::from_str::<Value>(data) else {
+            return out;
+        };
+        // Code Assist wraps chunks in {"response": …}.
+        let chunk = chunk
+            .get("response")
+            .filter(|r| r.is_object())
+            .cloned()
+            .unwrap_or(chunk);
+        if let Some(err) = chunk.get("error") {
+            out.push(json!({"type": "error", "error": {"type": "api_error", "message": err.get("message").cloned().unwrap_or_default()}}));
+            return out;
+        }
+        if !self.started {
+            self.started = true;
+            out.push(json!({"type": "message_start", "message": {
+                "id": chunk.get("responseId").cloned().unwrap_or_else(|| json!("msg_gemini")),
+                "type": "message", "role": "assistant",
+                "model": chunk.get("modelVersion").cloned().unwrap_or_else(|| json!(self.model)),
+                "content": [], "stop_reason": null, "stop_sequence": null,
+                "usage": {"input_tokens": 0, "output_tokens": 0}}}));
+        }
+        if let Some(u) = chunk.get("usageMetadata") {
+            self.usage = Some(super::gemini::usage_to_anthropic(u));
+        }
+        let Some(cand) = chunk.get("candidates").and_then(|c| c.get(0)) else {
+            return out;
+        };
+        let parts = cand
+            .get("content")
+            .and_then(|c| c.get("parts"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for block in super::gemini::parts_to_blocks(&parts, &mut self.tools) {
+            match block.get("type").and_then(Value::as_str) {
+                Some("thinking") => {
+                    let idx = self.open_block(
+                        Open::Thinking,
+                        json!({"type": "thinking", "thinking": "", "signature": ""}),
+                        &mut out,
+                    );
+                    if let Some(t) = block
+                        .get("thinking")
+                        .and_then(Value::as_str)
+                        .filter(|t| !t.is_empty())
+                    {
+                        out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "thinking_delta", "thinking": t}}));
+                    }
+                    if let Some(sig) = block
+                        .get("signature")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                    {
+                        out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "signature_delta", "signature": sig}}));
+                    }
+                }
+                Some("text") => {
+                    let idx =
+                        self.open_block(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+                    out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": block.get("text").cloned().unwrap_or_default()}}));
+                }
+                Some("tool_use") => {
+                    self.saw_tool = true;
+                    let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
+                    let mut start = block.clone();
+                    start["input"] = json!({});
+                    let idx = self.open_block(Open::Tool(self.tools as u64), start, &mut out);
+                    out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
+                    self.close_block(&mut out);
+                }
+                _ => {}
+            }
+        }
+        if let Some(fr) = cand.get("finishReason").and_then(Value::as_str) {
+            self.stop = Some(match fr {
+                "MAX_TOKENS" => "max_tokens",
+                "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "refusal",
+                _ if self.saw_tool => "tool_use",
+                _ => "end_turn",
+            });
+        }
+        out
+    }
+
+    fn close(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        if self.closed || !self.started {
+            return out;
+        }
+        self.closed = true;
+        self.close_block(&mut out);
+        let mut usage = json!({"output_tokens": 0});
+        if let Some(u) = &self.usage {
+            usage = u.clone();
+        }
+        let stop = self.stop.unwrap_or(if self.saw_tool {
+            "tool_use"
+        } else {
+            "end_turn"
+        });
+        out.push(json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage}));
+        out.push(json!({"type": "message_stop"}));
+        out
+    }
+}
+
+/// Anthropic events → Gemini `GenerateContentResponse` chunks (SSE `data:` lines; Gemini has no
+/// end marker). Tool calls are emitted whole when their block closes (Gemini has no partial
+/// arguments); text and thoughts stream as they arrive.
+#[derive(Default)]
+struct GeminiSink {
+    model: String,
+    id: String,
+    tools: HashMap<u64, (Value, String)>,
+    usage: Value,
+}
+
+impl GeminiSink {
+    fn chunk(&self, parts: Vec<Value>, finish: Option<&str>, out: &mut String) {
+        let mut cand = json!({"content": {"role": "model", "parts": parts}, "index": 0});
+        if let Some(f) = finish {
+            cand["finishReason"] = json!(f);
+        }
+        let mut c =
+            json!({"candidates": [cand], "modelVersion": self.model, "responseId": self.id});
+        if finish.is_some() {
+            c["usageMetadata"] = super::gemini::usage_from_anthropic(&self.usage);
+        }
+        out.push_str(&sse::encode(None, &c.to_string()));
+    }
+
+    fn emit(&mut self, ev: &Value, out: &mut String) {
+        let idx = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match ev.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = ev.get("message").cloned().unwrap_or_default();
+                self.model = m
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                self.id = m.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
+                self.usage = m.get("usage").cloned().unwrap_or_else(|| json!({}));
+            }
+            Some("content_block_start") => {
+                let b = ev.get("content_block").cloned().unwrap_or_default();
+                if b.get("type").and_then(Value::as_str) == Some("tool_use") {
+                    self.tools.insert(idx, (b, String::new()));
+                }
+            }
+            Some("content_block_delta") => {
+                let d = ev.get("delta").cloned().unwrap_or_default();
+                match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => self.chunk(vec![json!({"text": d.get("text").cloned().unwrap_or_default()})], None, out),
+                    Some("thinking_delta") => self.chunk(
+                        vec![json!({"text": d.get("thinking").cloned().unwrap_or_default(), "thought": true})],
+                        None,
+                        out,
+                    ),
+                    Some("signature_delta") => self.chunk(
+                        vec![json!({"text": "", "thought": true, "thoughtSignature": d.get("signature").cloned().unwrap_or_default()})],
+                        None,
+                        out,
+                    ),
+                    Some("input_json_delta") => {
+                        if let Some((_, args)) = self.tools.get_mut(&idx) {
+                            args.push_str(d.get("partial_json").and_then(Value::as_str).unwrap_or(""));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("content_block_stop") => {
+                if let Some((mut b, args)) = self.tools.remove(&idx) {
+                    b["input"] =
+                        serde_json::from_str(if args.trim().is_empty() { "{}" } else { &args })
+                            .unwrap_or_else(|_| json!({}));
+                    if let Some(p) = super::gemini::block_to_part(&b) {
+                        self.chunk(vec![p], None, out);
+                    }
+                }
+            }
+            Some("message_delta") => {
+                if let (Some(Value::Object(u)), Value::Object(dst)) =
+                    (ev.get("usage"), &mut self.usage)
+                {
+                    for (k, v) in u {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                }
+                let stop = ev
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str);
+                self.chunk(Vec::new(), Some(super::gemini::finish_reason(stop)), out);
+            }
+            Some("error") => {
+                let e = ev.get("error").cloned().unwrap_or_default();
+                let body = json!({"error": {"code": 500, "message": e.get("message").cloned().unwrap_or_default(), "status": "INTERNAL"}});
+                out.push_str(&sse::encode(None, &body.to_string()));
+            }
+            _ => {}
+        }
     }
 }
 
@@ -553,6 +817,60 @@ mod tests {
             .unwrap()
         );
         assert_eq!(finish, buffered["choices"][0]["finish_reason"]);
+    }
+
+    #[test]
+    fn gemini_stream_to_anthropic_keeps_signatures_and_whole_tool_calls() {
+        let g = concat!(
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"hmm\",\"thought\":true,\"thoughtSignature\":\"c2ln\"}]}}],\"responseId\":\"r1\",\"modelVersion\":\"gemini-2.5-pro\"}\n\n",
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hel\"}]}}]}\n\n",
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"lo\"}]}}]}\n\n",
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"functionCall\":{\"name\":\"ls\",\"args\":{\"p\":1}}}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":7,\"candidatesTokenCount\":3}}\n\n",
+        );
+        for split in [1, 9, 4096] {
+            let mut t =
+                StreamTranslator::new(ApiFamily::Gemini, Format::Anthropic, "gemini-2.5-pro")
+                    .unwrap();
+            let ev = data_events(&run(&mut t, g.as_bytes(), split));
+            let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+            assert_eq!(
+                types,
+                [
+                    "message_start",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "message_delta",
+                    "message_stop"
+                ]
+            );
+            assert_eq!(ev[3]["delta"]["signature"], "c2ln");
+            assert_eq!(ev[9]["content_block"]["name"], "ls");
+            assert_eq!(ev[10]["delta"]["partial_json"], "{\"p\":1}");
+            assert_eq!(ev[12]["delta"]["stop_reason"], "tool_use");
+            assert_eq!(ev[12]["usage"]["input_tokens"], 7);
+        }
+    }
+
+    #[test]
+    fn anthropic_stream_to_gemini_chunks() {
+        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::Gemini, "m").unwrap();
+        let ev = data_events(&run(&mut t, ANTHROPIC_STREAM.as_bytes(), 11));
+        assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["text"], "Hel");
+        assert_eq!(
+            ev[1]["candidates"][0]["content"]["parts"][0]["functionCall"],
+            json!({"name": "get_weather", "args": {"city": "Paris"}})
+        );
+        assert_eq!(ev[2]["candidates"][0]["finishReason"], "STOP");
+        assert_eq!(ev[2]["usageMetadata"]["candidatesTokenCount"], 7);
     }
 
     #[test]

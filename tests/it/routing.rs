@@ -249,17 +249,16 @@ async fn failing_credential_command_is_502_naming_provider() {
 async fn untranslatable_pair_answers_501_naming_both_formats() {
     let mock = MockUpstream::start(ok_json()).await;
     let gw = Gateway::start(&providers(&[provider(
-        "g",
-        "gemini",
+        "a",
+        "anthropic",
         &mock,
         "      auth: echo tok\n",
     )]));
+    // The legacy completions API is no format ccproxy translates.
     let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-g")
-        .json(
-            &json!({"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}),
-        )
+        .post(gw.url("/v1/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "prompt": "hi"}))
         .send()
         .await
         .unwrap();
@@ -267,7 +266,10 @@ async fn untranslatable_pair_answers_501_naming_both_formats() {
     let v = json(r).await;
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.starts_with("translation not available"), "{msg}");
-    assert!(msg.contains("openai") && msg.contains("gemini"), "{msg}");
+    assert!(
+        msg.contains("unrecognised API format") && msg.contains("anthropic"),
+        "{msg}"
+    );
     assert_eq!(mock.request_count(), 0);
 }
 

@@ -313,3 +313,120 @@ async fn untranslatable_request_is_a_clear_400_not_a_truncation() {
     );
     assert_eq!(mock.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_client_on_gemini_provider_buffered_and_streamed() {
+    let reply = Reply::Json {
+        status: 200,
+        body: json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "Bonjour"}]}, "finishReason": "STOP"}],
+                     "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 2}, "modelVersion": "gemini-2.5-flash"}),
+    };
+    let mock = MockUpstream::start(reply).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "g",
+        "gemini",
+        &mock,
+        "      auth:\n        command: echo AIza-key\n        header: x-goog-api-key\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-g")
+        .json(&json!({"model": "gemini-2.5-flash", "temperature": 0.1, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(v["choices"][0]["message"]["content"], "Bonjour");
+    assert_eq!(v["usage"]["total_tokens"], 8);
+    let got = &mock.requests()[0];
+    assert_eq!(got.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(got.header("x-goog-api-key"), Some("AIza-key"));
+    let b = got.json();
+    assert_eq!(
+        b["contents"],
+        json!([{"role": "user", "parts": [{"text": "hi"}]}])
+    );
+    assert_eq!(
+        b["systemInstruction"],
+        json!({"parts": [{"text": "Be brief."}]})
+    );
+    assert_eq!(b["generationConfig"]["temperature"], 0.1);
+
+    let sse = MockUpstream::start(Reply::Sse {
+        events: vec![
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Bon\"}]}}]}\n\n".into(),
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"jour\"}]},\"finishReason\":\"STOP\"}]}\n\n".into(),
+        ],
+        gate: None,
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "g",
+        "gemini",
+        &sse,
+        "      auth: echo ya29.tok\n",
+    )]));
+    let text = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-g")
+        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    let joined: String = sse_events(&text)
+        .iter()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(joined, "Bonjour");
+    let got = &sse.requests()[0];
+    assert_eq!(
+        got.path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    assert_eq!(got.header("authorization"), Some("Bearer ya29.tok"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_sdk_client_on_anthropic_provider() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1beta/models/claude-haiku-4-5-20251001:generateContent"))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-a")
+        .json(
+            &json!({"contents": [{"role": "user", "parts": [{"text": "weather in Paris?"}]}],
+                      "generationConfig": {"maxOutputTokens": 200}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    let parts = &v["candidates"][0]["content"]["parts"];
+    assert_eq!(parts[0]["text"], "Hello!");
+    assert_eq!(
+        parts[1]["functionCall"],
+        json!({"name": "get_weather", "args": {"city": "Paris"}})
+    );
+    let got = mock.requests()[0].json();
+    assert_eq!(got["model"], "claude-haiku-4-5-20251001");
+    assert_eq!(got["max_tokens"], 200);
+    assert_eq!(
+        got["messages"][0]["content"][0]["text"],
+        "weather in Paris?"
+    );
+}
