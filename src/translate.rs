@@ -149,6 +149,33 @@ pub fn request(
     if stream {
         hub["stream"] = Value::Bool(true);
     }
+    // The hub needs max_tokens (Anthropic requires it); a default invented for that must not
+    // become a limit the client never asked for on other targets.
+    let asked_max = ["max_tokens", "max_completion_tokens"]
+        .iter()
+        .any(|k| body.get(*k).is_some())
+        || body
+            .get("generationConfig")
+            .and_then(|g| g.get("maxOutputTokens"))
+            .is_some();
+    if !asked_max && to != ApiFamily::Anthropic {
+        if let Some(o) = hub.as_object_mut() {
+            o.remove("max_tokens");
+        }
+    }
+    if to == ApiFamily::Anthropic {
+        // Anthropic requires thinking.budget_tokens < max_tokens.
+        let budget = hub
+            .get("thinking")
+            .and_then(|t| t.get("budget_tokens"))
+            .and_then(Value::as_u64);
+        let max = hub.get("max_tokens").and_then(Value::as_u64);
+        if let (Some(b), Some(m)) = (budget, max) {
+            if b >= m {
+                hub["max_tokens"] = json!(b + 1024);
+            }
+        }
+    }
     let out = match to {
         ApiFamily::Anthropic => hub,
         ApiFamily::Openai => anthropic::request_to_openai(&hub, &mut loss)?,

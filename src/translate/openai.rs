@@ -117,9 +117,21 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             }
             "assistant" => {
                 let mut blocks = Vec::new();
-                if let Some(r) = m.get("reasoning_content").and_then(Value::as_str) {
-                    if !r.is_empty() {
-                        blocks.push(json!({"type": "thinking", "thinking": r, "signature": m.get("reasoning_signature").cloned().unwrap_or(Value::String(String::new()))}));
+                if let Some(r) = m
+                    .get("reasoning_content")
+                    .and_then(Value::as_str)
+                    .filter(|r| !r.is_empty())
+                {
+                    // Anthropic rejects thinking blocks without their signature; OpenAI-shaped
+                    // history has none unless a client kept `reasoning_signature`.
+                    match m
+                        .get("reasoning_signature")
+                        .and_then(Value::as_str)
+                        .filter(|s| !s.is_empty())
+                    {
+                        Some(sig) => blocks
+                            .push(json!({"type": "thinking", "thinking": r, "signature": sig})),
+                        None => loss.push(format!("{at}.reasoning_content")),
                     }
                 }
                 blocks.extend(content_blocks(
@@ -285,19 +297,8 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             other => loss.push(other.to_owned()),
         }
     }
-    // Reorder tool_choice after parallel_tool_calls may have created it before tools.
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
-    }
-    if let (Some(budget), Some(max)) = (
-        out.get("thinking")
-            .and_then(|t| t.get("budget_tokens"))
-            .and_then(Value::as_u64),
-        out.get("max_tokens").and_then(Value::as_u64),
-    ) {
-        if budget >= max {
-            out.insert("max_tokens".into(), json!(budget + 1024));
-        }
     }
     Ok(Value::Object(out))
 }

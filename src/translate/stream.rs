@@ -884,3 +884,146 @@ mod tests {
         assert_eq!(out.matches("[DONE]").count(), 1);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split_at_points(bytes: &[u8], points: &[usize]) -> Vec<Vec<u8>> {
+        let mut cuts: Vec<usize> = points.iter().map(|p| p % (bytes.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for c in cuts {
+            out.push(bytes[last..c].to_vec());
+            last = c;
+        }
+        out.push(bytes[last..].to_vec());
+        out
+    }
+
+    /// An Anthropic stream with the given text pieces and tool-argument pieces.
+    fn anthropic_stream(text: &[String], args: &[String]) -> (String, Value) {
+        let mut s = String::new();
+        let mut push = |name: &str, v: Value| s.push_str(&sse::encode(Some(name), &v.to_string()));
+        push(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "msg_p", "model": "m", "content": [], "usage": {"input_tokens": 3, "output_tokens": 0}}}),
+        );
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        );
+        for t in text {
+            push(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": t}}),
+            );
+        }
+        push(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 0}),
+        );
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "toolu_p", "name": "f", "input": {}}}),
+        );
+        for a in args {
+            push(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": a}}),
+            );
+        }
+        push(
+            "content_block_stop",
+            json!({"type": "content_block_stop", "index": 1}),
+        );
+        push(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+        );
+        push("message_stop", json!({"type": "message_stop"}));
+        let input: Value = serde_json::from_str(&args.concat()).unwrap_or(json!({}));
+        let whole = json!({"id": "msg_p", "model": "m", "stop_reason": "tool_use",
+            "content": [{"type": "text", "text": text.concat()}, {"type": "tool_use", "id": "toolu_p", "name": "f", "input": input}],
+            "usage": {"input_tokens": 3, "output_tokens": 5}});
+        (s, whole)
+    }
+
+    /// Split a JSON text into pieces at the given points (arguments arrive as fragments).
+    fn fragments(text: &str, points: &[usize]) -> Vec<String> {
+        let chars: Vec<char> = text.chars().collect();
+        let mut cuts: Vec<usize> = points.iter().map(|p| p % (chars.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for c in cuts.into_iter().chain(std::iter::once(chars.len())) {
+            out.push(chars[last..c].iter().collect());
+            last = c;
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn sse_decoding_is_invariant_under_arbitrary_chunk_splits(
+            datas in proptest::collection::vec("[a-z {}\":,\\[\\]é]{0,24}", 1..8),
+            crlf in proptest::collection::vec(any::<bool>(), 8),
+            points in proptest::collection::vec(any::<usize>(), 0..12),
+        ) {
+            let mut wire = String::new();
+            for (i, d) in datas.iter().enumerate() {
+                let nl = if crlf[i % crlf.len()] { "\r\n" } else { "\n" };
+                wire.push_str(&format!("event: e{i}{nl}data: {d}{nl}{nl}"));
+            }
+            let bytes = wire.as_bytes();
+            let mut whole = Decoder::new();
+            let expected = whole.push(bytes);
+            prop_assert_eq!(expected.len(), datas.len());
+            let mut d = Decoder::new();
+            let mut got = Vec::new();
+            for part in split_at_points(bytes, &points) {
+                got.extend(d.push(&part));
+            }
+            got.extend(d.finish());
+            prop_assert_eq!(got, expected);
+        }
+
+        #[test]
+        fn translated_stream_joins_to_the_translated_buffered_response(
+            text in proptest::collection::vec("[a-zA-Z .!é\"\\\\]{0,12}", 0..6),
+            city in "[a-zA-Z é]{0,16}",
+            arg_points in proptest::collection::vec(any::<usize>(), 0..6),
+            split in 1usize..97,
+        ) {
+            let args_json = json!({"city": city, "n": 3}).to_string();
+            let args = fragments(&args_json, &arg_points);
+            let (stream, whole) = anthropic_stream(&text, &args);
+            let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap_or_else(|| unreachable!());
+            let mut out = Vec::new();
+            for c in stream.as_bytes().chunks(split) {
+                out.extend(t.push(c));
+            }
+            out.extend(t.finish());
+            let mut d = Decoder::new();
+            let (mut joined_text, mut joined_args, mut finish) = (String::new(), String::new(), String::new());
+            for e in d.push(&out) {
+                if e.data == "[DONE]" { continue; }
+                let v: Value = serde_json::from_str(&e.data).unwrap_or_default();
+                let delta = &v["choices"][0]["delta"];
+                joined_text.push_str(delta["content"].as_str().unwrap_or(""));
+                joined_args.push_str(delta["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or(""));
+                if let Some(f) = v["choices"][0]["finish_reason"].as_str() { finish = f.to_owned(); }
+            }
+            let buffered = super::super::anthropic::response_to_openai(&whole, &mut Default::default());
+            let m = &buffered["choices"][0]["message"];
+            prop_assert_eq!(joined_text, m["content"].as_str().unwrap_or("").to_owned());
+            let a: Value = serde_json::from_str(&joined_args).unwrap_or_default();
+            let b: Value = serde_json::from_str(m["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or("")).unwrap_or_default();
+            prop_assert_eq!(a, b);
+            prop_assert_eq!(finish, buffered["choices"][0]["finish_reason"].as_str().unwrap_or("").to_owned());
+        }
+    }
+}

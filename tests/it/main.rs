@@ -8,6 +8,7 @@ mod support;
 mod body;
 mod cli;
 mod errors;
+mod golden;
 mod hooks;
 mod metrics;
 mod routing;
