@@ -5,7 +5,8 @@
 //! drives it with an in-repo load generator ([`load`]). Scenarios (see README "Benchmarks"):
 //! S1 added latency at c=1 (direct and gateway rounds alternate), S2 throughput at p99 < 5 ms
 //! with the gateway pinned to one core, S3 SSE time to first event / frame gaps / stall-free
-//! concurrent streams, S4 a 300 KB Claude-Code-like request, S5 memory, S6 cold start. Peers
+//! concurrent streams, S4 a 300 KB Claude-Code-like request, S5 memory, S6 cold start, S7 a
+//! translated OpenAI → Anthropic request (buffered and streamed). Peers
 //! (LiteLLM) run in the same session on the same mock when installed; each is reported as a ratio
 //! to ccproxy. Prints tables and writes `benches/results/latest.json`. Never part of `make test`.
 
@@ -420,6 +421,15 @@ fn main() {
 
     let gw = Gateway::start(mock, cores, None);
     let idle_rss = gw.rss_kib();
+    // LiteLLM serves S1 and S7; start it once.
+    let (litellm, litellm_err) = if opts.peers && (opts.wants("S1") || opts.wants("S7")) {
+        match peers::litellm::start(mock) {
+            Ok(p) => (Some(p), String::new()),
+            Err(e) => (None, e),
+        }
+    } else {
+        (None, "peers disabled (--no-peers)".to_owned())
+    };
 
     if opts.wants("S1") {
         let direct = openai_target(mock, "sk-bench", "instant");
@@ -441,7 +451,7 @@ fn main() {
 
         if opts.peers {
             let mut peer_results = serde_json::Map::new();
-            match peers::litellm::start(mock) {
+            match litellm.as_ref().ok_or_else(|| litellm_err.clone()) {
                 Ok(peer) => {
                     let via = openai_target(peer.addr(), peers::litellm::MASTER_KEY, "instant");
                     let peer_rounds = (rounds / 2).max(2);
@@ -481,6 +491,11 @@ fn main() {
         }
         results.insert("S1_added_latency".into(), s1);
     }
+
+    if opts.wants("S7") {
+        results.insert("S7_translation".into(), translated_scenario(&rt, mock, &gw, litellm.as_ref(), &litellm_err, opts.quick));
+    }
+    drop(litellm);
 
     if opts.wants("S4") {
         let body = claude_code_body();
@@ -639,6 +654,101 @@ fn main() {
     let _ = std::fs::write(out_dir.join(format!("{stamp}.json")), &text);
     let _ = std::fs::write(out_dir.join("latest.json"), &text);
     println!("\nresults: {}", out_dir.join("latest.json").display());
+}
+
+/// S7: OpenAI client → Anthropic provider through translation, buffered and streamed, against a
+/// direct Anthropic request to the mock; LiteLLM doing the same translation in the same run.
+fn translated_scenario(
+    rt: &tokio::runtime::Runtime,
+    mock: SocketAddr,
+    gw: &Gateway,
+    litellm: Option<&peers::litellm::Peer>,
+    litellm_err: &str,
+    quick: bool,
+) -> Value {
+    let chat = |stream: bool| {
+        Bytes::from(
+            json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 64, "stream": stream,
+                   "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say ok."}]})
+            .to_string(),
+        )
+    };
+    let direct = anthropic_target(mock, chat_hub(false), "instant");
+    let via = openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "instant", chat(false));
+    let (rounds, per) = if quick { (2, 200) } else { (6, 500) };
+    let ours = rt.block_on(added_latency(&direct, &via, rounds, per));
+    println!("\nS7 translated OpenAI → Anthropic, buffered, c=1");
+    ours.print("ccproxy");
+    let mut out = json!({"buffered": {"ccproxy": ours.json()}});
+    // Streams: time to first event and mean frame gap, direct vs translated.
+    let n = if quick { 3 } else { 8 };
+    let timing = |t: Target| {
+        rt.block_on(async move {
+            let mut c = Conn::open(t.addr).await.expect("conn");
+            let mut v = Vec::new();
+            for _ in 0..n {
+                v.push(c.stream(&t).await.expect("stream"));
+            }
+            v
+        })
+    };
+    let first = |x: &[load::SseTiming]| x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6;
+    let gap = |x: &[load::SseTiming]| {
+        let all: Vec<f64> = x.iter().flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64())).collect();
+        all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
+    };
+    let d = timing(anthropic_target(mock, chat_hub(true), "sse"));
+    let o = timing(openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "sse", chat(true)));
+    println!(
+        "  streamed: ccproxy adds {:.0} µs to the first event, {:.1} µs per frame gap",
+        first(&o) - first(&d),
+        gap(&o) - gap(&d)
+    );
+    out["streamed"] = json!({"ccproxy": {"added_first_event_us": first(&o) - first(&d), "added_gap_us": gap(&o) - gap(&d)}});
+    match litellm {
+        Some(peer) => {
+            let via_l = openai_target_body(peer.addr(), peers::litellm::MASTER_KEY, "instant", chat_model(false, "bench-claude"));
+            let l = rt.block_on(added_latency(&direct, &via_l, (rounds / 2).max(1), per / 2));
+            l.print("LiteLLM");
+            let lo = timing(openai_target_body(peer.addr(), peers::litellm::MASTER_KEY, "sse", chat_model(true, "bench-claude")));
+            println!(
+                "  LiteLLM added / ccproxy added (buffered): p50 {:.0}×, p99 {:.0}×; streamed first event: LiteLLM adds {:.0} µs ({:.0}×)",
+                l.row(50.0).2 / ours.row(50.0).2,
+                l.row(99.0).2 / ours.row(99.0).2,
+                first(&lo) - first(&d),
+                (first(&lo) - first(&d)) / (first(&o) - first(&d))
+            );
+            out["buffered"]["litellm"] = l.json();
+            out["streamed"]["litellm"] = json!({"added_first_event_us": first(&lo) - first(&d), "added_gap_us": gap(&lo) - gap(&d)});
+        }
+        None => {
+            println!("  LiteLLM skipped: {litellm_err}");
+            out["litellm_skipped"] = json!(litellm_err);
+        }
+    }
+    out
+}
+
+fn chat_hub(stream: bool) -> Bytes {
+    Bytes::from(
+        json!({"model": "claude-haiku-4-5-20251001", "max_tokens": 64, "stream": stream, "system": [{"type": "text", "text": "Be brief."}],
+               "messages": [{"role": "user", "content": [{"type": "text", "text": "Say ok."}]}]})
+        .to_string(),
+    )
+}
+
+fn chat_model(stream: bool, model: &str) -> Bytes {
+    Bytes::from(
+        json!({"model": model, "max_tokens": 64, "stream": stream,
+               "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say ok."}]})
+        .to_string(),
+    )
+}
+
+fn openai_target_body(addr: SocketAddr, key: &str, mode: &str, body: Bytes) -> Target {
+    let mut t = openai_target(addr, key, mode);
+    t.body = body;
+    t
 }
 
 /// ccproxy v2 vs ccproxy on the same sentinel `/v1/messages` route to the same TLS mock on

@@ -238,7 +238,7 @@ pub mod litellm {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let cfg = dir.path().join("litellm.yaml");
         let yaml = format!(
-            "model_list:\n  - model_name: bench-model\n    litellm_params:\n      model: openai/bench-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench\nlitellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
+            "model_list:\n  - model_name: bench-model\n    litellm_params:\n      model: openai/bench-model\n      api_base: http://{mock}/v1\n      api_key: sk-bench\n  - model_name: bench-claude\n    litellm_params:\n      model: anthropic/claude-haiku-4-5-20251001\n      api_base: http://{mock}\n      api_key: sk-bench\nlitellm_settings:\n  telemetry: false\ngeneral_settings:\n  master_key: {MASTER_KEY}\n"
         );
         std::fs::write(&cfg, yaml).map_err(|e| e.to_string())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
