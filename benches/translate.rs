@@ -55,32 +55,62 @@ fn large_openai() -> &'static Value {
 }
 
 fn to_anthropic(v: &Value) -> Value {
-    translate::request(Format::OpenAi, ApiFamily::Anthropic, v, &RequestInfo::default())
-        .unwrap()
-        .body
+    translate::request(
+        Format::OpenAi,
+        ApiFamily::Anthropic,
+        v,
+        &RequestInfo::default(),
+    )
+    .unwrap()
+    .body
 }
 
 #[divan::bench(args = ["2KB", "300KB"])]
 fn openai_to_anthropic_request(size: &str) {
-    let v = if size == "2KB" { small_openai() } else { large_openai() };
+    let v = if size == "2KB" {
+        small_openai()
+    } else {
+        large_openai()
+    };
     divan::black_box(to_anthropic(divan::black_box(v)));
 }
 
 #[divan::bench(args = ["2KB", "300KB"])]
 fn anthropic_to_openai_request(bencher: divan::Bencher<'_, '_>, size: &str) {
-    let hub = to_anthropic(if size == "2KB" { small_openai() } else { large_openai() });
+    let hub = to_anthropic(if size == "2KB" {
+        small_openai()
+    } else {
+        large_openai()
+    });
     bencher.bench(|| {
-        translate::request(Format::Anthropic, ApiFamily::Openai, divan::black_box(&hub), &RequestInfo::default()).unwrap()
+        translate::request(
+            Format::Anthropic,
+            ApiFamily::Openai,
+            divan::black_box(&hub),
+            &RequestInfo::default(),
+        )
+        .unwrap()
     });
 }
 
 #[divan::bench(args = ["2KB", "300KB"])]
 fn openai_to_anthropic_request_from_bytes(bencher: divan::Bencher<'_, '_>, size: &str) {
     // What the gateway does per request: parse the client's bytes, translate, serialize.
-    let bytes = serde_json::to_vec(if size == "2KB" { small_openai() } else { large_openai() }).unwrap();
+    let bytes = serde_json::to_vec(if size == "2KB" {
+        small_openai()
+    } else {
+        large_openai()
+    })
+    .unwrap();
     bencher.bench(|| {
         let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
-        let t = translate::request(Format::OpenAi, ApiFamily::Anthropic, &v, &RequestInfo::default()).unwrap();
+        let t = translate::request(
+            Format::OpenAi,
+            ApiFamily::Anthropic,
+            &v,
+            &RequestInfo::default(),
+        )
+        .unwrap();
         serde_json::to_vec(&t.body).unwrap()
     });
 }
@@ -90,7 +120,16 @@ fn anthropic_to_openai_response() {
     let body = json!({"id": "msg_1", "model": "claude-haiku-4-5-20251001", "stop_reason": "tool_use",
         "content": [{"type": "text", "text": "Hello! ".repeat(50)}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
         "usage": {"input_tokens": 12, "output_tokens": 7}});
-    divan::black_box(translate::response(ApiFamily::Anthropic, Format::OpenAi, &body, "m", &mut Loss::default()).unwrap());
+    divan::black_box(
+        translate::response(
+            ApiFamily::Anthropic,
+            Format::OpenAi,
+            &body,
+            "m",
+            &mut Loss::default(),
+        )
+        .unwrap(),
+    );
 }
 
 #[divan::bench]

@@ -14,6 +14,7 @@
 pub mod anthropic;
 pub mod gemini;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod stream;
 
@@ -29,6 +30,8 @@ pub enum Format {
     OpenAi,
     /// Gemini `generateContent` / `streamGenerateContent` (AI Studio and Vertex paths).
     Gemini,
+    /// OpenAI Responses (`/v1/responses`), as a client format.
+    Responses,
 }
 
 impl Format {
@@ -37,7 +40,17 @@ impl Format {
             Format::Anthropic => "anthropic",
             Format::OpenAi => "openai",
             Format::Gemini => "gemini",
+            Format::Responses => "responses",
         }
+    }
+
+    /// The client format of a request: its family's format, or Responses for `/v1/responses`.
+    pub fn for_path(path: &str, family: ApiFamily) -> Option<Self> {
+        let rest = path.strip_prefix("/v1/responses");
+        if family == ApiFamily::Openai && rest.is_some_and(|r| r.is_empty() || r.starts_with('/')) {
+            return Some(Format::Responses);
+        }
+        Self::of(family)
     }
 
     /// The client format of an API family, when translation supports it.
@@ -53,6 +66,7 @@ impl Format {
 /// Whether requests in `from` can be translated for a provider of family `to`.
 pub fn supported(from: Format, to: ApiFamily) -> bool {
     Format::of(to).is_some_and(|t| t != from)
+        && !(from == Format::Responses && to == ApiFamily::Openai)
 }
 
 /// Fields a translation could not carry over, as JSON paths (`frequency_penalty`,
@@ -145,6 +159,7 @@ pub fn request(
         Format::Anthropic => body.clone(),
         Format::OpenAi => openai::request_to_anthropic(body, &mut loss)?,
         Format::Gemini => gemini::request_to_anthropic(body, &info.model, &mut loss)?,
+        Format::Responses => responses::request_to_anthropic(body, &mut loss)?,
     };
     if stream {
         hub["stream"] = Value::Bool(true);
@@ -205,6 +220,7 @@ pub fn response(
         Format::Anthropic => hub,
         Format::OpenAi => anthropic::response_to_openai(&hub, loss),
         Format::Gemini => gemini::response_from_anthropic(&hub, loss),
+        Format::Responses => responses::response_from_anthropic(&hub, loss),
     })
 }
 
@@ -236,7 +252,7 @@ pub fn error_body(to: Format, status: u16, body: &Value, raw: &str) -> Value {
             "type": "error",
             "error": {"type": upstream_type.unwrap_or_else(|| anthropic_error_type(status)), "message": message},
         }),
-        Format::OpenAi => json!({
+        Format::OpenAi | Format::Responses => json!({
             "error": {"message": message, "type": upstream_type.unwrap_or_else(|| openai_error_type(status)), "code": status},
         }),
         Format::Gemini => json!({

@@ -493,7 +493,10 @@ fn main() {
     }
 
     if opts.wants("S7") {
-        results.insert("S7_translation".into(), translated_scenario(&rt, mock, &gw, litellm.as_ref(), &litellm_err, opts.quick));
+        results.insert(
+            "S7_translation".into(),
+            translated_scenario(&rt, mock, &gw, litellm.as_ref(), &litellm_err, opts.quick),
+        );
     }
     drop(litellm);
 
@@ -674,7 +677,12 @@ fn translated_scenario(
         )
     };
     let direct = anthropic_target(mock, chat_hub(false), "instant");
-    let via = openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "instant", chat(false));
+    let via = openai_target_body(
+        gw.addr(),
+        "sk-ant-oat-ccproxy-anthropic",
+        "instant",
+        chat(false),
+    );
     let (rounds, per) = if quick { (2, 200) } else { (6, 500) };
     let ours = rt.block_on(added_latency(&direct, &via, rounds, per));
     println!("\nS7 translated OpenAI → Anthropic, buffered, c=1");
@@ -692,13 +700,23 @@ fn translated_scenario(
             v
         })
     };
-    let first = |x: &[load::SseTiming]| x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6;
+    let first = |x: &[load::SseTiming]| {
+        x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
+    };
     let gap = |x: &[load::SseTiming]| {
-        let all: Vec<f64> = x.iter().flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64())).collect();
+        let all: Vec<f64> = x
+            .iter()
+            .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
+            .collect();
         all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
     };
     let d = timing(anthropic_target(mock, chat_hub(true), "sse"));
-    let o = timing(openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "sse", chat(true)));
+    let o = timing(openai_target_body(
+        gw.addr(),
+        "sk-ant-oat-ccproxy-anthropic",
+        "sse",
+        chat(true),
+    ));
     println!(
         "  streamed: ccproxy adds {:.0} µs to the first event, {:.1} µs per frame gap",
         first(&o) - first(&d),
@@ -707,10 +725,20 @@ fn translated_scenario(
     out["streamed"] = json!({"ccproxy": {"added_first_event_us": first(&o) - first(&d), "added_gap_us": gap(&o) - gap(&d)}});
     match litellm {
         Some(peer) => {
-            let via_l = openai_target_body(peer.addr(), peers::litellm::MASTER_KEY, "instant", chat_model(false, "bench-claude"));
+            let via_l = openai_target_body(
+                peer.addr(),
+                peers::litellm::MASTER_KEY,
+                "instant",
+                chat_model(false, "bench-claude"),
+            );
             let l = rt.block_on(added_latency(&direct, &via_l, (rounds / 2).max(1), per / 2));
             l.print("LiteLLM");
-            let lo = timing(openai_target_body(peer.addr(), peers::litellm::MASTER_KEY, "sse", chat_model(true, "bench-claude")));
+            let lo = timing(openai_target_body(
+                peer.addr(),
+                peers::litellm::MASTER_KEY,
+                "sse",
+                chat_model(true, "bench-claude"),
+            ));
             println!(
                 "  LiteLLM added / ccproxy added (buffered): p50 {:.0}×, p99 {:.0}×; streamed first event: LiteLLM adds {:.0} µs ({:.0}×)",
                 l.row(50.0).2 / ours.row(50.0).2,

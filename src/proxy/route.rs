@@ -79,13 +79,14 @@ fn transform_path(p: &Provider, model: Option<&str>, action: Option<&str>) -> St
 /// A `transform` route to `p`, or 501 when the pair cannot be translated.
 fn transform_route(
     p: &Arc<Provider>,
+    path: &str,
     format: Option<ApiFamily>,
     model: Option<&str>,
     action: Option<&str>,
     rule: Option<usize>,
 ) -> Result<Route, GatewayError> {
     let client = format
-        .and_then(Format::of)
+        .and_then(|f| Format::for_path(path, f))
         .filter(|c| translate::supported(*c, p.family))
         .ok_or_else(|| GatewayError::translation_unavailable(format, p.family.as_str()))?;
     Ok(Route {
@@ -108,7 +109,9 @@ fn transform_route(
 
 /// API format of a request path (query excluded), per spec §4.3.
 pub fn detect_format(path: &str) -> Option<ApiFamily> {
-    if endpoint_rest(path, "/v1/chat/completions").is_some() {
+    if endpoint_rest(path, "/v1/chat/completions").is_some()
+        || endpoint_rest(path, "/v1/responses").is_some()
+    {
         return Some(ApiFamily::Openai);
     }
     let p = path.strip_prefix("/anthropic").unwrap_or(path);
@@ -254,7 +257,7 @@ pub fn resolve(
                 "{at} passes the request through, but the reverse listener has no original destination (path={original})"
             ))),
             RuleAction::Transform => match rule.dest_provider.as_ref().and_then(|p| cfg.providers.get(p)) {
-                Some(p) => transform_route(p, format, rule.dest_model.as_deref().or(model), action, Some(rule.index)),
+                Some(p) => transform_route(p, path, format, rule.dest_model.as_deref().or(model), action, Some(rule.index)),
                 None => Err(GatewayError::no_destination(format!(
                     "{at} is a transform without dest_provider (path={original})"
                 ))),
@@ -308,7 +311,7 @@ pub fn resolve(
             return Err(GatewayError::unknown_provider(name));
         };
         if format != Some(p.family) {
-            return transform_route(p, format, model, action, None);
+            return transform_route(p, path, format, model, action, None);
         }
         let path = match &p.path {
             Some(t) => with_query(

@@ -31,6 +31,7 @@ impl StreamTranslator {
             Format::Anthropic => Sink::Anthropic,
             Format::OpenAi => Sink::OpenAi(OpenAiSink::new(model)),
             Format::Gemini => Sink::Gemini(GeminiSink::default()),
+            Format::Responses => Sink::Responses(Box::default()),
         };
         Some(Self {
             decoder: Decoder::new(),
@@ -265,6 +266,7 @@ enum Sink {
     Anthropic,
     OpenAi(OpenAiSink),
     Gemini(GeminiSink),
+    Responses(Box<super::responses::ResponsesSink>),
 }
 
 impl Sink {
@@ -276,12 +278,15 @@ impl Sink {
             }
             Sink::OpenAi(s) => s.emit(ev, out),
             Sink::Gemini(s) => s.emit(ev, out),
+            Sink::Responses(s) => s.emit(ev, out),
         }
     }
 
     fn finish(&mut self, out: &mut String) {
-        if let Sink::OpenAi(s) = self {
-            s.finish(out);
+        match self {
+            Sink::OpenAi(s) => s.finish(out),
+            Sink::Responses(s) => s.finish(out),
+            _ => {}
         }
     }
 }

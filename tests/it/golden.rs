@@ -4,7 +4,7 @@
 //! `upstream_response.json` and `upstream_stream.sse` (what the provider sends). Snapshots:
 //! `upstream_request.json`, `response.json`, `stream.json` (client stream as a list of
 //! `{event, data}`) and `loss.json`. A missing snapshot fails the test; `UPDATE_FIXTURES=1`
-//! (re)writes them, to be reviewed like code. Volatile fields (`created`) are zeroed.
+//! (re)writes them, to be reviewed like code. Volatile fields (`created`, `created_at`) are zeroed.
 
 use ccproxy::config::file::ApiFamily;
 use ccproxy::translate::sse::Decoder;
@@ -17,7 +17,7 @@ fn normalize(v: &mut Value) {
     match v {
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {
-                if k == "created" {
+                if k == "created" || k == "created_at" {
                     *x = json!(0);
                 } else {
                     normalize(x);
@@ -66,6 +66,7 @@ fn format_of(s: &str) -> (Format, ApiFamily) {
         "openai" => (Format::OpenAi, ApiFamily::Openai),
         "anthropic" => (Format::Anthropic, ApiFamily::Anthropic),
         "gemini" => (Format::Gemini, ApiFamily::Gemini),
+        "responses" => (Format::Responses, ApiFamily::Openai),
         other => panic!("unknown format {other}"),
     }
 }

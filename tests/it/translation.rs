@@ -430,3 +430,86 @@ async fn gemini_sdk_client_on_anthropic_provider() {
         "weather in Paris?"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/responses"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "claude-haiku-4-5-20251001", "instructions": "Be terse.", "input": "weather in Paris?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(v["object"], "response");
+    assert_eq!(v["output"][0]["content"][0]["text"], "Hello!");
+    assert_eq!(v["output"][1]["type"], "function_call");
+    assert_eq!(v["output"][1]["call_id"], "toolu_1");
+    let got = mock.requests()[0].json();
+    assert_eq!(
+        got["system"],
+        json!([{"type": "text", "text": "Be terse."}])
+    );
+    assert_eq!(mock.requests()[0].path, "/v1/messages");
+
+    let events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_r\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":3}}}\n\n".to_owned(),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Sunny\"}}\n\n".to_owned(),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n".to_owned(),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+    ];
+    let sse = MockUpstream::start(Reply::Sse { events, gate: None }).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &sse,
+        "      auth: echo k\n",
+    )]));
+    let text = client()
+        .post(gw.url("/v1/responses"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "claude-x", "stream": true, "input": [{"role": "user", "content": "weather?"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ev = sse_events(&text);
+    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed"
+        ]
+    );
+    assert_eq!(ev[4]["delta"], "Sunny");
+    assert_eq!(
+        ev[8]["response"]["output"][0]["content"][0]["text"],
+        "Sunny"
+    );
+    assert_eq!(ev[8]["response"]["usage"]["total_tokens"], 4);
+    let seqs: Vec<u64> = ev
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (0..9).collect::<Vec<_>>());
+}

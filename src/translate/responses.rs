@@ -1,0 +1,527 @@
+//! OpenAI Responses API (`/v1/responses`) as an ingress format: requests to the Anthropic
+//! Messages hub, and hub responses (complete and streamed) back to Responses objects and events.
+//!
+//! The gateway keeps no conversation state, so `previous_response_id` is refused with a clear
+//! error instead of silently losing the history it points to.
+
+use super::anthropic::now;
+use super::sse;
+use super::{Error, Loss};
+use serde_json::{json, Map, Value};
+
+fn text_block(t: &Value) -> Value {
+    json!({"type": "text", "text": t})
+}
+
+fn image_block(url: &str) -> Value {
+    match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+        Some((meta, data)) => json!({"type": "image", "source": {"type": "base64",
+            "media_type": meta.trim_end_matches(";base64"), "data": data}}),
+        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    }
+}
+
+fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
+    match content {
+        Value::String(s) => vec![text_block(&Value::String(s.clone()))],
+        Value::Array(parts) => parts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| match p.get("type").and_then(Value::as_str) {
+                Some("input_text" | "output_text" | "text") => {
+                    Some(text_block(p.get("text").unwrap_or(&Value::Null)))
+                }
+                Some("input_image") => p.get("image_url").and_then(Value::as_str).map(image_block),
+                _ => {
+                    loss.push(format!("{at}[{i}]"));
+                    None
+                }
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn push(messages: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
+    if blocks.is_empty() {
+        return;
+    }
+    if let Some(last) = messages.last_mut() {
+        if last["role"] == role {
+            if let Some(Value::Array(c)) = last.get_mut("content") {
+                c.append(&mut blocks);
+                return;
+            }
+        }
+    }
+    messages.push(json!({"role": role, "content": blocks}));
+}
+
+/// Responses API request → Anthropic Messages request.
+pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
+    let obj = body.as_object().ok_or(Error::NotJson)?;
+    if obj
+        .get("previous_response_id")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(Error::Invalid(
+            "previous_response_id needs server-side conversation state, which ccproxy does not keep; send the full input instead".into(),
+        ));
+    }
+    let mut system = Vec::new();
+    if let Some(i) = obj.get("instructions").and_then(Value::as_str) {
+        system.push(text_block(&json!(i)));
+    }
+    let mut messages = Vec::new();
+    match obj.get("input") {
+        Some(Value::String(s)) => push(&mut messages, "user", vec![text_block(&json!(s))]),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                let at = format!("input[{i}]");
+                let kind = item
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("message");
+                match kind {
+                    "message" => {
+                        let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
+                        let blocks = content_blocks(
+                            item.get("content").unwrap_or(&Value::Null),
+                            &format!("{at}.content"),
+                            loss,
+                        );
+                        match role {
+                            "system" | "developer" => system.extend(blocks),
+                            "assistant" => push(&mut messages, "assistant", blocks),
+                            _ => push(&mut messages, "user", blocks),
+                        }
+                    }
+                    "function_call" => {
+                        let args = item
+                            .get("arguments")
+                            .and_then(Value::as_str)
+                            .unwrap_or("{}");
+                        let input: Value =
+                            serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
+                                .map_err(|_| {
+                                    Error::Invalid(format!("{at}.arguments is not valid JSON"))
+                                })?;
+                        push(
+                            &mut messages,
+                            "assistant",
+                            vec![json!({"type": "tool_use",
+                            "id": item.get("call_id").cloned().unwrap_or_default(),
+                            "name": item.get("name").cloned().unwrap_or_default(), "input": input})],
+                        );
+                    }
+                    "function_call_output" => {
+                        let output = match item.get("output") {
+                            Some(Value::String(s)) => s.clone(),
+                            Some(other) => other.to_string(),
+                            None => String::new(),
+                        };
+                        push(
+                            &mut messages,
+                            "user",
+                            vec![json!({"type": "tool_result",
+                            "tool_use_id": item.get("call_id").cloned().unwrap_or_default(), "content": output})],
+                        );
+                    }
+                    _ => loss.push(at),
+                }
+            }
+        }
+        _ => {
+            return Err(Error::Invalid(
+                "`input` must be a string or an array".into(),
+            ))
+        }
+    }
+    let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
+    let mut out = Map::new();
+    out.insert("model".into(), json!(model));
+    out.insert("messages".into(), Value::Array(messages));
+    out.insert(
+        "max_tokens".into(),
+        json!(obj
+            .get("max_output_tokens")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| super::openai::default_max_tokens(model))),
+    );
+    for (k, v) in obj {
+        match k.as_str() {
+            "model" | "input" | "instructions" | "max_output_tokens" | "previous_response_id" => {}
+            "temperature" | "top_p" | "stream" => {
+                out.insert(k.clone(), v.clone());
+            }
+            "user" => {
+                out.insert("metadata".into(), json!({"user_id": v}));
+            }
+            "tools" => {
+                let mut tools = Vec::new();
+                for (i, t) in v.as_array().into_iter().flatten().enumerate() {
+                    if t.get("type").and_then(Value::as_str) != Some("function") {
+                        loss.push(format!("tools[{i}]"));
+                        continue;
+                    }
+                    let mut tool = json!({"name": t.get("name").cloned().unwrap_or_default(),
+                        "input_schema": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
+                    if let Some(d) = t.get("description") {
+                        tool["description"] = d.clone();
+                    }
+                    if t.get("strict") == Some(&Value::Bool(true)) {
+                        loss.push(format!("tools[{i}].strict"));
+                    }
+                    tools.push(tool);
+                }
+                out.insert("tools".into(), Value::Array(tools));
+            }
+            "tool_choice" => {
+                let tc = match v {
+                    Value::String(s) if s == "auto" => json!({"type": "auto"}),
+                    Value::String(s) if s == "required" => json!({"type": "any"}),
+                    Value::String(s) if s == "none" => json!({"type": "none"}),
+                    Value::Object(o) if o.get("name").is_some() => {
+                        json!({"type": "tool", "name": o["name"]})
+                    }
+                    _ => {
+                        loss.push("tool_choice");
+                        continue;
+                    }
+                };
+                out.insert("tool_choice".into(), tc);
+            }
+            "parallel_tool_calls" => {
+                if v == &Value::Bool(false) {
+                    let tc = out
+                        .entry("tool_choice")
+                        .or_insert_with(|| json!({"type": "auto"}));
+                    tc["disable_parallel_tool_use"] = Value::Bool(true);
+                }
+            }
+            "reasoning" => {
+                let budget = match v.get("effort").and_then(Value::as_str) {
+                    Some("minimal" | "low") => Some(1024),
+                    Some("medium") => Some(8192),
+                    Some("high") => Some(24576),
+                    _ => None,
+                };
+                match budget {
+                    Some(b) => {
+                        out.insert(
+                            "thinking".into(),
+                            json!({"type": "enabled", "budget_tokens": b}),
+                        );
+                    }
+                    None => loss.push("reasoning"),
+                }
+            }
+            // No effect on a stateless gateway.
+            "store" | "include" => {}
+            other => loss.push(other.to_owned()),
+        }
+    }
+    if !system.is_empty() {
+        out.insert("system".into(), Value::Array(system));
+    }
+    Ok(Value::Object(out))
+}
+
+fn usage(u: &Value) -> Value {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let cached = n("cache_read_input_tokens");
+    let input = n("input_tokens") + cached + n("cache_creation_input_tokens");
+    let output = n("output_tokens");
+    json!({"input_tokens": input, "input_tokens_details": {"cached_tokens": cached},
+           "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
+           "total_tokens": input + output})
+}
+
+fn response_id(id: &str) -> String {
+    if id.starts_with("resp_") {
+        id.to_owned()
+    } else {
+        format!("resp_{id}")
+    }
+}
+
+/// One hub content block → a Responses output item.
+fn output_item(b: &Value, i: usize, id: &str) -> Option<Value> {
+    match b.get("type").and_then(Value::as_str) {
+        Some("text") => Some(
+            json!({"type": "message", "id": format!("msg_{id}_{i}"), "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": b.get("text").cloned().unwrap_or_default(), "annotations": []}]}),
+        ),
+        Some("tool_use") => Some(
+            json!({"type": "function_call", "id": format!("fc_{id}_{i}"), "status": "completed",
+            "call_id": b.get("id").cloned().unwrap_or_default(), "name": b.get("name").cloned().unwrap_or_default(),
+            "arguments": b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into())}),
+        ),
+        Some("thinking") => Some(json!({"type": "reasoning", "id": format!("rs_{id}_{i}"),
+            "summary": [{"type": "summary_text", "text": b.get("thinking").cloned().unwrap_or_default()}]})),
+        _ => None,
+    }
+}
+
+/// Anthropic `message` → Responses `response` object.
+pub fn response_from_anthropic(body: &Value, loss: &mut Loss) -> Value {
+    let raw_id = body.get("id").and_then(Value::as_str).unwrap_or("ccproxy");
+    let mut output = Vec::new();
+    for (i, b) in body
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        match output_item(b, i, raw_id) {
+            Some(item) => output.push(item),
+            None => loss.push(format!("content[{i}]")),
+        }
+    }
+    let incomplete = body.get("stop_reason").and_then(Value::as_str) == Some("max_tokens");
+    json!({
+        "id": response_id(raw_id), "object": "response", "created_at": now(),
+        "status": if incomplete { "incomplete" } else { "completed" },
+        "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
+        "model": body.get("model").cloned().unwrap_or_default(),
+        "output": output,
+        "usage": usage(body.get("usage").unwrap_or(&Value::Null)),
+    })
+}
+
+/// Anthropic stream events → Responses API stream events.
+#[derive(Default)]
+pub struct ResponsesSink {
+    seq: u64,
+    id: String,
+    model: String,
+    created: u64,
+    usage: Value,
+    stop: Option<String>,
+    output: Vec<Value>,
+    /// Hub block index → (output index, item, accumulated text or arguments).
+    open: std::collections::HashMap<u64, (usize, Value, String)>,
+    done: bool,
+}
+
+impl ResponsesSink {
+    fn send(&mut self, name: &str, mut data: Value, out: &mut String) {
+        data["type"] = json!(name);
+        data["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        out.push_str(&sse::encode(Some(name), &data.to_string()));
+    }
+
+    fn snapshot(&self, status: &str) -> Value {
+        json!({"id": self.id, "object": "response", "created_at": self.created, "status": status,
+               "model": self.model, "output": self.output, "usage": if status == "in_progress" { Value::Null } else { usage(&self.usage) }})
+    }
+
+    pub fn emit(&mut self, ev: &Value, out: &mut String) {
+        let idx = ev.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match ev.get("type").and_then(Value::as_str) {
+            Some("message_start") => {
+                let m = ev.get("message").cloned().unwrap_or_default();
+                self.id = response_id(m.get("id").and_then(Value::as_str).unwrap_or("ccproxy"));
+                self.model = m
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned();
+                self.created = now();
+                self.usage = m.get("usage").cloned().unwrap_or_else(|| json!({}));
+                let snap = self.snapshot("in_progress");
+                self.send("response.created", json!({"response": snap}), out);
+                let snap = self.snapshot("in_progress");
+                self.send("response.in_progress", json!({"response": snap}), out);
+            }
+            Some("content_block_start") => {
+                let b = ev.get("content_block").cloned().unwrap_or_default();
+                let oi = self.output.len() + self.open.len();
+                let raw = self.id.trim_start_matches("resp_").to_owned();
+                let Some(mut item) = output_item(&b, oi, &raw) else {
+                    return;
+                };
+                item["status"] = json!("in_progress");
+                let kind = item["type"].as_str().unwrap_or("").to_owned();
+                match kind.as_str() {
+                    "message" => item["content"] = json!([]),
+                    "function_call" => item["arguments"] = json!(""),
+                    _ => item["summary"] = json!([]),
+                }
+                self.send(
+                    "response.output_item.added",
+                    json!({"output_index": oi, "item": item.clone()}),
+                    out,
+                );
+                if kind == "message" {
+                    self.send(
+                        "response.content_part.added",
+                        json!({"item_id": item["id"], "output_index": oi, "content_index": 0,
+                        "part": {"type": "output_text", "text": "", "annotations": []}}),
+                        out,
+                    );
+                }
+                self.open.insert(idx, (oi, item, String::new()));
+            }
+            Some("content_block_delta") => {
+                let d = ev.get("delta").cloned().unwrap_or_default();
+                let Some((oi, item, acc)) = self.open.get_mut(&idx) else {
+                    return;
+                };
+                let (oi, item_id) = (*oi, item["id"].clone());
+                let (name, payload) = match d.get("type").and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d.get("text").and_then(Value::as_str).unwrap_or("");
+                        acc.push_str(t);
+                        (
+                            "response.output_text.delta",
+                            json!({"item_id": item_id, "output_index": oi, "content_index": 0, "delta": t}),
+                        )
+                    }
+                    Some("input_json_delta") => {
+                        let t = d.get("partial_json").and_then(Value::as_str).unwrap_or("");
+                        acc.push_str(t);
+                        (
+                            "response.function_call_arguments.delta",
+                            json!({"item_id": item_id, "output_index": oi, "delta": t}),
+                        )
+                    }
+                    Some("thinking_delta") => {
+                        let t = d.get("thinking").and_then(Value::as_str).unwrap_or("");
+                        acc.push_str(t);
+                        (
+                            "response.reasoning_summary_text.delta",
+                            json!({"item_id": item_id, "output_index": oi, "summary_index": 0, "delta": t}),
+                        )
+                    }
+                    _ => return,
+                };
+                self.send(name, payload, out);
+            }
+            Some("content_block_stop") => {
+                let Some((oi, mut item, acc)) = self.open.remove(&idx) else {
+                    return;
+                };
+                item["status"] = json!("completed");
+                match item["type"].as_str() {
+                    Some("message") => {
+                        let part = json!({"type": "output_text", "text": acc, "annotations": []});
+                        self.send("response.output_text.done", json!({"item_id": item["id"], "output_index": oi, "content_index": 0, "text": acc}), out);
+                        self.send("response.content_part.done", json!({"item_id": item["id"], "output_index": oi, "content_index": 0, "part": part.clone()}), out);
+                        item["content"] = json!([part]);
+                    }
+                    Some("function_call") => {
+                        let args = if acc.is_empty() { "{}".to_owned() } else { acc };
+                        self.send(
+                            "response.function_call_arguments.done",
+                            json!({"item_id": item["id"], "output_index": oi, "arguments": args}),
+                            out,
+                        );
+                        item["arguments"] = json!(args);
+                    }
+                    _ => {
+                        item["summary"] = json!([{"type": "summary_text", "text": acc}]);
+                    }
+                }
+                self.send(
+                    "response.output_item.done",
+                    json!({"output_index": oi, "item": item.clone()}),
+                    out,
+                );
+                self.output.push(item);
+            }
+            Some("message_delta") => {
+                if let (Some(Value::Object(u)), Value::Object(dst)) =
+                    (ev.get("usage"), &mut self.usage)
+                {
+                    for (k, v) in u {
+                        dst.insert(k.clone(), v.clone());
+                    }
+                }
+                self.stop = ev
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+            Some("message_stop") => self.finish(out),
+            Some("error") => {
+                let e = ev.get("error").cloned().unwrap_or_default();
+                self.send("error", json!({"code": e.get("type").cloned().unwrap_or_default(), "message": e.get("message").cloned().unwrap_or_default()}), out);
+            }
+            _ => {}
+        }
+    }
+
+    pub fn finish(&mut self, out: &mut String) {
+        if self.done || self.id.is_empty() {
+            return;
+        }
+        self.done = true;
+        let incomplete = self.stop.as_deref() == Some("max_tokens");
+        let mut snap = self.snapshot(if incomplete {
+            "incomplete"
+        } else {
+            "completed"
+        });
+        if incomplete {
+            snap["incomplete_details"] = json!({"reason": "max_output_tokens"});
+        }
+        let name = if incomplete {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        self.send(name, json!({"response": snap}), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_request_with_tools_and_outputs() {
+        let body = json!({"model": "claude-sonnet-4-6", "instructions": "Be brief.", "max_output_tokens": 300, "stream": true,
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "weather?"}]},
+                {"type": "function_call", "call_id": "call_1", "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"},
+                {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
+            ],
+            "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}, {"type": "web_search"}],
+            "reasoning": {"effort": "low"}, "store": false});
+        let mut loss = Loss::default();
+        let a = request_to_anthropic(&body, &mut loss).unwrap();
+        assert_eq!(a["system"], json!([{"type": "text", "text": "Be brief."}]));
+        assert_eq!(a["max_tokens"], 300);
+        assert_eq!(
+            a["messages"][1]["content"][0],
+            json!({"type": "tool_use", "id": "call_1", "name": "get_weather", "input": {"city": "Paris"}})
+        );
+        assert_eq!(a["messages"][2]["content"][0]["tool_use_id"], "call_1");
+        assert_eq!(a["thinking"]["budget_tokens"], 1024);
+        assert_eq!(loss.0, vec!["tools[1]"]);
+    }
+
+    #[test]
+    fn previous_response_id_is_refused() {
+        let body = json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"});
+        assert!(request_to_anthropic(&body, &mut Loss::default()).is_err());
+    }
+
+    #[test]
+    fn anthropic_message_to_response_object() {
+        let m = json!({"id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
+            "usage": {"input_tokens": 10, "output_tokens": 4}});
+        let r = response_from_anthropic(&m, &mut Loss::default());
+        assert_eq!(r["object"], "response");
+        assert_eq!(r["status"], "completed");
+        assert_eq!(r["output"][0]["content"][0]["text"], "Checking.");
+        assert_eq!(r["output"][1]["call_id"], "toolu_1");
+        assert_eq!(r["output"][1]["arguments"], "{\"a\":1}");
+        assert_eq!(r["usage"]["total_tokens"], 14);
+    }
+}
