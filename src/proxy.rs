@@ -98,6 +98,31 @@ impl Gateway {
         }
     }
 
+    /// Run one hook stage over `headers` and the request body; a fatal hook error becomes the
+    /// client's error.
+    async fn run_hooks(
+        &self,
+        stage: Stage,
+        headers: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let request_id = ctx.meta.request_id.clone();
+        let mut cx = HookContext {
+            headers,
+            body: &mut ctx.body,
+            meta: &mut ctx.meta,
+            providers: &self.config.providers,
+        };
+        let outcome = self
+            .config
+            .pipeline
+            .run(stage, &mut cx, &ctx.overrides, |hook, e| {
+                self.hook_failed(&request_id, hook, e)
+            })
+            .await;
+        outcome.map_err(|f| self.fail(ctx, GatewayError::new(f.status, "hook", f.message)))
+    }
+
     async fn inbound(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let req = session.req_header();
         if let Some(s) =
@@ -133,24 +158,8 @@ impl Gateway {
             }
         }
 
-        let request_id = ctx.meta.request_id.clone();
-        let outcome = {
-            let mut cx = HookContext {
-                headers: session.req_header_mut(),
-                body: &mut ctx.body,
-                meta: &mut ctx.meta,
-                providers: &self.config.providers,
-            };
-            self.config
-                .pipeline
-                .run(Stage::Inbound, &mut cx, &ctx.overrides, |hook, e| {
-                    self.hook_failed(&request_id, hook, e)
-                })
-                .await
-        };
-        if let Err(f) = outcome {
-            return Err(self.fail(ctx, GatewayError::new(f.status, "hook", f.message)));
-        }
+        self.run_hooks(Stage::Inbound, session.req_header_mut(), ctx)
+            .await?;
         if self.count_tokens_locally(session, ctx).await? {
             return Ok(true);
         }
@@ -246,24 +255,8 @@ impl Gateway {
             self.translate_request(upstream_request, ctx, tr)?;
         }
 
-        let request_id = ctx.meta.request_id.clone();
-        let outcome = {
-            let mut cx = HookContext {
-                headers: upstream_request,
-                body: &mut ctx.body,
-                meta: &mut ctx.meta,
-                providers: &self.config.providers,
-            };
-            self.config
-                .pipeline
-                .run(Stage::Outbound, &mut cx, &ctx.overrides, |hook, e| {
-                    self.hook_failed(&request_id, hook, e)
-                })
-                .await
-        };
-        if let Err(f) = outcome {
-            return Err(self.fail(ctx, GatewayError::new(f.status, "hook", f.message)));
-        }
+        self.run_hooks(Stage::Outbound, upstream_request, ctx)
+            .await?;
 
         if ctx.replay.is_some() {
             let len = if ctx.body.is_dirty() {

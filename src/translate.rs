@@ -247,16 +247,21 @@ pub fn error_body(to: Format, status: u16, body: &Value, raw: &str) -> Value {
         .get("error")
         .and_then(|e| e.get("type"))
         .and_then(Value::as_str);
-    match to {
+    error_json(to, status, &message, upstream_type)
+}
+
+/// An error body in `format`'s shape. `kind` overrides the error type derived from `status`.
+pub fn error_json(format: Format, status: u16, message: &str, kind: Option<&str>) -> Value {
+    match format {
         Format::Anthropic => json!({
             "type": "error",
-            "error": {"type": upstream_type.unwrap_or_else(|| anthropic_error_type(status)), "message": message},
-        }),
-        Format::OpenAi | Format::Responses => json!({
-            "error": {"message": message, "type": upstream_type.unwrap_or_else(|| openai_error_type(status)), "code": status},
+            "error": {"type": kind.unwrap_or_else(|| anthropic_error_type(status)), "message": message},
         }),
         Format::Gemini => json!({
             "error": {"code": status, "message": message, "status": gemini_status(status)},
+        }),
+        Format::OpenAi | Format::Responses => json!({
+            "error": {"message": message, "type": kind.unwrap_or_else(|| openai_error_type(status)), "code": status},
         }),
     }
 }
@@ -269,7 +274,9 @@ fn anthropic_error_type(status: u16) -> &'static str {
         404 => "not_found_error",
         413 => "request_too_large",
         429 => "rate_limit_error",
-        529 | 503 => "overloaded_error",
+        501 => "not_implemented_error",
+        504 => "timeout_error",
+        503 | 529 => "overloaded_error",
         _ => "api_error",
     }
 }
@@ -281,7 +288,8 @@ fn gemini_status(status: u16) -> &'static str {
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         429 => "RESOURCE_EXHAUSTED",
-        503 | 529 => "UNAVAILABLE",
+        501 => "UNIMPLEMENTED",
+        502 | 503 | 529 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
     }
@@ -294,6 +302,8 @@ fn openai_error_type(status: u16) -> &'static str {
         403 => "permission_error",
         404 => "not_found_error",
         429 => "rate_limit_error",
+        501 => "not_implemented_error",
+        504 => "timeout_error",
         _ => "api_error",
     }
 }

@@ -7,9 +7,9 @@
 //! [`from_pingora`].
 
 use crate::config::file::ApiFamily;
+use crate::translate::{self, Format};
 use bytes::Bytes;
 use pingora::{Error as PError, ErrorSource, ErrorType};
-use serde_json::json;
 
 /// An error the gateway answers with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,63 +74,10 @@ impl GatewayError {
     }
 }
 
-fn openai_type(status: u16) -> &'static str {
-    match status {
-        400 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        429 => "rate_limit_error",
-        501 => "not_implemented_error",
-        504 => "timeout_error",
-        _ => "api_error",
-    }
-}
-
-fn anthropic_type(status: u16) -> &'static str {
-    match status {
-        400 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        413 => "request_too_large",
-        429 => "rate_limit_error",
-        501 => "not_implemented_error",
-        504 => "timeout_error",
-        529 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
-fn gemini_status(status: u16) -> &'static str {
-    match status {
-        400 | 413 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        429 => "RESOURCE_EXHAUSTED",
-        501 => "UNIMPLEMENTED",
-        502 | 503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "INTERNAL",
-    }
-}
-
 /// The JSON error body for `format` (OpenAI shape when the format is unknown).
 pub fn render(err: &GatewayError, format: Option<ApiFamily>) -> Bytes {
-    let v = match format {
-        Some(ApiFamily::Anthropic) => json!({
-            "type": "error",
-            "error": {"type": anthropic_type(err.status), "message": err.message},
-        }),
-        Some(ApiFamily::Gemini) => json!({
-            "error": {"code": err.status, "message": err.message, "status": gemini_status(err.status)},
-        }),
-        Some(ApiFamily::Openai) | None => json!({
-            "error": {"message": err.message, "type": openai_type(err.status), "code": err.status},
-        }),
-    };
-    Bytes::from(v.to_string())
+    let f = format.and_then(Format::of).unwrap_or(Format::OpenAi);
+    Bytes::from(translate::error_json(f, err.status, &err.message, None).to_string())
 }
 
 /// Map a Pingora error to what the client is told. `None` when the client is gone.
@@ -192,6 +139,7 @@ pub fn from_pingora(e: &PError, upstream: Option<&str>) -> Option<GatewayError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn no_route_body_matches_spec_for_openai() {

@@ -48,13 +48,7 @@ fn part_block(part: &Value, at: &str, loss: &mut Loss) -> Option<Value> {
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .unwrap_or_default();
-            if let Some(rest) = url.strip_prefix("data:") {
-                let (meta, data) = rest.split_once(',')?;
-                let media_type = meta.trim_end_matches(";base64");
-                json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}})
-            } else {
-                json!({"type": "image", "source": {"type": "url", "url": url}})
-            }
+            image_block(url)
         }
         _ => {
             loss.push(at.to_owned());
@@ -67,7 +61,17 @@ fn part_block(part: &Value, at: &str, loss: &mut Loss) -> Option<Value> {
     Some(block)
 }
 
-fn push_message(out: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
+/// An Anthropic image block for an OpenAI image URL (a `data:` URL becomes a base64 source).
+pub(crate) fn image_block(url: &str) -> Value {
+    match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+        Some((meta, data)) => json!({"type": "image", "source": {"type": "base64",
+            "media_type": meta.trim_end_matches(";base64"), "data": data}}),
+        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+    }
+}
+
+/// Append blocks as a turn of `role`, merging into the previous turn of the same role.
+pub(crate) fn push_message(out: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
     if blocks.is_empty() {
         return;
     }

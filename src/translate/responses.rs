@@ -5,20 +5,13 @@
 //! error instead of silently losing the history it points to.
 
 use super::anthropic::now;
+use super::openai::{image_block, push_message};
 use super::sse;
 use super::{Error, Loss};
 use serde_json::{json, Map, Value};
 
 fn text_block(t: &Value) -> Value {
     json!({"type": "text", "text": t})
-}
-
-fn image_block(url: &str) -> Value {
-    match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
-        Some((meta, data)) => json!({"type": "image", "source": {"type": "base64",
-            "media_type": meta.trim_end_matches(";base64"), "data": data}}),
-        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
-    }
 }
 
 fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
@@ -42,21 +35,6 @@ fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
     }
 }
 
-fn push(messages: &mut Vec<Value>, role: &str, mut blocks: Vec<Value>) {
-    if blocks.is_empty() {
-        return;
-    }
-    if let Some(last) = messages.last_mut() {
-        if last["role"] == role {
-            if let Some(Value::Array(c)) = last.get_mut("content") {
-                c.append(&mut blocks);
-                return;
-            }
-        }
-    }
-    messages.push(json!({"role": role, "content": blocks}));
-}
-
 /// Responses API request → Anthropic Messages request.
 pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
     let obj = body.as_object().ok_or(Error::NotJson)?;
@@ -74,7 +52,7 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
     }
     let mut messages = Vec::new();
     match obj.get("input") {
-        Some(Value::String(s)) => push(&mut messages, "user", vec![text_block(&json!(s))]),
+        Some(Value::String(s)) => push_message(&mut messages, "user", vec![text_block(&json!(s))]),
         Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 let at = format!("input[{i}]");
@@ -92,8 +70,8 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                         );
                         match role {
                             "system" | "developer" => system.extend(blocks),
-                            "assistant" => push(&mut messages, "assistant", blocks),
-                            _ => push(&mut messages, "user", blocks),
+                            "assistant" => push_message(&mut messages, "assistant", blocks),
+                            _ => push_message(&mut messages, "user", blocks),
                         }
                     }
                     "function_call" => {
@@ -106,7 +84,7 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                                 .map_err(|_| {
                                     Error::Invalid(format!("{at}.arguments is not valid JSON"))
                                 })?;
-                        push(
+                        push_message(
                             &mut messages,
                             "assistant",
                             vec![json!({"type": "tool_use",
@@ -120,7 +98,7 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                             Some(other) => other.to_string(),
                             None => String::new(),
                         };
-                        push(
+                        push_message(
                             &mut messages,
                             "user",
                             vec![json!({"type": "tool_result",

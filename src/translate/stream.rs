@@ -109,13 +109,46 @@ enum Open {
     Tool(u64),
 }
 
+/// The content block a source is writing, with indexes handed out contiguously.
+#[derive(Default)]
+struct Blocks {
+    next: u64,
+    open: Option<(Open, u64)>,
+}
+
+impl Blocks {
+    /// Index of the open block if it is `kind`.
+    fn current(&self, kind: Open) -> Option<u64> {
+        self.open.filter(|(k, _)| *k == kind).map(|(_, i)| i)
+    }
+
+    fn close(&mut self, out: &mut Vec<Value>) {
+        if let Some((_, idx)) = self.open.take() {
+            out.push(json!({"type": "content_block_stop", "index": idx}));
+        }
+    }
+
+    /// Make sure the open block is `kind`, closing another and starting it with `start` if
+    /// needed; returns its index.
+    fn ensure(&mut self, kind: Open, start: Value, out: &mut Vec<Value>) -> u64 {
+        if let Some(idx) = self.current(kind) {
+            return idx;
+        }
+        self.close(out);
+        let idx = self.next;
+        self.next += 1;
+        self.open = Some((kind, idx));
+        out.push(json!({"type": "content_block_start", "index": idx, "content_block": start}));
+        idx
+    }
+}
+
 /// OpenAI `chat.completion.chunk`s → Anthropic events with contiguous block indexes.
 #[derive(Default)]
 struct OpenAiSource {
     started: bool,
     closed: bool,
-    index: u64,
-    open: Option<(Open, u64)>,
+    blocks: Blocks,
     stop: Option<&'static str>,
     usage: Option<Value>,
 }
@@ -132,27 +165,6 @@ impl OpenAiSource {
             "model": chunk.get("model").cloned().unwrap_or_default(),
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": 0, "output_tokens": 0}}}));
-    }
-
-    fn close_block(&mut self, out: &mut Vec<Value>) {
-        if let Some((_, idx)) = self.open.take() {
-            out.push(json!({"type": "content_block_stop", "index": idx}));
-        }
-    }
-
-    /// Make sure the open block is `kind`, opening it with `start` if needed; returns its index.
-    fn ensure(&mut self, kind: Open, start: Value, out: &mut Vec<Value>) -> u64 {
-        if let Some((k, idx)) = self.open {
-            if k == kind {
-                return idx;
-            }
-        }
-        self.close_block(out);
-        let idx = self.index;
-        self.index += 1;
-        self.open = Some((kind, idx));
-        out.push(json!({"type": "content_block_start", "index": idx, "content_block": start}));
-        idx
     }
 
     fn hub_events(&mut self, data: &str) -> Vec<Value> {
@@ -182,7 +194,7 @@ impl OpenAiSource {
             .and_then(Value::as_str)
             .filter(|r| !r.is_empty())
         {
-            let idx = self.ensure(
+            let idx = self.blocks.ensure(
                 Open::Thinking,
                 json!({"type": "thinking", "thinking": "", "signature": ""}),
                 &mut out,
@@ -194,7 +206,9 @@ impl OpenAiSource {
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
         {
-            let idx = self.ensure(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+            let idx = self
+                .blocks
+                .ensure(Open::Text, json!({"type": "text", "text": ""}), &mut out);
             out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": t}}));
         }
         for tc in delta
@@ -205,11 +219,10 @@ impl OpenAiSource {
         {
             let oi = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
             let f = tc.get("function").cloned().unwrap_or_default();
-            let same = matches!(self.open, Some((Open::Tool(k), _)) if k == oi);
-            let idx = if same {
-                self.open.map_or(0, |(_, i)| i)
+            let idx = if let Some(i) = self.blocks.current(Open::Tool(oi)) {
+                i
             } else {
-                self.ensure(
+                self.blocks.ensure(
                     Open::Tool(oi),
                     json!({"type": "tool_use", "id": tc.get("id").cloned().unwrap_or_default(),
                            "name": f.get("name").cloned().unwrap_or_default(), "input": {}}),
@@ -241,7 +254,7 @@ impl OpenAiSource {
             return out;
         }
         self.closed = true;
-        self.close_block(&mut out);
+        self.blocks.close(&mut out);
         let output = self
             .usage
             .as_ref()
@@ -413,8 +426,7 @@ struct GeminiSource {
     model: String,
     started: bool,
     closed: bool,
-    index: u64,
-    open: Option<(Open, u64)>,
+    blocks: Blocks,
     tools: usize,
     saw_tool: bool,
     stop: Option<&'static str>,
@@ -427,33 +439,12 @@ impl GeminiSource {
             model: model.to_owned(),
             started: false,
             closed: false,
-            index: 0,
-            open: None,
+            blocks: Blocks::default(),
             tools: 0,
             saw_tool: false,
             stop: None,
             usage: None,
         }
-    }
-
-    fn close_block(&mut self, out: &mut Vec<Value>) {
-        if let Some((_, idx)) = self.open.take() {
-            out.push(json!({"type": "content_block_stop", "index": idx}));
-        }
-    }
-
-    fn open_block(&mut self, kind: Open, start: Value, out: &mut Vec<Value>) -> u64 {
-        if let Some((k, idx)) = self.open {
-            if k == kind {
-                return idx;
-            }
-        }
-        self.close_block(out);
-        let idx = self.index;
-        self.index += 1;
-        self.open = Some((kind, idx));
-        out.push(json!({"type": "content_block_start", "index": idx, "content_block": start}));
-        idx
     }
 
     fn hub_events(&mut self, data: &str) -> Vec<Value> {
@@ -495,7 +486,7 @@ impl GeminiSource {
         for block in super::gemini::parts_to_blocks(&parts, &mut self.tools) {
             match block.get("type").and_then(Value::as_str) {
                 Some("thinking") => {
-                    let idx = self.open_block(
+                    let idx = self.blocks.ensure(
                         Open::Thinking,
                         json!({"type": "thinking", "thinking": "", "signature": ""}),
                         &mut out,
@@ -516,8 +507,11 @@ impl GeminiSource {
                     }
                 }
                 Some("text") => {
-                    let idx =
-                        self.open_block(Open::Text, json!({"type": "text", "text": ""}), &mut out);
+                    let idx = self.blocks.ensure(
+                        Open::Text,
+                        json!({"type": "text", "text": ""}),
+                        &mut out,
+                    );
                     out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "text_delta", "text": block.get("text").cloned().unwrap_or_default()}}));
                 }
                 Some("tool_use") => {
@@ -525,9 +519,11 @@ impl GeminiSource {
                     let input = block.get("input").cloned().unwrap_or_else(|| json!({}));
                     let mut start = block.clone();
                     start["input"] = json!({});
-                    let idx = self.open_block(Open::Tool(self.tools as u64), start, &mut out);
+                    let idx = self
+                        .blocks
+                        .ensure(Open::Tool(self.tools as u64), start, &mut out);
                     out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
-                    self.close_block(&mut out);
+                    self.blocks.close(&mut out);
                 }
                 _ => {}
             }
@@ -549,7 +545,7 @@ impl GeminiSource {
             return out;
         }
         self.closed = true;
-        self.close_block(&mut out);
+        self.blocks.close(&mut out);
         let mut usage = json!({"output_tokens": 0});
         if let Some(u) = &self.usage {
             usage = u.clone();
