@@ -513,3 +513,127 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
         .collect();
     assert_eq!(seqs, (0..9).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection() {
+    let mock = MockUpstream::start(Reply::Json {
+        status: 200,
+        body: json!({"candidates": [{"content": {"role": "model", "parts": [
+            {"text": "plan", "thought": true, "thoughtSignature": "c2ln"},
+            {"functionCall": {"name": "Bash", "args": {"command": "ls"}}, "thoughtSignature": "c2lnMg=="}]}, "finishReason": "STOP"}],
+            "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4}}),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "g",
+        "gemini",
+        &mock,
+        "      auth: echo AIza-plain-key\n",
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-g")
+        .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 1000, "messages": [{"role": "user", "content": "ls please"}],
+                      "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v = json(r).await;
+    assert_eq!(
+        v["content"][0],
+        json!({"type": "thinking", "thinking": "plan", "signature": "c2ln"})
+    );
+    assert_eq!(v["content"][1]["name"], "Bash");
+    assert_eq!(v["stop_reason"], "tool_use");
+    let got = &mock.requests()[0];
+    // An API key (not ya29.) goes in x-goog-api-key without any auth.header setting.
+    assert_eq!(got.header("x-goog-api-key"), Some("AIza-plain-key"));
+    assert!(!got.has_header("authorization"));
+    assert_eq!(got.path, "/v1beta/models/gemini-2.5-pro:generateContent");
+    assert_eq!(got.json()["generationConfig"]["maxOutputTokens"], 1000);
+
+    let sse = MockUpstream::start(Reply::Sse {
+        events: vec![
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"Hi \"}]}}]}\n\n".into(),
+            "data: {\"candidates\":[{\"content\":{\"role\":\"model\",\"parts\":[{\"text\":\"there\"}]},\"finishReason\":\"STOP\"}],\"usageMetadata\":{\"promptTokenCount\":2,\"candidatesTokenCount\":2}}\n\n".into(),
+        ],
+        gate: None,
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "g",
+        "gemini",
+        &sse,
+        "      auth: echo ya29.oauth\n",
+    )]));
+    let text = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-g")
+        .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ev = sse_events(&text);
+    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    let got = &sse.requests()[0];
+    assert_eq!(got.header("authorization"), Some("Bearer ya29.oauth"));
+    assert_eq!(
+        got.path,
+        "/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_sdk_stream_from_anthropic_provider() {
+    let events = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_g\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":4}}}\n\n".to_owned(),
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Ciao\"}}\n\n".to_owned(),
+        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
+        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n".to_owned(),
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
+    ];
+    let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let text = client()
+        .post(gw.url("/v1beta/models/claude-x:streamGenerateContent?alt=sse"))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let ev = sse_events(&text);
+    assert_eq!(
+        ev[0]["candidates"][0]["content"]["parts"][0]["text"],
+        "Ciao"
+    );
+    assert_eq!(ev[1]["candidates"][0]["finishReason"], "STOP");
+    assert_eq!(ev[1]["usageMetadata"]["totalTokenCount"], 5);
+    let got = mock.requests()[0].json();
+    assert_eq!(got["stream"], true);
+    assert_eq!(got["model"], "claude-x");
+}

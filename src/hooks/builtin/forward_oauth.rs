@@ -21,6 +21,9 @@ pub const SENTINEL_PREFIX: &str = "sk-ant-oat-ccproxy-";
 /// Anthropic OAuth (subscription) access tokens start with this.
 pub const ANTHROPIC_OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
 
+/// Google OAuth access tokens start with this; anything else for Gemini is an API key.
+pub const GOOGLE_OAUTH_TOKEN_PREFIX: &str = "ya29.";
+
 /// The beta Anthropic requires for OAuth access tokens sent as `Authorization: Bearer`.
 pub const ANTHROPIC_OAUTH_BETA: &str = "oauth-2025-04-20";
 
@@ -108,7 +111,8 @@ pub fn ensure_beta(headers: &mut RequestHeader, beta: &str) -> Result<(), HookEr
 
 /// Resolve `provider`'s credential and inject it; without `auth` just drop the client's keys.
 /// An Anthropic OAuth token sent as Bearer also gets the `oauth-2025-04-20` beta, which the API
-/// requires for subscription tokens (the original got it from captured shapes).
+/// requires for subscription tokens (the original got it from captured shapes). For Gemini
+/// without `auth.header`, `ya29.` tokens go as Bearer and API keys in `x-goog-api-key`.
 pub async fn authorize(headers: &mut RequestHeader, provider: &Provider) -> Result<(), HookError> {
     match &provider.auth {
         Some(src) => {
@@ -126,7 +130,18 @@ pub async fn authorize(headers: &mut RequestHeader, provider: &Provider) -> Resu
                     ),
                 )
             })?;
-            inject_credential(headers, src.header(), &secret)?;
+            // Gemini: OAuth access tokens (`ya29.…`) go as Bearer, API keys in x-goog-api-key
+            // (the header form of `?key=`), unless auth.header says otherwise.
+            let goog = HeaderName::from_static("x-goog-api-key");
+            let target = match src.header() {
+                None if provider.family == ApiFamily::Gemini
+                    && !secret.expose().starts_with(GOOGLE_OAUTH_TOKEN_PREFIX) =>
+                {
+                    Some(&goog)
+                }
+                h => h,
+            };
+            inject_credential(headers, target, &secret)?;
             if provider.family == ApiFamily::Anthropic
                 && src.header().is_none()
                 && secret.expose().starts_with(ANTHROPIC_OAUTH_TOKEN_PREFIX)
