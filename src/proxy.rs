@@ -613,6 +613,19 @@ impl ProxyHttp for Gateway {
         ctx.status = upstream_response.status.as_u16();
         upstream_response.insert_header(REQUEST_ID_HEADER, ctx.meta.request_id.as_str())?;
         if let Some(t) = ctx.translation.as_mut() {
+            let encoded = upstream_response
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| !v.trim().eq_ignore_ascii_case("identity"));
+            if encoded {
+                tracing::warn!(
+                    request_id = %ctx.meta.request_id,
+                    "provider compressed a response it was asked to send uncompressed; forwarding it untranslated"
+                );
+                t.response = ResponseMode::Untranslated;
+                return Ok(());
+            }
             let is_sse = upstream_response
                 .headers
                 .get(http::header::CONTENT_TYPE)
@@ -665,7 +678,7 @@ impl ProxyHttp for Gateway {
             return Ok(None);
         };
         match &mut t.response {
-            ResponseMode::Pending => {}
+            ResponseMode::Pending | ResponseMode::Untranslated => {}
             ResponseMode::Stream(s) => {
                 let mut out = body.take().map(|b| s.push(&b)).unwrap_or_default();
                 if end_of_stream {

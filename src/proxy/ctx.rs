@@ -67,6 +67,9 @@ pub enum ResponseMode {
     Stream(Box<StreamTranslator>),
     /// A JSON body (or an upstream error, with its status) translated once complete.
     Buffer { error: Option<u16>, buf: Vec<u8> },
+    /// Forwarded as received: the provider compressed the body despite `accept-encoding:
+    /// identity`, so it cannot be read (logged; the client gets the provider's own bytes).
+    Untranslated,
 }
 
 impl RequestCtx {

@@ -637,3 +637,39 @@ async fn gemini_sdk_stream_from_anthropic_provider() {
     assert_eq!(got["stream"], true);
     assert_eq!(got["model"], "claude-x");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compressed_provider_reply_is_forwarded_intact_not_mangled() {
+    let gz: &[u8] = &[
+        0x1f, 0x8b, 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x03, 0x01, 0x02, 0x03,
+    ];
+    let mock = MockUpstream::start(Reply::Raw {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("content-encoding".into(), "gzip".into()),
+        ],
+        body: bytes::Bytes::from_static(gz),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let raw = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = raw
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        mock.requests()[0].header("accept-encoding"),
+        Some("identity")
+    );
+    assert_eq!(r.headers()["content-encoding"], "gzip");
+    assert_eq!(&r.bytes().await.unwrap()[..], gz);
+}
