@@ -44,7 +44,8 @@ pub async fn read_body(session: &mut ServerSession, limit: u64) -> Result<ReadBo
     if declared.is_some_and(|n| n > limit) {
         return Ok(ReadBody::TooLarge);
     }
-    let cap = declared.map_or(16 * 1024, |n| n as usize);
+    // The declared length is the client's word: preallocate at most 8 MiB for it.
+    let cap = declared.map_or(16 * 1024, |n| n.min(8 * 1024 * 1024) as usize);
     let mut buf = BytesMut::with_capacity(cap);
     while let Some(chunk) = session.read_request_body().await? {
         if (buf.len() + chunk.len()) as u64 > limit {

@@ -270,14 +270,8 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 };
                 out.insert("tool_choice".into(), tc);
             }
-            "parallel_tool_calls" => {
-                if v == &Value::Bool(false) {
-                    let tc = out
-                        .entry("tool_choice")
-                        .or_insert_with(|| json!({"type": "auto"}));
-                    tc["disable_parallel_tool_use"] = Value::Bool(true);
-                }
-            }
+            // Applied after the loop: it amends tool_choice, whatever the key order.
+            "parallel_tool_calls" => {}
             "user" => {
                 out.insert("metadata".into(), json!({"user_id": v}));
             }
@@ -300,6 +294,12 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             "stream_options" => {}
             other => loss.push(other.to_owned()),
         }
+    }
+    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        let tc = out
+            .entry("tool_choice")
+            .or_insert_with(|| json!({"type": "auto"}));
+        tc["disable_parallel_tool_use"] = Value::Bool(true);
     }
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));

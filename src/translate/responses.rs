@@ -169,14 +169,8 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 };
                 out.insert("tool_choice".into(), tc);
             }
-            "parallel_tool_calls" => {
-                if v == &Value::Bool(false) {
-                    let tc = out
-                        .entry("tool_choice")
-                        .or_insert_with(|| json!({"type": "auto"}));
-                    tc["disable_parallel_tool_use"] = Value::Bool(true);
-                }
-            }
+            // Applied after the loop: it amends tool_choice, whatever the key order.
+            "parallel_tool_calls" => {}
             "reasoning" => {
                 let budget = match v.get("effort").and_then(Value::as_str) {
                     Some("minimal" | "low") => Some(1024),
@@ -198,6 +192,12 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             "store" | "include" => {}
             other => loss.push(other.to_owned()),
         }
+    }
+    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+        let tc = out
+            .entry("tool_choice")
+            .or_insert_with(|| json!({"type": "auto"}));
+        tc["disable_parallel_tool_use"] = Value::Bool(true);
     }
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
