@@ -75,6 +75,7 @@ impl Conn {
         if resp.status() != 200 {
             return Err(format!("status {}", resp.status()));
         }
+        let head = start.elapsed();
         let mut body = resp.into_body();
         let mut first = None;
         let mut last = start;
@@ -95,6 +96,7 @@ impl Conn {
             }
         }
         Ok(SseTiming {
+            head,
             first: first.unwrap_or_default(),
             gaps,
             frames,
@@ -103,6 +105,9 @@ impl Conn {
 }
 
 pub struct SseTiming {
+    /// Time to the response head.
+    pub head: Duration,
+    /// Time to the first event.
     pub first: Duration,
     pub gaps: Vec<Duration>,
     pub frames: usize,

@@ -540,7 +540,16 @@ fn main() {
                 .collect();
             all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
         };
+        let mean_head = |x: &[load::SseTiming]| x.iter().map(|t| t.head.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6;
+        let added_head = mean_head(&vt) - mean_head(&dt);
         let added_first = mean_first(&vt) - mean_first(&dt);
+        println!(
+            "  time to response head: direct {:.0} µs, via ccproxy {:.0} µs; to first event: {:.0} / {:.0} µs",
+            mean_head(&dt),
+            mean_head(&vt),
+            mean_first(&dt),
+            mean_first(&vt)
+        );
         let added_gap = mean_gap(&vt) - mean_gap(&dt);
         println!(
             "\nS3 SSE ({} frames × {} ms)",
@@ -573,7 +582,7 @@ fn main() {
         println!("  stall-free concurrent streams: {stall_free} (target 1024)");
         results.insert(
             "S3_sse".into(),
-            json!({"added_first_event_us": added_first, "added_mean_gap_us": added_gap, "concurrency": conc, "stall_free": stall_free, "peak_rss_kib": peak_rss,
+            json!({"added_first_event_us": added_first, "added_head_us": added_head, "added_mean_gap_us": added_gap, "concurrency": conc, "stall_free": stall_free, "peak_rss_kib": peak_rss,
                    "direct_baseline": {"streams": top, "stalled": d_stalls, "failed": d_errors}}),
         );
     }
