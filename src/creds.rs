@@ -95,8 +95,14 @@ pub struct CredentialSource {
     kind: SourceKind,
     header: Option<http::HeaderName>,
     ttl: Duration,
+    state: Arc<State>,
+}
+
+/// Cache shared with background refreshes.
+#[derive(Default)]
+struct State {
     cached: RwLock<Option<Cached>>,
-    refresh: tokio::sync::Mutex<()>,
+    refresh: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for CredentialSource {
@@ -115,8 +121,7 @@ impl CredentialSource {
             kind,
             header,
             ttl: ttl.unwrap_or(DEFAULT_COMMAND_CACHE),
-            cached: RwLock::new(None),
-            refresh: tokio::sync::Mutex::new(()),
+            state: Arc::default(),
         }
     }
 
@@ -131,45 +136,70 @@ impl CredentialSource {
 
     /// Forget the cached value so the next [`resolve`](Self::resolve) reads the source again.
     pub fn invalidate(&self) {
-        if let Ok(mut c) = self.cached.write() {
+        if let Ok(mut c) = self.state.cached.write() {
             *c = None;
         }
     }
 
     /// The current credential, from cache when still fresh.
+    ///
+    /// A command result older than `cache_seconds` but younger than twice that is still served
+    /// while one background task runs the command again, so requests do not wait for `sh` every
+    /// time the cache turns over; only an empty or much older cache makes a request wait.
     pub async fn resolve(&self) -> Result<Arc<Secret>, Error> {
         let stamp = self.file_stamp();
-        if let Some(s) = self.fresh(stamp) {
-            return Ok(s);
+        match self.lookup(stamp) {
+            Lookup::Fresh(s) => return Ok(s),
+            Lookup::Stale(s) => {
+                self.refresh_in_background();
+                return Ok(s);
+            }
+            Lookup::Missing => {}
         }
         // Single flight: one reader of the source at a time; the others reuse its result.
-        let _guard = self.refresh.lock().await;
-        if let Some(s) = self.fresh(stamp) {
+        let _guard = self.state.refresh.lock().await;
+        if let Lookup::Fresh(s) = self.lookup(stamp) {
             return Ok(s);
         }
-        let value = match &self.kind {
-            SourceKind::Command(cmd) => run_command(cmd).await?,
-            SourceKind::File(path) => read_file(path).await?,
-        };
-        let secret = Arc::new(Secret(value));
-        if let Ok(mut c) = self.cached.write() {
-            *c = Some(Cached {
-                secret: secret.clone(),
-                fetched: Instant::now(),
-                file_stamp: stamp,
-            });
-        }
-        Ok(secret)
+        fetch(&self.kind, &self.state, stamp).await
     }
 
-    fn fresh(&self, stamp: Option<(SystemTime, u64)>) -> Option<Arc<Secret>> {
-        let guard = self.cached.read().ok()?;
-        let c = guard.as_ref()?;
-        let still_valid = match self.kind {
-            SourceKind::File(_) => stamp.is_some() && c.file_stamp == stamp,
-            SourceKind::Command(_) => c.fetched.elapsed() < self.ttl,
+    fn refresh_in_background(&self) {
+        let Ok(guard) = self.state.refresh.clone().try_lock_owned() else {
+            return; // a refresh is already running
         };
-        still_valid.then(|| c.secret.clone())
+        let (kind, state) = (self.kind.clone(), self.state.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            if let Err(e) = fetch(&kind, &state, None).await {
+                tracing::warn!(error = %e, "background credential refresh failed; keeping the previous value for now");
+            }
+        });
+    }
+
+    fn lookup(&self, stamp: Option<(SystemTime, u64)>) -> Lookup {
+        let Ok(guard) = self.state.cached.read() else {
+            return Lookup::Missing;
+        };
+        let Some(c) = guard.as_ref() else {
+            return Lookup::Missing;
+        };
+        match self.kind {
+            SourceKind::File(_) if stamp.is_some() && c.file_stamp == stamp => {
+                Lookup::Fresh(c.secret.clone())
+            }
+            SourceKind::File(_) => Lookup::Missing,
+            SourceKind::Command(_) => {
+                let age = c.fetched.elapsed();
+                if age < self.ttl {
+                    Lookup::Fresh(c.secret.clone())
+                } else if age < self.ttl * 2 {
+                    Lookup::Stale(c.secret.clone())
+                } else {
+                    Lookup::Missing
+                }
+            }
+        }
     }
 
     fn file_stamp(&self) -> Option<(SystemTime, u64)> {
@@ -181,6 +211,34 @@ impl CredentialSource {
             SourceKind::Command(_) => None,
         }
     }
+}
+
+enum Lookup {
+    Fresh(Arc<Secret>),
+    /// Past its TTL but still usable while a refresh runs.
+    Stale(Arc<Secret>),
+    Missing,
+}
+
+/// Read the source and store the result in the cache.
+async fn fetch(
+    kind: &SourceKind,
+    state: &State,
+    stamp: Option<(SystemTime, u64)>,
+) -> Result<Arc<Secret>, Error> {
+    let value = match kind {
+        SourceKind::Command(cmd) => run_command(cmd).await?,
+        SourceKind::File(path) => read_file(path).await?,
+    };
+    let secret = Arc::new(Secret(value));
+    if let Ok(mut c) = state.cached.write() {
+        *c = Some(Cached {
+            secret: secret.clone(),
+            fetched: Instant::now(),
+            file_stamp: stamp,
+        });
+    }
+    Ok(secret)
 }
 
 async fn run_command(cmd: &str) -> Result<String, Error> {
@@ -256,6 +314,34 @@ mod tests {
         src.resolve().await.unwrap();
         let runs = std::fs::read_to_string(&counter).unwrap().lines().count();
         assert_eq!(runs, 2);
+    }
+
+    #[tokio::test]
+    async fn stale_value_is_served_while_one_background_refresh_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let counter = dir.path().join("n");
+        let cmd = format!("echo x >> {0}; wc -l < {0}", counter.display());
+        let ttl = Duration::from_millis(50);
+        let src = CredentialSource::new(SourceKind::Command(cmd), None, Some(ttl));
+        assert_eq!(src.resolve().await.unwrap().expose(), "1");
+        // Age the cache past its TTL (but within the grace window) without sleeping.
+        if let Ok(mut c) = src.state.cached.write() {
+            if let Some(c) = c.as_mut() {
+                c.fetched -= ttl + Duration::from_millis(1);
+            }
+        }
+        // The stale value comes back at once; a refresh runs in the background.
+        assert_eq!(src.resolve().await.unwrap().expose(), "1");
+        // Wait for the refresh to finish (it holds the refresh lock while running).
+        drop(src.state.refresh.lock().await);
+        assert_eq!(src.resolve().await.unwrap().expose(), "2");
+        // Much older than the TTL: the request waits for a fresh value.
+        if let Ok(mut c) = src.state.cached.write() {
+            if let Some(c) = c.as_mut() {
+                c.fetched -= ttl * 3;
+            }
+        }
+        assert_eq!(src.resolve().await.unwrap().expose(), "3");
     }
 
     #[tokio::test]

@@ -540,7 +540,9 @@ fn main() {
                 .collect();
             all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
         };
-        let mean_head = |x: &[load::SseTiming]| x.iter().map(|t| t.head.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6;
+        let mean_head = |x: &[load::SseTiming]| {
+            x.iter().map(|t| t.head.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
+        };
         let added_head = mean_head(&vt) - mean_head(&dt);
         let added_first = mean_first(&vt) - mean_first(&dt);
         println!(
