@@ -524,6 +524,9 @@ fn main() {
             let mut vc = Conn::open(via.addr).await.unwrap();
             let mut d = Vec::new();
             let mut v = Vec::new();
+            // Warm-up (connection pool, credential cache), not timed.
+            dc.stream(&direct).await.unwrap();
+            vc.stream(&via).await.unwrap();
             for _ in 0..if opts.quick { 3 } else { 10 } {
                 d.push(dc.stream(&direct).await.unwrap());
                 v.push(vc.stream(&via).await.unwrap());
