@@ -251,7 +251,7 @@ impl Gateway {
             }
         }
 
-        if let Some(tr) = route.translation {
+        if let Some(tr) = &route.translation {
             self.translate_request(upstream_request, ctx, tr)?;
         }
 
@@ -297,13 +297,18 @@ impl Gateway {
         &self,
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
-        tr: route::Translation,
+        tr: &route::Translation,
     ) -> Result<()> {
         let from = tr.client.as_str();
         let to = tr.provider.as_str();
         let info = translate::RequestInfo {
-            model: route::routing_model(&ctx.body, upstream_request.uri.path())
-                .map(|m| m.into_owned())
+            model: tr
+                .model
+                .clone()
+                .or_else(|| {
+                    route::routing_model(&ctx.body, upstream_request.uri.path())
+                        .map(|m| m.into_owned())
+                })
                 .or_else(|| ctx.meta.client_model.clone())
                 .unwrap_or_default(),
             path_stream: ctx.meta.client_stream_path,
@@ -312,7 +317,7 @@ impl Gateway {
             Some(body) => translate::request(tr.client, tr.provider, body, &info),
             None => Err(translate::Error::NotJson),
         };
-        let t = translated.map_err(|e| {
+        let mut t = translated.map_err(|e| {
             self.fail(
                 ctx,
                 GatewayError::new(
@@ -322,6 +327,12 @@ impl Gateway {
                 ),
             )
         })?;
+        if let (Some(m), Some(o)) = (&tr.model, t.body.as_object_mut()) {
+            // A rule's dest_model replaces the client's model (Gemini carries it in the path).
+            if tr.provider != ApiFamily::Gemini {
+                o.insert("model".into(), serde_json::Value::String(m.clone()));
+            }
+        }
         for p in &t.loss.0 {
             self.metrics
                 .translation_loss
@@ -370,7 +381,7 @@ impl Gateway {
             }
         }
         ctx.translation = Some(TranslationState {
-            route: tr,
+            route: tr.clone(),
             stream: t.stream,
             model,
             loss: t.loss,

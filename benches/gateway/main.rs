@@ -504,7 +504,7 @@ fn main() {
         let body = claude_code_body();
         let direct = anthropic_target(mock, body.clone(), "instant");
         let via = anthropic_target(gw.addr(), body.clone(), "instant");
-        let n = if opts.quick { 50 } else { 200 };
+        let n = if opts.quick { 50 } else { 1000 };
         let added = rt.block_on(added_latency(&direct, &via, 4, n / 4));
         println!(
             "\nS4 {} KB Claude-Code-like request (40 tools), c=1",

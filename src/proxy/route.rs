@@ -57,10 +57,12 @@ pub struct Route {
 }
 
 /// A translated route: requests go from `client` to `provider`, responses back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Translation {
     pub client: Format,
     pub provider: ApiFamily,
+    /// A rule's `dest_model`: the model the translated request asks for.
+    pub model: Option<String>,
 }
 
 /// The upstream path of a translated request: the provider's path template, or the standard
@@ -83,7 +85,7 @@ fn transform_route(
     format: Option<ApiFamily>,
     model: Option<&str>,
     action: Option<&str>,
-    rule: Option<usize>,
+    rule: Option<&Rule>,
 ) -> Result<Route, GatewayError> {
     let client = format
         .and_then(|f| Format::for_path(path, f))
@@ -99,10 +101,11 @@ fn transform_route(
         authority: p.authority.clone(),
         path_and_query: transform_path(p, model, action),
         inject_credential: rule.is_some(),
-        rule,
+        rule: rule.map(|r| r.index),
         translation: Some(Translation {
             client,
             provider: p.family,
+            model: rule.and_then(|r| r.dest_model.clone()),
         }),
     })
 }
@@ -257,7 +260,7 @@ pub fn resolve(
                 "{at} passes the request through, but the reverse listener has no original destination (path={original})"
             ))),
             RuleAction::Transform => match rule.dest_provider.as_ref().and_then(|p| cfg.providers.get(p)) {
-                Some(p) => transform_route(p, path, format, rule.dest_model.as_deref().or(model), action, Some(rule.index)),
+                Some(p) => transform_route(p, path, format, rule.dest_model.as_deref().or(model), action, Some(rule)),
                 None => Err(GatewayError::no_destination(format!(
                     "{at} is a transform without dest_provider (path={original})"
                 ))),

@@ -72,6 +72,13 @@ pub fn peer(
 ) -> Box<HttpPeer> {
     let tls = route.scheme == Scheme::Https;
     let mut peer = HttpPeer::new(addr, tls, route.host.clone());
+    // Pingora's connection pool key ignores the per-peer CA list; keying the pool by provider
+    // keeps a connection verified against one provider's trust from serving another.
+    if let Some(p) = &route.provider {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(&p.name, &mut h);
+        peer.group_key = std::hash::Hasher::finish(&h);
+    }
     let o = &mut peer.options;
     o.connection_timeout = Some(timeouts.connect);
     o.total_connection_timeout = Some(timeouts.connect);

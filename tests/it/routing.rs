@@ -506,3 +506,33 @@ async fn rule_to_a_host_without_provider_never_receives_the_sentinel_credential(
     );
     assert_eq!(owner.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_trust_stays_per_provider_on_a_shared_host() {
+    let ca = TestCa::new();
+    let mock = MockUpstream::start_tls(ok_json(), &ca).await;
+    let entry = |name: &str, ca_line: &str| {
+        format!(
+            "    {name}:\n      host: localhost:{}\n      provider: anthropic\n      auth: echo t\n{ca_line}",
+            mock.port()
+        )
+    };
+    let gw = Gateway::start(&providers(&[
+        entry(
+            "trusted",
+            &format!("      ca_file: {}\n", ca.ca_file.display()),
+        ),
+        entry("untrusted", ""),
+    ]));
+    let send = |p: &str| {
+        client()
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", format!("sk-ant-oat-ccproxy-{p}"))
+            .json(&json!({"model": "m"}))
+            .send()
+    };
+    assert_eq!(send("trusted").await.unwrap().status(), 200);
+    // A pooled connection verified with the first provider's CA must not serve the second.
+    assert_eq!(send("untrusted").await.unwrap().status(), 502);
+    assert_eq!(mock.request_count(), 1);
+}

@@ -673,3 +673,31 @@ async fn compressed_provider_reply_is_forwarded_intact_not_mangled() {
     assert_eq!(r.headers()["content-encoding"], "gzip");
     assert_eq!(&r.bytes().await.unwrap()[..], gz);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transform_rule_translates_to_its_provider_and_dest_model() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let cfg = format!(
+        "{}  inspector:\n    transforms:\n      - match_model: \"^gpt-4o\"\n        action: transform\n        dest_provider: claude\n        dest_model: claude-haiku-4-5-20251001\n",
+        providers(&[provider("claude", "anthropic", &mock, "      auth:\n        command: echo sk-ant-api03-k\n        header: x-api-key\n")])
+    );
+    let gw = Gateway::start(&cfg);
+    // No sentinel: the rule alone routes, translates and supplies the credential.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-client-own-key")
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["choices"][0]["message"]["content"], "Hello!");
+    let got = &mock.requests()[0];
+    assert_eq!(got.json()["model"], "claude-haiku-4-5-20251001");
+    assert_eq!(got.header("x-api-key"), Some("sk-ant-api03-k"));
+    assert!(
+        !got.has_header("authorization"),
+        "client's own key must not leak: {:?}",
+        got.headers
+    );
+}
