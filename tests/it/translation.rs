@@ -701,3 +701,28 @@ async fn transform_rule_translates_to_its_provider_and_dest_model() {
         got.headers
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn translated_responses_work_for_http2_clients() {
+    let mock = MockUpstream::start(anthropic_message()).await;
+    let gw = Gateway::start(&providers(&[provider(
+        "a",
+        "anthropic",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth("sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(json(r).await["choices"][0]["message"]["content"], "Hello!");
+}
