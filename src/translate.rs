@@ -381,3 +381,95 @@ mod tests {
         assert!(small >= 1 && big > 250 && big < 400, "{small} {big}");
     }
 }
+
+#[cfg(test)]
+mod robustness {
+    use super::*;
+    use crate::translate::stream::StreamTranslator;
+    use proptest::prelude::*;
+
+    /// Arbitrary JSON, biased towards the keys translators look at.
+    fn json_value() -> impl Strategy<Value = Value> {
+        let key = prop_oneof![
+            Just("model".to_owned()),
+            Just("messages".to_owned()),
+            Just("role".to_owned()),
+            Just("content".to_owned()),
+            Just("type".to_owned()),
+            Just("text".to_owned()),
+            Just("tools".to_owned()),
+            Just("tool_calls".to_owned()),
+            Just("function".to_owned()),
+            Just("arguments".to_owned()),
+            Just("input".to_owned()),
+            Just("system".to_owned()),
+            Just("contents".to_owned()),
+            Just("parts".to_owned()),
+            Just("tool_choice".to_owned()),
+            Just("stream".to_owned()),
+            Just("max_tokens".to_owned()),
+            Just("thinking".to_owned()),
+            Just("candidates".to_owned()),
+            Just("choices".to_owned()),
+            Just("delta".to_owned()),
+            Just("index".to_owned()),
+            Just("usage".to_owned()),
+            "[a-z_]{1,8}",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            prop_oneof![
+                Just("user".to_owned()),
+                Just("assistant".to_owned()),
+                Just("tool_use".to_owned()),
+                Just("text".to_owned()),
+                Just("{\"a\":1}".to_owned()),
+                "[ -~]{0,12}"
+            ]
+            .prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    const CLIENTS: [Format; 4] = [
+        Format::Anthropic,
+        Format::OpenAi,
+        Format::Gemini,
+        Format::Responses,
+    ];
+    const PROVIDERS: [ApiFamily; 3] = [ApiFamily::Anthropic, ApiFamily::Openai, ApiFamily::Gemini];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn arbitrary_json_never_panics_any_translator(v in json_value()) {
+            let info = RequestInfo { model: "m".into(), path_stream: false };
+            for from in CLIENTS {
+                for to in PROVIDERS {
+                    let _ = request(from, to, &v, &info);
+                }
+            }
+            for from in PROVIDERS {
+                for to in CLIENTS {
+                    let _ = response(from, to, &v, "m", &mut Loss::default());
+                    let _ = error_body(to, 500, &v, "");
+                    if let Some(mut s) = StreamTranslator::new(from, to, "m") {
+                        let data = format!("data: {v}\n\n");
+                        let _ = s.push(data.as_bytes());
+                        let _ = s.push(b"data: [DONE]\n\n");
+                        let _ = s.finish();
+                    }
+                }
+            }
+        }
+    }
+}
