@@ -20,6 +20,7 @@ pub mod stream;
 
 use crate::config::file::ApiFamily;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 
 /// A client-side wire format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,14 +156,15 @@ pub fn request(
     }
     let stream = info.path_stream || body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let mut loss = Loss::default();
-    let mut hub = match from {
-        Format::Anthropic => body.clone(),
-        Format::OpenAi => openai::request_to_anthropic(body, &mut loss)?,
-        Format::Gemini => gemini::request_to_anthropic(body, &info.model, &mut loss)?,
-        Format::Responses => responses::request_to_anthropic(body, &mut loss)?,
+    // An Anthropic request is already in hub form: borrow it and copy only if it must change.
+    let mut hub: Cow<'_, Value> = match from {
+        Format::Anthropic => Cow::Borrowed(body),
+        Format::OpenAi => Cow::Owned(openai::request_to_anthropic(body, &mut loss)?),
+        Format::Gemini => Cow::Owned(gemini::request_to_anthropic(body, &info.model, &mut loss)?),
+        Format::Responses => Cow::Owned(responses::request_to_anthropic(body, &mut loss)?),
     };
-    if stream {
-        hub["stream"] = Value::Bool(true);
+    if stream && hub.get("stream") != Some(&Value::Bool(true)) {
+        hub.to_mut()["stream"] = Value::Bool(true);
     }
     // The hub needs max_tokens (Anthropic requires it); a default invented for that must not
     // become a limit the client never asked for on other targets.
@@ -173,8 +175,8 @@ pub fn request(
             .get("generationConfig")
             .and_then(|g| g.get("maxOutputTokens"))
             .is_some();
-    if !asked_max && to != ApiFamily::Anthropic {
-        if let Some(o) = hub.as_object_mut() {
+    if !asked_max && to != ApiFamily::Anthropic && hub.get("max_tokens").is_some() {
+        if let Some(o) = hub.to_mut().as_object_mut() {
             o.remove("max_tokens");
         }
     }
@@ -187,12 +189,12 @@ pub fn request(
         let max = hub.get("max_tokens").and_then(Value::as_u64);
         if let (Some(b), Some(m)) = (budget, max) {
             if b >= m {
-                hub["max_tokens"] = json!(b + 1024);
+                hub.to_mut()["max_tokens"] = json!(b + 1024);
             }
         }
     }
     let out = match to {
-        ApiFamily::Anthropic => hub,
+        ApiFamily::Anthropic => hub.into_owned(),
         ApiFamily::Openai => anthropic::request_to_openai(&hub, &mut loss)?,
         ApiFamily::Gemini => gemini::request_from_anthropic(&hub, &mut loss)?,
     };
@@ -211,13 +213,13 @@ pub fn response(
     model: &str,
     loss: &mut Loss,
 ) -> Result<Value, Error> {
-    let hub = match from {
-        ApiFamily::Anthropic => body.clone(),
-        ApiFamily::Openai => openai::response_to_anthropic(body, loss)?,
-        ApiFamily::Gemini => gemini::response_to_anthropic(body, model, loss)?,
+    let hub: Cow<'_, Value> = match from {
+        ApiFamily::Anthropic => Cow::Borrowed(body),
+        ApiFamily::Openai => Cow::Owned(openai::response_to_anthropic(body, loss)?),
+        ApiFamily::Gemini => Cow::Owned(gemini::response_to_anthropic(body, model, loss)?),
     };
     Ok(match to {
-        Format::Anthropic => hub,
+        Format::Anthropic => hub.into_owned(),
         Format::OpenAi => anthropic::response_to_openai(&hub, loss),
         Format::Gemini => gemini::response_from_anthropic(&hub, loss),
         Format::Responses => responses::response_from_anthropic(&hub, loss),
