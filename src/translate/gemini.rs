@@ -439,7 +439,8 @@ pub fn request_to_anthropic(body: &Value, model: &str, loss: &mut Loss) -> Resul
     Ok(Value::Object(out))
 }
 
-fn stop_reason(finish: Option<&str>, has_tool: bool) -> &'static str {
+/// Anthropic `stop_reason` for a Gemini `finishReason`.
+pub(crate) fn stop_reason(finish: Option<&str>, has_tool: bool) -> &'static str {
     match finish {
         Some("MAX_TOKENS") => "max_tokens",
         Some("SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII") => "refusal",

@@ -275,26 +275,40 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             "user" => {
                 out.insert("metadata".into(), json!({"user_id": v}));
             }
-            "reasoning_effort" => {
-                let budget = match v.as_str() {
-                    Some("minimal" | "low") => 1024,
-                    Some("medium") => 8192,
-                    Some("high") => 24576,
-                    _ => {
-                        loss.push("reasoning_effort");
-                        continue;
-                    }
-                };
-                out.insert(
-                    "thinking".into(),
-                    json!({"type": "enabled", "budget_tokens": budget}),
-                );
-            }
+            "reasoning_effort" => match v.as_str().and_then(effort_budget) {
+                Some(b) => {
+                    out.insert(
+                        "thinking".into(),
+                        json!({"type": "enabled", "budget_tokens": b}),
+                    );
+                }
+                None => loss.push("reasoning_effort"),
+            },
             // Shapes the stream, which the gateway honours itself.
             "stream_options" => {}
             other => loss.push(other.to_owned()),
         }
     }
+    Ok(finish_hub(out, obj, system))
+}
+
+/// Thinking budget for an OpenAI reasoning effort.
+pub(crate) fn effort_budget(effort: &str) -> Option<u64> {
+    match effort {
+        "minimal" | "low" => Some(1024),
+        "medium" => Some(8192),
+        "high" => Some(24576),
+        _ => None,
+    }
+}
+
+/// The last touches on a hub request built from an OpenAI-style one: `parallel_tool_calls:
+/// false` amends `tool_choice` (whatever the key order was) and system blocks go in.
+pub(crate) fn finish_hub(
+    mut out: Map<String, Value>,
+    obj: &Map<String, Value>,
+    system: Vec<Value>,
+) -> Value {
     if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
         let tc = out
             .entry("tool_choice")
@@ -304,10 +318,11 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
-    Ok(Value::Object(out))
+    Value::Object(out)
 }
 
-fn stop_reason(finish: Option<&str>) -> &'static str {
+/// Anthropic `stop_reason` for an OpenAI `finish_reason`.
+pub(crate) fn stop_reason(finish: Option<&str>) -> &'static str {
     match finish {
         Some("length") => "max_tokens",
         Some("tool_calls" | "function_call") => "tool_use",

@@ -5,7 +5,7 @@
 //! error instead of silently losing the history it points to.
 
 use super::anthropic::now;
-use super::openai::{image_block, push_message};
+use super::openai::{effort_budget, finish_hub, image_block, push_message};
 use super::sse;
 use super::{Error, Loss};
 use serde_json::{json, Map, Value};
@@ -171,38 +171,25 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             }
             // Applied after the loop: it amends tool_choice, whatever the key order.
             "parallel_tool_calls" => {}
-            "reasoning" => {
-                let budget = match v.get("effort").and_then(Value::as_str) {
-                    Some("minimal" | "low") => Some(1024),
-                    Some("medium") => Some(8192),
-                    Some("high") => Some(24576),
-                    _ => None,
-                };
-                match budget {
-                    Some(b) => {
-                        out.insert(
-                            "thinking".into(),
-                            json!({"type": "enabled", "budget_tokens": b}),
-                        );
-                    }
-                    None => loss.push("reasoning"),
+            "reasoning" => match v
+                .get("effort")
+                .and_then(Value::as_str)
+                .and_then(effort_budget)
+            {
+                Some(b) => {
+                    out.insert(
+                        "thinking".into(),
+                        json!({"type": "enabled", "budget_tokens": b}),
+                    );
                 }
-            }
+                None => loss.push("reasoning"),
+            },
             // No effect on a stateless gateway.
             "store" | "include" => {}
             other => loss.push(other.to_owned()),
         }
     }
-    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
-        let tc = out
-            .entry("tool_choice")
-            .or_insert_with(|| json!({"type": "auto"}));
-        tc["disable_parallel_tool_use"] = Value::Bool(true);
-    }
-    if !system.is_empty() {
-        out.insert("system".into(), Value::Array(system));
-    }
-    Ok(Value::Object(out))
+    Ok(finish_hub(out, obj, system))
 }
 
 fn usage(u: &Value) -> Value {

@@ -109,6 +109,18 @@ enum Open {
     Tool(u64),
 }
 
+/// The closing `message_delta` (stop reason, usage) and `message_stop` of a hub stream.
+fn end_message(stop: &str, usage: Option<&Value>, out: &mut Vec<Value>) {
+    let mut u = json!({"output_tokens": 0});
+    if let Some(Value::Object(src)) = usage {
+        for (k, v) in src {
+            u[k] = v.clone();
+        }
+    }
+    out.push(json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": u}));
+    out.push(json!({"type": "message_stop"}));
+}
+
 /// The content block a source is writing, with indexes handed out contiguously.
 #[derive(Default)]
 struct Blocks {
@@ -238,12 +250,7 @@ impl OpenAiSource {
             }
         }
         if let Some(fr) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.stop = Some(match fr {
-                "length" => "max_tokens",
-                "tool_calls" | "function_call" => "tool_use",
-                "content_filter" => "refusal",
-                _ => "end_turn",
-            });
+            self.stop = Some(super::openai::stop_reason(Some(fr)));
         }
         out
     }
@@ -255,22 +262,11 @@ impl OpenAiSource {
         }
         self.closed = true;
         self.blocks.close(&mut out);
-        let output = self
-            .usage
-            .as_ref()
-            .and_then(|u| u.get("output_tokens"))
-            .cloned()
-            .unwrap_or(json!(0));
-        let mut usage = json!({"output_tokens": output});
-        if let Some(u) = &self.usage {
-            for k in ["input_tokens", "cache_read_input_tokens"] {
-                if let Some(v) = u.get(k) {
-                    usage[k] = v.clone();
-                }
-            }
-        }
-        out.push(json!({"type": "message_delta", "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null}, "usage": usage}));
-        out.push(json!({"type": "message_stop"}));
+        end_message(
+            self.stop.unwrap_or("end_turn"),
+            self.usage.as_ref(),
+            &mut out,
+        );
         out
     }
 }
@@ -529,12 +525,7 @@ impl GeminiSource {
             }
         }
         if let Some(fr) = cand.get("finishReason").and_then(Value::as_str) {
-            self.stop = Some(match fr {
-                "MAX_TOKENS" => "max_tokens",
-                "SAFETY" | "RECITATION" | "BLOCKLIST" | "PROHIBITED_CONTENT" | "SPII" => "refusal",
-                _ if self.saw_tool => "tool_use",
-                _ => "end_turn",
-            });
+            self.stop = Some(super::gemini::stop_reason(Some(fr), self.saw_tool));
         }
         out
     }
@@ -546,17 +537,12 @@ impl GeminiSource {
         }
         self.closed = true;
         self.blocks.close(&mut out);
-        let mut usage = json!({"output_tokens": 0});
-        if let Some(u) = &self.usage {
-            usage = u.clone();
-        }
         let stop = self.stop.unwrap_or(if self.saw_tool {
             "tool_use"
         } else {
             "end_turn"
         });
-        out.push(json!({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": null}, "usage": usage}));
-        out.push(json!({"type": "message_stop"}));
+        end_message(stop, self.usage.as_ref(), &mut out);
         out
     }
 }
