@@ -4,10 +4,11 @@
 //! |---|---|
 //! | `request_filter` | synthetic routes; buffer the body ([`replay`]); run the `inbound` hooks |
 //! | `upstream_peer` | resolve the route ([`route`]) and build the peer ([`upstream`]) |
-//! | `upstream_request_filter` | rewrite destination, inject rule credentials, run `outbound` hooks, fix framing, strip `x-ccproxy-*` |
+//! | `upstream_request_filter` | rewrite destination, inject rule credentials, translate the body ([`crate::translate`]), run `outbound` hooks, fix framing, strip `x-ccproxy-*` |
 //! | `request_body_filter` | send the (possibly rewritten) body |
 //! | `upstream_response_filter` | upstream latency |
-//! | `response_filter` / `response_body_filter` | response stage (request id today; capture and stream translation later) |
+//! | `upstream_response_body_filter` | last-upstream-byte time (overhead metric) |
+//! | `response_filter` / `response_body_filter` | request id; response translation (buffered JSON, SSE event by event) |
 //! | `fail_to_proxy` | every error as JSON in the client's API format ([`error`]) |
 //! | `logging` | restore the client session for keep-alive; metrics |
 
