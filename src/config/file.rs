@@ -1,7 +1,7 @@
 //! The on-disk schema of `ccproxy.yaml`: plain serde structs with defaults.
 //!
 //! Every struct denies unknown keys so a typo fails loudly at startup. Values that need
-//! compiling (regexes, hook params) stay raw here and are validated in [`super::resolve`], which
+//! compiling (regexes, hook params) stay raw here and are validated in `config::resolve`, which
 //! reports the key path of anything wrong. This module must not read the environment or disk.
 
 use indexmap::IndexMap;

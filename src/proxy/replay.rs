@@ -4,7 +4,7 @@
 //! reads the body only after connecting, and its retry buffer stops at 64 KiB
 //! (`../shared/notes/build-and-pingora.md` §3(a2)). So `request_filter` reads the whole body
 //! (bounded by `max_request_body_bytes`), then swaps the downstream session for a
-//! [`ReplaySession`]: it owns the original session, forwards every response write to it, and
+//! `ReplaySession`: it owns the original session, forwards every response write to it, and
 //! hands the complete body to Pingora's forwarding loop as an unbounded "retry buffer" (sent once,
 //! with end-of-stream). In `logging`, [`restore`] puts the original session back so Pingora can
 //! reuse the connection for keep-alive. Works for HTTP/1.1 and HTTP/2 (h2c) clients alike.
