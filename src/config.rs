@@ -94,7 +94,7 @@ pub struct Provider {
     /// Path template (`{model}`, `{action}`); `None` keeps the client's path.
     pub path: Option<String>,
     pub auth: Option<CredentialSource>,
-    /// Trust roots when a `ca_file` applies (system roots + extra); `None` = system default.
+    /// Trust roots: system roots plus any `ca_file`; `None` = BoringSSL's default paths.
     pub trust: Option<Arc<CaList>>,
 }
 
@@ -148,7 +148,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub providers: ProviderTable,
     pub rules: Vec<Rule>,
-    /// Trust roots for upstreams without their own (system roots + global `ca_file`).
+    /// Trust roots for upstreams without a provider (system roots + global `ca_file`).
     pub trust: Option<Arc<CaList>>,
     pub hooks: file::HooksConfig,
     pub pipeline: Pipeline,
@@ -391,7 +391,16 @@ fn resolve(
         .as_deref()
         .map(|f| load_ca(fname, "ca_file", &dir, f))
         .transpose()?;
-    let mut roots: Option<Vec<X509>> = None;
+    // Trust for upstream TLS, loaded once: the system roots (SSL_CERT_FILE or the distro
+    // bundle), plus the global ca_file, plus a provider's own ca_file. Loading the roots here
+    // rather than relying on BoringSSL's compiled-in default paths makes verification the same
+    // on every distro. No bundle found and no ca_file: BoringSSL's defaults apply.
+    let system = system_roots();
+    let with_extra = |base: &[X509], extra: &[X509]| -> Option<Arc<CaList>> {
+        let list: Vec<X509> = base.iter().chain(extra).cloned().collect();
+        (!list.is_empty()).then(|| Arc::new(list.into_boxed_slice()))
+    };
+    let global_trust = with_extra(&system, global_ca.as_deref().unwrap_or(&[]));
     let mut providers = ProviderTable::new();
     for (name, p) in raw.providers {
         let at = |k: &str| format!("providers.{name}.{k}");
@@ -445,13 +454,16 @@ fn resolve(
             .as_deref()
             .map(|f| load_ca(fname, &at("ca_file"), &dir, f))
             .transpose()?;
-        let trust = if own_ca.is_some() || global_ca.is_some() {
-            let mut list = roots.get_or_insert_with(system_roots).clone();
-            list.extend(global_ca.iter().flatten().cloned());
-            list.extend(own_ca.into_iter().flatten());
-            Some(Arc::new(list.into_boxed_slice()))
-        } else {
-            None
+        let trust = match own_ca {
+            Some(own) => {
+                let base: Vec<X509> = system
+                    .iter()
+                    .chain(global_ca.iter().flatten())
+                    .cloned()
+                    .collect();
+                with_extra(&base, &own)
+            }
+            None => global_trust.clone(),
         };
         let authority = if p.scheme.default_port() == port {
             bracket(&host)
@@ -474,11 +486,7 @@ fn resolve(
         );
     }
 
-    let trust = global_ca.map(|extra| {
-        let mut list = roots.get_or_insert_with(system_roots).clone();
-        list.extend(extra);
-        Arc::new(list.into_boxed_slice())
-    });
+    let trust = global_trust;
 
     let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
     for (i, r) in raw.inspector.transforms.into_iter().enumerate() {

@@ -211,6 +211,39 @@ fn every_command_has_help() {
     }
 }
 
+/// A `ccproxy start` child on `port` with `envs`, returned once it accepts connections.
+fn start_binary(dir: &Path, port: u16, envs: &[(&str, &str)]) -> std::process::Child {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(dir)
+        .arg("start")
+        .env_remove("SSL_CERT_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Readiness: poll until the listener answers (bounded).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = format!("127.0.0.1:{port}");
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "gateway did not start");
+        assert!(child.try_wait().unwrap().is_none(), "gateway exited early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    child.wait().unwrap()
+}
+
 #[test]
 fn start_serves_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,36 +253,59 @@ fn start_serves_and_stops_gracefully_on_sigterm() {
         config_yaml(port, mport, "").replace("log_file: null", "log_file: gw.log"),
     )
     .unwrap();
-    let mut child = Command::new(bin())
-        .arg("--config")
-        .arg(dir.path())
-        .arg("start")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    // Readiness: poll until the listener answers (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        assert!(child.try_wait().unwrap().is_none(), "gateway exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let body = raw_get::health(&addr);
+    let mut child = start_binary(dir.path(), port, &[]);
+    let body = raw_get::health(&format!("127.0.0.1:{port}"));
     assert_eq!(body, "ccproxy says hey!");
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(sigterm(&mut child).code(), Some(0));
     let log = std::fs::read_to_string(dir.path().join("gw.log")).unwrap();
     assert!(
         log.contains("ccproxy starting") && log.contains("SIGTERM"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn system_trust_comes_from_ssl_cert_file_or_the_distro_bundle() {
+    let ca = crate::support::tls::TestCa::new();
+    let mock = crate::support::mock::MockUpstream::start_tls(
+        crate::support::mock::Reply::Json {
+            status: 200,
+            body: serde_json::json!({"ok": true}),
+        },
+        &ca,
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (free_port(), free_port());
+    let providers = format!(
+        "  providers:\n    p:\n      host: localhost:{}\n      provider: anthropic\n      auth: echo t\n",
+        mock.port()
+    );
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        config_yaml(port, mport, &providers),
+    )
+    .unwrap();
+    let send = || async {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/messages"))
+            .header("x-api-key", "sk-ant-oat-ccproxy-p")
+            .json(&serde_json::json!({"model": "m"}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    // The test CA as the "system" bundle: the provider needs no ca_file.
+    let ca_path = ca.ca_file.display().to_string();
+    let mut child = start_binary(dir.path(), port, &[("SSL_CERT_FILE", &ca_path)]);
+    assert_eq!(send().await, 200);
+    sigterm(&mut child);
+    // The distro bundle does not know the test CA.
+    let mut child = start_binary(dir.path(), port, &[]);
+    assert_eq!(send().await, 502);
+    sigterm(&mut child);
+    assert_eq!(mock.request_count(), 1);
 }
 
 /// A blocking GET /health over a raw socket (no async runtime in this test).
