@@ -2,7 +2,9 @@
 //! keep-alive after a buffered request, HTTP/2 (h2c) clients, the size limit, and SSE streaming.
 
 use crate::support::mock::{Gate, MockUpstream, Reply};
-use crate::support::{client, json, provider, providers, raw, Gateway};
+use crate::support::{
+    client, json, provider, providers, raw, sentinel_bearer, sentinel_post, Gateway,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 use std::time::Duration;
@@ -19,9 +21,7 @@ async fn five_megabyte_body_arrives_intact() {
         .map(|i| format!("{:015x},", i))
         .collect();
     let body = format!(r#"{{"model":"m","data":"{blob}"}}"#);
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .header("content-type", "application/json")
         .body(body.clone())
         .send()
@@ -92,9 +92,7 @@ async fn body_over_the_limit_gets_413_in_client_format() {
         one_provider(&mock)
     ));
     // Declared length over the limit.
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .body("x".repeat(2000))
         .send()
         .await
@@ -107,9 +105,7 @@ async fn body_over_the_limit_gets_413_in_client_format() {
     let chunks = futures_util::stream::iter(
         (0..4).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from("y".repeat(400)))),
     );
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "a")
         .body(reqwest::Body::wrap_stream(chunks))
         .send()
         .await
@@ -117,9 +113,7 @@ async fn body_over_the_limit_gets_413_in_client_format() {
     assert_eq!(r.status(), 413);
     assert_eq!(json(r).await["error"]["code"], 413);
     // Exactly at the limit passes.
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .body("x".repeat(1000))
         .send()
         .await
@@ -139,9 +133,7 @@ async fn bodyless_and_empty_body_requests_pass_through() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .body("")
         .send()
         .await
@@ -167,9 +159,7 @@ async fn sse_reaches_the_client_event_by_event() {
     })
     .await;
     let gw = Gateway::start(&one_provider(&mock));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .json(&json!({"model": "m", "stream": true}))
         .send()
         .await

@@ -1,7 +1,7 @@
 //! Upstream failures become JSON errors in the client's API format with 502/504.
 
 use crate::support::mock::{closed_port, MockUpstream, Reply};
-use crate::support::{client, json, provider, providers, Gateway};
+use crate::support::{json, provider, providers, sentinel_bearer, sentinel_post, Gateway};
 use serde_json::json;
 use std::time::Duration;
 
@@ -15,9 +15,7 @@ fn dead_provider(port: u16) -> String {
 async fn connection_refused_is_502_in_anthropic_shape() {
     let port = closed_port().await;
     let gw = Gateway::start(&dead_provider(port));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-dead")
+    let r = sentinel_post(&gw, "/v1/messages", "dead")
         .json(&json!({"model": "m"}))
         .send()
         .await
@@ -37,9 +35,7 @@ async fn connection_refused_is_502_in_anthropic_shape() {
 async fn connection_refused_is_502_in_openai_shape() {
     let port = closed_port().await;
     let gw = Gateway::start(&dead_provider(port));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-deadai")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "deadai")
         .json(&json!({"model": "m", "messages": []}))
         .send()
         .await
@@ -61,9 +57,7 @@ async fn slow_upstream_is_504() {
         "  timeouts:\n    shutdown_seconds: 0\n    read_seconds: 0.3\n{}",
         providers(&[provider("slow", "anthropic", &mock, "      auth: echo t\n")])
     ));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-slow")
+    let r = sentinel_post(&gw, "/v1/messages", "slow")
         .json(&json!({"model": "m"}))
         .send()
         .await
@@ -86,9 +80,7 @@ async fn upstream_error_status_and_body_pass_through_untouched() {
         &mock,
         "      auth: echo t\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .json(&json!({"model": "m"}))
         .send()
         .await

@@ -3,7 +3,7 @@
 
 use crate::support::mock::{MockUpstream, Reply};
 use crate::support::tls::TestCa;
-use crate::support::{client, provider, providers, Gateway};
+use crate::support::{client, provider, providers, sentinel_post, Gateway};
 use serde_json::json;
 
 fn gw_with(mock: &MockUpstream, hooks: &str) -> Gateway {
@@ -14,9 +14,7 @@ fn gw_with(mock: &MockUpstream, hooks: &str) -> Gateway {
 }
 
 async fn send(gw: &Gateway, headers: &[(&str, &str)], body: serde_json::Value) -> u16 {
-    let mut req = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a");
+    let mut req = sentinel_post(gw, "/v1/messages", "a");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -136,9 +134,7 @@ async fn sentinel_never_leaks_even_when_a_rule_routes_the_request() {
         mock.port()
     );
     let gw = Gateway::start(&cfg);
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .json(&json!({"model": "m"}))
         .send()
         .await

@@ -1,7 +1,9 @@
 //! The Prometheus scrape endpoint: every metric the gateway exports is counted by a test here.
 
 use crate::support::mock::{Gate, MockUpstream, Reply};
-use crate::support::{client, provider, providers, sample, Gateway};
+use crate::support::{
+    client, provider, providers, sample, sentinel_bearer, sentinel_post, Gateway,
+};
 use futures_util::StreamExt;
 use serde_json::json;
 
@@ -20,9 +22,7 @@ async fn requests_latency_overhead_and_in_flight_are_exported() {
     ]));
 
     for _ in 0..3 {
-        let r = client()
-            .post(gw.url("/v1/chat/completions"))
-            .bearer_auth("sk-ant-oat-ccproxy-plain")
+        let r = sentinel_bearer(&gw, "/v1/chat/completions", "plain")
             .json(&json!({"model": "m", "messages": []}))
             .send()
             .await
@@ -38,9 +38,7 @@ async fn requests_latency_overhead_and_in_flight_are_exported() {
         .unwrap();
 
     // Hold one stream open: it is in flight until the upstream finishes.
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-streamer")
+    let r = sentinel_post(&gw, "/v1/messages", "streamer")
         .json(&json!({"model": "m", "stream": true}))
         .send()
         .await

@@ -3,7 +3,7 @@
 
 use crate::support::mock::{MockUpstream, Reply};
 use crate::support::tls::TestCa;
-use crate::support::{client, json, provider, providers, Gateway};
+use crate::support::{client, json, provider, providers, sentinel_bearer, sentinel_post, Gateway};
 use serde_json::json;
 
 fn ok_json() -> Reply {
@@ -80,9 +80,7 @@ async fn sentinel_in_x_api_key_routes_to_provider_with_bearer_token() {
         "      path: /v1/messages\n      auth:\n        command: echo tok123\n",
     )]));
     let body = br#"{"model":"claude-haiku-4-5-20251001", "max_tokens": 5,"messages":[{"role":"user","content":"hi"}]}"#;
-    let r = client()
-        .post(gw.url("/v1/messages?beta=true"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-anthropic")
+    let r = sentinel_post(&gw, "/v1/messages?beta=true", "anthropic")
         .header("anthropic-version", "2023-06-01")
         .header("content-type", "application/json")
         .body(body.to_vec())
@@ -112,9 +110,7 @@ async fn sentinel_with_auth_header_puts_raw_token_in_that_header() {
         &mock,
         "      path: /anthropic/v1/messages\n      auth:\n        command: echo tok123\n        header: x-api-key\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .bearer_auth("sk-ant-oat-ccproxy-deepseek")
+    let r = sentinel_bearer(&gw, "/v1/messages", "deepseek")
         .json(&json!({"model": "deepseek-v4", "messages": []}))
         .send()
         .await
@@ -178,9 +174,7 @@ async fn path_template_fills_model_and_action_and_keeps_count_tokens_suffix() {
         .send()
         .await
         .unwrap();
-    client()
-        .post(gw.url("/v1/messages/count_tokens"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    sentinel_post(&gw, "/v1/messages/count_tokens", "a")
         .json(&json!({"model": "m", "messages": []}))
         .send()
         .await
@@ -194,9 +188,7 @@ async fn path_template_fills_model_and_action_and_keeps_count_tokens_suffix() {
 async fn unknown_sentinel_provider_is_501_naming_it_and_never_forwarded() {
     let mock = MockUpstream::start(ok_json()).await;
     let gw = Gateway::start(&providers(&[provider("anthropic", "anthropic", &mock, "")]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-nope")
+    let r = sentinel_post(&gw, "/v1/messages", "nope")
         .json(&json!({"model": "m", "messages": []}))
         .send()
         .await
@@ -224,9 +216,7 @@ async fn failing_credential_command_is_502_naming_provider() {
         &mock,
         "      auth: \"echo broken >&2; exit 4\"\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "anthropic")
         .json(&json!({"model": "m", "messages": []}))
         .send()
         .await
@@ -255,9 +245,7 @@ async fn untranslatable_pair_answers_501_naming_both_formats() {
         "      auth: echo tok\n",
     )]));
     // The legacy completions API is no format ccproxy translates.
-    let r = client()
-        .post(gw.url("/v1/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let r = sentinel_bearer(&gw, "/v1/completions", "a")
         .json(&json!({"model": "m", "prompt": "hi"}))
         .send()
         .await
@@ -369,9 +357,7 @@ async fn internal_headers_are_never_forwarded() {
         &mock,
         "      auth: echo t\n",
     )]));
-    client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    sentinel_post(&gw, "/v1/messages", "a")
         .header("x-ccproxy-hooks", "-verbose_mode")
         .header("x-ccproxy-flow-id", "abc")
         .header("x-other", "kept")
@@ -490,9 +476,7 @@ async fn rule_to_a_host_without_provider_never_receives_the_sentinel_credential(
         elsewhere.port()
     );
     let gw = Gateway::start(&cfg);
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages", "a")
         .json(&json!({"model": "m"}))
         .send()
         .await

@@ -120,6 +120,20 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// `POST path` with the sentinel key for `provider` in `x-api-key` (Anthropic style).
+pub fn sentinel_post(gw: &Gateway, path: &str, provider: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(gw.url(path))
+        .header("x-api-key", format!("sk-ant-oat-ccproxy-{provider}"))
+}
+
+/// `POST path` with the sentinel key for `provider` as a Bearer token (OpenAI style).
+pub fn sentinel_bearer(gw: &Gateway, path: &str, provider: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(gw.url(path))
+        .bearer_auth(format!("sk-ant-oat-ccproxy-{provider}"))
+}
+
 /// Parse a JSON response body.
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     let text = resp.text().await.unwrap();

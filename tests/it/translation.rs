@@ -3,7 +3,9 @@
 //! streamed, plus count_tokens, error bodies and the loss report.
 
 use crate::support::mock::{MockUpstream, Reply};
-use crate::support::{client, json, provider, providers, sample, Gateway};
+use crate::support::{
+    client, json, provider, providers, sample, sentinel_bearer, sentinel_post, Gateway,
+};
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
@@ -14,6 +16,38 @@ fn anthropic_message() -> Reply {
             "content": [{"type": "text", "text": "Hello!"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
             "stop_reason": "tool_use", "usage": {"input_tokens": 12, "output_tokens": 7, "cache_read_input_tokens": 3}}),
     }
+}
+
+/// An Anthropic SSE stream with one text block made of `pieces`.
+fn anthropic_text_events(
+    id: &str,
+    model: &str,
+    pieces: &[&str],
+    input: u64,
+    output: u64,
+) -> Vec<String> {
+    let ev = |name: &str, data: Value| format!("event: {name}\ndata: {data}\n\n");
+    let mut out = vec![
+        ev(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": id, "type": "message", "role": "assistant",
+            "model": model, "content": [], "usage": {"input_tokens": input, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ),
+    ];
+    for p in pieces {
+        out.push(ev("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}})));
+    }
+    out.push(ev(
+        "content_block_stop",
+        json!({"type": "content_block_stop", "index": 0}),
+    ));
+    out.push(ev("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output}})));
+    out.push(ev("message_stop", json!({"type": "message_stop"})));
+    out
 }
 
 fn sse_events(s: &str) -> Vec<Value> {
@@ -33,9 +67,7 @@ async fn openai_client_on_anthropic_provider_spec_case_4() {
         &mock,
         "      path: /v1/messages\n      auth: echo sk-ant-oat01-tok\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-anthropic")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "anthropic")
         .json(&json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello"}],"max_tokens":100}))
         .send()
         .await
@@ -67,14 +99,7 @@ async fn openai_client_on_anthropic_provider_spec_case_4() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_client_streams_from_anthropic_provider_and_ends_with_done() {
-    let events = vec![
-        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_s\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":5,\"output_tokens\":1}}}\n\n".to_owned(),
-        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
-        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n".to_owned(),
-        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
-        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":2}}\n\n".to_owned(),
-        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
-    ];
+    let events = anthropic_text_events("msg_s", "claude-x", &["Hi"], 5, 2);
     let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
     let gw = Gateway::start(&providers(&[provider(
         "a",
@@ -82,9 +107,7 @@ async fn openai_client_streams_from_anthropic_provider_and_ends_with_done() {
         &mock,
         "      auth: echo k\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "a")
         .json(&json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -122,9 +145,7 @@ async fn claude_code_on_openai_compatible_provider_buffered_and_streamed() {
         &mock,
         "      auth: echo sk-oai\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+    let r = sentinel_post(&gw, "/v1/messages", "oai")
         .header("anthropic-version", "2023-06-01")
         .header("anthropic-beta", "interleaved-thinking-2025-05-14")
         .json(&json!({"model": "gpt-x", "max_tokens": 50, "top_k": 3,
@@ -184,9 +205,7 @@ async fn anthropic_stream_from_openai_provider_has_anthropic_grammar() {
         &mock,
         "      auth: echo sk-oai\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+    let r = sentinel_post(&gw, "/v1/messages", "oai")
         .json(&json!({"model": "gpt", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "go"}]}))
         .send()
         .await
@@ -237,18 +256,14 @@ async fn count_tokens_is_native_for_anthropic_and_estimated_otherwise() {
     ]));
     let body =
         json!({"model": "m", "messages": [{"role": "user", "content": "hello world ".repeat(40)}]});
-    let r = client()
-        .post(gw.url("/v1/messages/count_tokens"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+    let r = sentinel_post(&gw, "/v1/messages/count_tokens", "a")
         .json(&body)
         .send()
         .await
         .unwrap();
     assert_eq!(json(r).await["input_tokens"], 42);
     assert_eq!(native.requests()[0].path, "/v1/messages/count_tokens");
-    let r = client()
-        .post(gw.url("/v1/messages/count_tokens"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+    let r = sentinel_post(&gw, "/v1/messages/count_tokens", "oai")
         .json(&body)
         .send()
         .await
@@ -273,9 +288,7 @@ async fn provider_errors_keep_status_and_take_the_client_format() {
         &mock,
         "      auth: echo bad\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-oai")
+    let r = sentinel_post(&gw, "/v1/messages", "oai")
         .json(&json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
         .send()
         .await
@@ -295,9 +308,7 @@ async fn untranslatable_request_is_a_clear_400_not_a_truncation() {
         &mock,
         "      auth: echo k\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "a")
         .json(&json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}))
         .send()
         .await
@@ -328,9 +339,7 @@ async fn openai_client_on_gemini_provider_buffered_and_streamed() {
         &mock,
         "      auth:\n        command: echo AIza-key\n        header: x-goog-api-key\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-g")
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "g")
         .json(&json!({"model": "gemini-2.5-flash", "temperature": 0.1, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -367,9 +376,7 @@ async fn openai_client_on_gemini_provider_buffered_and_streamed() {
         &sse,
         "      auth: echo ya29.tok\n",
     )]));
-    let text = client()
-        .post(gw.url("/v1/chat/completions"))
-        .bearer_auth("sk-ant-oat-ccproxy-g")
+    let text = sentinel_bearer(&gw, "/v1/chat/completions", "g")
         .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -440,9 +447,7 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
         &mock,
         "      auth: echo k\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/responses"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let r = sentinel_bearer(&gw, "/v1/responses", "a")
         .json(&json!({"model": "claude-haiku-4-5-20251001", "instructions": "Be terse.", "input": "weather in Paris?"}))
         .send()
         .await
@@ -460,14 +465,7 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
     );
     assert_eq!(mock.requests()[0].path, "/v1/messages");
 
-    let events = vec![
-        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_r\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":3}}}\n\n".to_owned(),
-        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
-        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Sunny\"}}\n\n".to_owned(),
-        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
-        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n".to_owned(),
-        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
-    ];
+    let events = anthropic_text_events("msg_r", "claude-x", &["Sunny"], 3, 1);
     let sse = MockUpstream::start(Reply::Sse { events, gate: None }).await;
     let gw = Gateway::start(&providers(&[provider(
         "a",
@@ -475,9 +473,7 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
         &sse,
         "      auth: echo k\n",
     )]));
-    let text = client()
-        .post(gw.url("/v1/responses"))
-        .bearer_auth("sk-ant-oat-ccproxy-a")
+    let text = sentinel_bearer(&gw, "/v1/responses", "a")
         .json(&json!({"model": "claude-x", "stream": true, "input": [{"role": "user", "content": "weather?"}]}))
         .send()
         .await
@@ -530,9 +526,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
         &mock,
         "      auth: echo AIza-plain-key\n",
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-g")
+    let r = sentinel_post(&gw, "/v1/messages", "g")
         .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 1000, "messages": [{"role": "user", "content": "ls please"}],
                       "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}))
         .send()
@@ -567,9 +561,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
         &sse,
         "      auth: echo ya29.oauth\n",
     )]));
-    let text = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-g")
+    let text = sentinel_post(&gw, "/v1/messages", "g")
         .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
@@ -601,14 +593,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
 
 #[tokio::test(flavor = "multi_thread")]
 async fn gemini_sdk_stream_from_anthropic_provider() {
-    let events = vec![
-        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_g\",\"model\":\"claude-x\",\"content\":[],\"usage\":{\"input_tokens\":4}}}\n\n".to_owned(),
-        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_owned(),
-        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Ciao\"}}\n\n".to_owned(),
-        "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n".to_owned(),
-        "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":1}}\n\n".to_owned(),
-        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n".to_owned(),
-    ];
+    let events = anthropic_text_events("msg_g", "claude-x", &["Ciao"], 4, 1);
     let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
     let gw = Gateway::start(&providers(&[provider(
         "a",
