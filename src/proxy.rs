@@ -148,6 +148,30 @@ impl Gateway {
 
         if !session.downstream_session.is_body_empty() {
             let limit = self.config.max_request_body_bytes;
+            // The gateway reads the body itself, so it answers `Expect: 100-continue` itself
+            // (clients such as curl otherwise wait a second before sending a large body); the
+            // upstream then gets the complete body without the expectation.
+            let expects_continue = session
+                .req_header()
+                .headers
+                .get(http::header::EXPECT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+            if expects_continue {
+                session
+                    .req_header_mut()
+                    .remove_header(&http::header::EXPECT);
+                let declared_too_large = session
+                    .req_header()
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > limit);
+                if !declared_too_large {
+                    session.downstream_session.write_continue_response().await?;
+                }
+            }
             match replay::read_body(&mut session.downstream_session, limit).await? {
                 replay::ReadBody::TooLarge => {
                     return Err(self.fail(ctx, GatewayError::body_too_large(limit)))

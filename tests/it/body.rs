@@ -185,3 +185,40 @@ async fn sse_reaches_the_client_event_by_event() {
     }
     assert_eq!(String::from_utf8(rest).unwrap(), events[1..].concat());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expect_100_continue_is_answered_by_the_gateway() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&one_provider(&mock));
+    let body = format!(r#"{{"model":"m","pad":"{}"}}"#, "e".repeat(4000));
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/messages HTTP/1.1\r\nhost: gw\r\nx-api-key: sk-ant-oat-ccproxy-a\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The client sends nothing more until it sees 100 Continue (bounded wait, not a sleep).
+    let mut buf = vec![0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .expect("no 100 Continue from the gateway")
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(body.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    let mut chunk = vec![0u8; 8192];
+    while !String::from_utf8_lossy(&rest).contains("\"body_len\"") {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed early");
+        rest.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&rest).contains("HTTP/1.1 200"));
+    let got = &mock.requests()[0];
+    assert_eq!(got.body.len(), body.len());
+    assert!(!got.has_header("expect"));
+}
