@@ -321,3 +321,23 @@ mod raw_get {
         out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
     }
 }
+
+#[test]
+fn start_fails_clearly_when_the_port_is_taken() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        format!("ccproxy:\n  port: {port}\n  metrics: null\n  log_file: null\n"),
+    )
+    .unwrap();
+    let out = ccproxy(dir.path(), &["start"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+    drop(taken);
+}
