@@ -440,10 +440,26 @@ impl Gateway {
 fn finish_buffered(
     t: &mut TranslationState,
     error: Option<u16>,
+    as_stream: bool,
     buf: &[u8],
     request_id: &str,
 ) -> Bytes {
     let parsed: serde_json::Value = serde_json::from_slice(buf).unwrap_or(serde_json::Value::Null);
+    if as_stream {
+        match translate::response_hub(t.route.provider, &parsed, &t.model, &mut t.loss) {
+            Ok(hub) => {
+                return Bytes::from(translate::stream::stream_from_message(
+                    t.route.client,
+                    &hub,
+                    &t.model,
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(request_id, error = %e, "provider response could not be translated; passing it through");
+                return Bytes::copy_from_slice(buf);
+            }
+        }
+    }
     let out = match error {
         Some(status) => Some(translate::error_body(
             t.route.client,
@@ -668,29 +684,25 @@ impl ProxyHttp for Gateway {
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
             let status = ctx.status;
-            t.response = match (status >= 400, is_sse) {
-                (false, true) => {
-                    match StreamTranslator::new(t.route.provider, t.route.client, &t.model) {
-                        Some(s) => ResponseMode::Stream(Box::new(s)),
-                        None => ResponseMode::Buffer {
-                            error: None,
-                            buf: Vec::new(),
-                        },
-                    }
-                }
-                (true, _) => ResponseMode::Buffer {
-                    error: Some(status),
+            let stream = match (status >= 400, is_sse) {
+                (false, true) => StreamTranslator::new(t.route.provider, t.route.client, &t.model),
+                _ => None,
+            };
+            t.response = match stream {
+                Some(s) => ResponseMode::Stream(Box::new(s)),
+                None => ResponseMode::Buffer {
+                    error: (status >= 400).then_some(status),
                     buf: Vec::new(),
-                },
-                (false, false) => ResponseMode::Buffer {
-                    error: None,
-                    buf: Vec::new(),
+                    // The client asked for a stream but the provider sent one JSON body.
+                    as_stream: status < 400 && !is_sse && t.stream,
                 },
             };
-            let ctype = if matches!(t.response, ResponseMode::Stream(_)) {
-                "text/event-stream"
-            } else {
-                "application/json"
+            let ctype = match &t.response {
+                ResponseMode::Stream(_)
+                | ResponseMode::Buffer {
+                    as_stream: true, ..
+                } => "text/event-stream",
+                _ => "application/json",
             };
             upstream_response.remove_header(&http::header::CONTENT_LENGTH);
             upstream_response.remove_header(&http::header::CONTENT_ENCODING);
@@ -722,13 +734,23 @@ impl ProxyHttp for Gateway {
                 }
                 *body = Some(Bytes::from(out));
             }
-            ResponseMode::Buffer { error, buf } => {
+            ResponseMode::Buffer {
+                error,
+                buf,
+                as_stream,
+            } => {
                 if let Some(b) = body.take() {
                     buf.extend_from_slice(&b);
                 }
                 if end_of_stream {
-                    let (error, data) = (*error, std::mem::take(buf));
-                    *body = Some(finish_buffered(t, error, &data, &ctx.meta.request_id));
+                    let (error, as_stream, data) = (*error, *as_stream, std::mem::take(buf));
+                    *body = Some(finish_buffered(
+                        t,
+                        error,
+                        as_stream,
+                        &data,
+                        &ctx.meta.request_id,
+                    ));
                 } else {
                     *body = Some(Bytes::new());
                 }

@@ -205,6 +205,20 @@ pub fn request(
     })
 }
 
+/// A complete provider response as an Anthropic `message` (the hub form).
+pub fn response_hub<'a>(
+    from: ApiFamily,
+    body: &'a Value,
+    model: &str,
+    loss: &mut Loss,
+) -> Result<Cow<'a, Value>, Error> {
+    Ok(match from {
+        ApiFamily::Anthropic => Cow::Borrowed(body),
+        ApiFamily::Openai => Cow::Owned(openai::response_to_anthropic(body, loss)?),
+        ApiFamily::Gemini => Cow::Owned(gemini::response_to_anthropic(body, model, loss)?),
+    })
+}
+
 /// Translate a complete (non-stream) provider response to the client's format.
 pub fn response(
     from: ApiFamily,
@@ -213,11 +227,7 @@ pub fn response(
     model: &str,
     loss: &mut Loss,
 ) -> Result<Value, Error> {
-    let hub: Cow<'_, Value> = match from {
-        ApiFamily::Anthropic => Cow::Borrowed(body),
-        ApiFamily::Openai => Cow::Owned(openai::response_to_anthropic(body, loss)?),
-        ApiFamily::Gemini => Cow::Owned(gemini::response_to_anthropic(body, model, loss)?),
-    };
+    let hub = response_hub(from, body, model, loss)?;
     Ok(match to {
         Format::Anthropic => hub.into_owned(),
         Format::OpenAi => anthropic::response_to_openai(&hub, loss),

@@ -65,8 +65,13 @@ pub enum ResponseMode {
     Pending,
     /// SSE translated chunk by chunk.
     Stream(Box<StreamTranslator>),
-    /// A JSON body (or an upstream error, with its status) translated once complete.
-    Buffer { error: Option<u16>, buf: Vec<u8> },
+    /// A JSON body (or an upstream error, with its status) translated once complete; with
+    /// `as_stream`, replayed as a stream because the client asked for one.
+    Buffer {
+        error: Option<u16>,
+        buf: Vec<u8>,
+        as_stream: bool,
+    },
     /// Forwarded as received: the provider compressed the body despite `accept-encoding:
     /// identity`, so it cannot be read (logged; the client gets the provider's own bytes).
     Untranslated,

@@ -27,12 +27,7 @@ impl StreamTranslator {
             ApiFamily::Openai => Source::OpenAi(OpenAiSource::default()),
             ApiFamily::Gemini => Source::Gemini(GeminiSource::new(model)),
         };
-        let sink = match client {
-            Format::Anthropic => Sink::Anthropic,
-            Format::OpenAi => Sink::OpenAi(OpenAiSink::new(model)),
-            Format::Gemini => Sink::Gemini(GeminiSink::default()),
-            Format::Responses => Sink::Responses(Box::default()),
-        };
+        let sink = Sink::for_client(client, model);
         Some(Self {
             decoder: Decoder::new(),
             source,
@@ -73,6 +68,69 @@ impl StreamTranslator {
             self.sink.emit(&h, out);
         }
     }
+}
+
+/// A complete Anthropic `message` replayed as a stream in the client's grammar: for providers
+/// that answer a streaming request with one JSON body.
+pub fn stream_from_message(client: Format, message: &Value, model: &str) -> Vec<u8> {
+    let mut events = vec![json!({"type": "message_start", "message": {
+        "id": message.get("id").cloned().unwrap_or_else(|| json!("msg_ccproxy")),
+        "type": "message", "role": "assistant",
+        "model": message.get("model").cloned().unwrap_or_else(|| json!(model)),
+        "content": [], "stop_reason": null, "stop_sequence": null,
+        "usage": {"input_tokens": message.pointer("/usage/input_tokens").cloned().unwrap_or(json!(0)), "output_tokens": 0}}})];
+    let blocks = message
+        .get("content")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for (i, b) in blocks.iter().enumerate() {
+        let delta = |d: Value| json!({"type": "content_block_delta", "index": i, "delta": d});
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => {
+                events.push(json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}));
+                events.push(delta(json!({"type": "text_delta", "text": b.get("text").cloned().unwrap_or_default()})));
+            }
+            Some("thinking") => {
+                events.push(json!({"type": "content_block_start", "index": i, "content_block": {"type": "thinking", "thinking": "", "signature": ""}}));
+                events.push(delta(json!({"type": "thinking_delta", "thinking": b.get("thinking").cloned().unwrap_or_default()})));
+                if let Some(sig) = b
+                    .get("signature")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                {
+                    events.push(delta(json!({"type": "signature_delta", "signature": sig})));
+                }
+            }
+            Some("tool_use") => {
+                let mut start = b.clone();
+                start["input"] = json!({});
+                events.push(
+                    json!({"type": "content_block_start", "index": i, "content_block": start}),
+                );
+                let args = b
+                    .get("input")
+                    .map(Value::to_string)
+                    .unwrap_or_else(|| "{}".into());
+                events.push(delta(
+                    json!({"type": "input_json_delta", "partial_json": args}),
+                ));
+            }
+            _ => continue,
+        }
+        events.push(json!({"type": "content_block_stop", "index": i}));
+    }
+    events.push(json!({"type": "message_delta",
+        "delta": {"stop_reason": message.get("stop_reason").cloned().unwrap_or(json!("end_turn")), "stop_sequence": null},
+        "usage": message.get("usage").cloned().unwrap_or_else(|| json!({"output_tokens": 0}))}));
+    events.push(json!({"type": "message_stop"}));
+    let mut sink = Sink::for_client(client, model);
+    let mut out = String::new();
+    for e in &events {
+        sink.emit(e, &mut out);
+    }
+    sink.finish(&mut out);
+    out.into_bytes()
 }
 
 enum Source {
@@ -279,6 +337,15 @@ enum Sink {
 }
 
 impl Sink {
+    fn for_client(client: Format, model: &str) -> Self {
+        match client {
+            Format::Anthropic => Sink::Anthropic,
+            Format::OpenAi => Sink::OpenAi(OpenAiSink::new(model)),
+            Format::Gemini => Sink::Gemini(GeminiSink::default()),
+            Format::Responses => Sink::Responses(Box::default()),
+        }
+    }
+
     fn emit(&mut self, ev: &Value, out: &mut String) {
         match self {
             Sink::Anthropic => {
@@ -858,6 +925,32 @@ mod tests {
         );
         assert_eq!(ev[2]["candidates"][0]["finishReason"], "STOP");
         assert_eq!(ev[2]["usageMetadata"]["candidatesTokenCount"], 7);
+    }
+
+    #[test]
+    fn a_complete_message_replays_as_a_client_stream() {
+        let m = json!({"id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
+            "content": [{"type": "text", "text": "Hel"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
+            "usage": {"input_tokens": 12, "output_tokens": 7}});
+        let out = String::from_utf8(stream_from_message(Format::OpenAi, &m, "m")).unwrap();
+        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let streamed = run(&mut t, ANTHROPIC_STREAM.as_bytes(), 64);
+        let strip = |s: &str| -> Vec<Value> {
+            data_events(s)
+                .into_iter()
+                .map(|mut e| {
+                    e["created"] = json!(0);
+                    e
+                })
+                .collect()
+        };
+        // The same content as the provider's own stream of that message, chunk for chunk
+        // (the real stream just splits the tool arguments into two fragments).
+        let (a, b) = (strip(&out), strip(&streamed));
+        assert_eq!(a.len() + 1, b.len());
+        assert_eq!(a[1], b[1]);
+        assert_eq!(a.last(), b.last());
+        assert!(out.ends_with("data: [DONE]\n\n"));
     }
 
     #[test]

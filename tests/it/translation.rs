@@ -711,3 +711,45 @@ async fn translated_responses_work_for_http2_clients() {
     assert_eq!(r.status(), 200);
     assert_eq!(json(r).await["choices"][0]["message"]["content"], "Hello!");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_answering_a_stream_request_with_json_still_streams_to_the_client() {
+    // Some OpenAI-compatible servers ignore `stream: true` and answer with one JSON body.
+    let mock = MockUpstream::start(Reply::Json {
+        status: 200,
+        body: json!({"id": "chatcmpl-j", "object": "chat.completion", "model": "local", "choices": [{"index": 0,
+            "finish_reason": "stop", "message": {"role": "assistant", "content": "whole answer"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
+    })
+    .await;
+    let gw = Gateway::start(&providers(&[provider(
+        "oai",
+        "openai",
+        &mock,
+        "      auth: echo k\n",
+    )]));
+    let r = sentinel_post(&gw, "/v1/messages", "oai")
+        .json(&json!({"model": "local", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let ev = sse_events(&r.text().await.unwrap());
+    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "message_start",
+            "content_block_start",
+            "content_block_delta",
+            "content_block_stop",
+            "message_delta",
+            "message_stop"
+        ]
+    );
+    assert_eq!(ev[2]["delta"]["text"], "whole answer");
+    assert_eq!(ev[4]["usage"]["output_tokens"], 2);
+}
