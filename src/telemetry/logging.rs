@@ -4,6 +4,7 @@
 
 use crate::config::LogLevel;
 use std::fs::File;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Arc;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
@@ -36,7 +37,10 @@ pub fn init(level: LogLevel, verbosity: u8, file: Option<&Path>) -> Result<(), S
                 .with_writer(std::io::stderr.and(f))
                 .try_init()
         }
-        None => builder.with_writer(std::io::stderr).try_init(),
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .try_init(),
     };
     // Already initialised (tests start several gateways in one process): keep the first.
     let _ = result;
