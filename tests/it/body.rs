@@ -222,3 +222,48 @@ async fn expect_100_continue_is_answered_by_the_gateway() {
     assert_eq!(got.body.len(), body.len());
     assert!(!got.has_header("expect"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_over_an_h2_tls_upstream_streams_event_by_event() {
+    let ca = crate::support::tls::TestCa::new();
+    let gate = Gate::new();
+    let events = vec![
+        "data: {\"n\":1}\n\n".to_owned(),
+        "data: {\"n\":2}\n\n".to_owned(),
+    ];
+    let mock = MockUpstream::start_tls(
+        Reply::Sse {
+            events: events.clone(),
+            gate: Some(gate.clone()),
+        },
+        &ca,
+    )
+    .await;
+    let gw = Gateway::start(&providers(&[format!(
+        "    a:\n      host: localhost:{}\n      provider: anthropic\n      auth: echo t\n      ca_file: {}\n",
+        mock.port(),
+        ca.ca_file.display()
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"model": "m", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let mut stream = r.bytes_stream();
+    let first = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await
+        .expect("first event held back")
+        .unwrap()
+        .unwrap();
+    assert_eq!(&first[..], events[0].as_bytes());
+    gate.open();
+    let mut rest = Vec::new();
+    while let Some(c) = stream.next().await {
+        rest.extend_from_slice(&c.unwrap());
+    }
+    assert_eq!(String::from_utf8(rest).unwrap(), events[1]);
+    // ALPN chose HTTP/2 towards the upstream.
+    assert_eq!(mock.requests()[0].version, http::Version::HTTP_2);
+}
