@@ -117,6 +117,33 @@ impl Loss {
     }
 }
 
+/// Token counts of an Anthropic `usage` object, as the other formats need them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HubUsage {
+    /// Uncached input tokens.
+    pub input: u64,
+    pub cache_read: u64,
+    pub cache_write: u64,
+    pub output: u64,
+}
+
+impl HubUsage {
+    pub fn of(u: &Value) -> Self {
+        let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
+        Self {
+            input: n("input_tokens"),
+            cache_read: n("cache_read_input_tokens"),
+            cache_write: n("cache_creation_input_tokens"),
+            output: n("output_tokens"),
+        }
+    }
+
+    /// The whole prompt: other formats count cache reads and writes as input.
+    pub fn prompt(&self) -> u64 {
+        self.input + self.cache_read + self.cache_write
+    }
+}
+
 /// Why a body could not be translated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {

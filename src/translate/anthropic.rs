@@ -1,7 +1,7 @@
 //! The Anthropic Messages hub → OpenAI Chat Completions: requests for OpenAI-compatible
 //! providers (Claude Code against an OpenAI-style upstream) and responses for OpenAI clients.
 
-use super::{Error, Loss};
+use super::{Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 
 fn text_of(content: &Value) -> String {
@@ -243,22 +243,18 @@ pub fn finish_reason(stop: Option<&str>) -> &'static str {
 
 /// OpenAI usage from Anthropic usage (cache reads and writes are part of the prompt).
 pub fn usage_to_openai(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let read = n("cache_read_input_tokens");
-    let write = n("cache_creation_input_tokens");
-    let prompt = n("input_tokens") + read + write;
-    let completion = n("output_tokens");
+    let h = HubUsage::of(u);
     let mut out = json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": read},
+        "prompt_tokens": h.prompt(),
+        "completion_tokens": h.output,
+        "total_tokens": h.prompt() + h.output,
+        "prompt_tokens_details": {"cached_tokens": h.cache_read},
     });
-    if write > 0 {
-        out["cache_creation_input_tokens"] = json!(write);
+    if h.cache_write > 0 {
+        out["cache_creation_input_tokens"] = json!(h.cache_write);
     }
-    if read > 0 {
-        out["cache_read_input_tokens"] = json!(read);
+    if h.cache_read > 0 {
+        out["cache_read_input_tokens"] = json!(h.cache_read);
     }
     out
 }

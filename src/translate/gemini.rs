@@ -5,7 +5,7 @@
 //! thinking blocks (signature kept as the block's `signature`); a signature on a function call
 //! travels inside the tool-use id (`…__ts__<signature>`), the one field every client echoes back.
 
-use super::{Error, Loss};
+use super::{Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -541,13 +541,11 @@ pub fn finish_reason(stop: Option<&str>) -> &'static str {
 
 /// Gemini `usageMetadata` from Anthropic usage.
 pub fn usage_from_anthropic(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cached = n("cache_read_input_tokens");
-    let prompt = n("input_tokens") + cached + n("cache_creation_input_tokens");
-    let out = n("output_tokens");
-    let mut m = json!({"promptTokenCount": prompt, "candidatesTokenCount": out, "totalTokenCount": prompt + out});
-    if cached > 0 {
-        m["cachedContentTokenCount"] = json!(cached);
+    let h = HubUsage::of(u);
+    let mut m = json!({"promptTokenCount": h.prompt(), "candidatesTokenCount": h.output,
+                       "totalTokenCount": h.prompt() + h.output});
+    if h.cache_read > 0 {
+        m["cachedContentTokenCount"] = json!(h.cache_read);
     }
     m
 }

@@ -7,7 +7,7 @@
 use super::anthropic::now;
 use super::openai::{effort_budget, finish_hub, image_block, push_message};
 use super::sse;
-use super::{Error, Loss};
+use super::{Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 
 fn text_block(t: &Value) -> Value {
@@ -193,13 +193,10 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
 }
 
 fn usage(u: &Value) -> Value {
-    let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
-    let cached = n("cache_read_input_tokens");
-    let input = n("input_tokens") + cached + n("cache_creation_input_tokens");
-    let output = n("output_tokens");
-    json!({"input_tokens": input, "input_tokens_details": {"cached_tokens": cached},
-           "output_tokens": output, "output_tokens_details": {"reasoning_tokens": 0},
-           "total_tokens": input + output})
+    let h = HubUsage::of(u);
+    json!({"input_tokens": h.prompt(), "input_tokens_details": {"cached_tokens": h.cache_read},
+           "output_tokens": h.output, "output_tokens_details": {"reasoning_tokens": 0},
+           "total_tokens": h.prompt() + h.output})
 }
 
 fn response_id(id: &str) -> String {
