@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
@@ -121,24 +121,35 @@ pub struct Run {
     pub elapsed: Duration,
 }
 
-/// `conns` connections sending back to back until `count` requests are done.
-pub async fn closed_loop(t: &Target, conns: usize, count: usize) -> Run {
-    let next = Arc::new(AtomicUsize::new(0));
+/// When a job is due: `None` for "now" (latency from the send), or the intended send time
+/// (latency from then, so time spent queued behind a slow response counts).
+type Due = Option<Instant>;
+
+/// Run `conns` connection tasks pulling jobs from `next_job` (job index → due time, `None` when
+/// done); requests that fail are counted and the connection is reopened.
+async fn run_conns<F>(t: &Target, conns: usize, next_job: F) -> Run
+where
+    F: Fn(u64) -> Option<Due> + Send + Sync + 'static,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let next_job = Arc::new(next_job);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let t = t.clone();
-        let next = next.clone();
+        let (t, counter, next_job) = (t.clone(), counter.clone(), next_job.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0;
             let Ok(mut c) = Conn::open(t.addr).await else {
-                return (lat, count);
+                return (lat, 1);
             };
-            while next.fetch_add(1, Ordering::Relaxed) < count {
-                let s = Instant::now();
+            while let Some(due) = next_job(counter.fetch_add(1, Ordering::Relaxed)) {
+                if let Some(at) = due {
+                    tokio::time::sleep_until(at.into()).await;
+                }
+                let from = due.unwrap_or_else(Instant::now);
                 match c.send(&t).await {
-                    Ok(200) => lat.push(s.elapsed()),
+                    Ok(200) => lat.push(from.elapsed()),
                     _ => {
                         errors += 1;
                         if let Ok(nc) = Conn::open(t.addr).await {
@@ -161,50 +172,21 @@ pub async fn closed_loop(t: &Target, conns: usize, count: usize) -> Run {
     run
 }
 
+/// `conns` connections sending back to back until `count` requests are done.
+pub async fn closed_loop(t: &Target, conns: usize, count: usize) -> Run {
+    run_conns(t, conns, move |i| (i < count as u64).then_some(None)).await
+}
+
 /// Fixed `rate` (req/s) for `duration` over up to `conns` connections.
 pub async fn open_loop(t: &Target, rate: f64, duration: Duration, conns: usize) -> Run {
     let total = (rate * duration.as_secs_f64()).round() as u64;
     let interval = Duration::from_secs_f64(1.0 / rate);
-    let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(20);
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let t = t.clone();
-        let next = next.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::new();
-            let mut errors = 0;
-            let Ok(mut c) = Conn::open(t.addr).await else {
-                return (lat, 1);
-            };
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= total {
-                    break;
-                }
-                let intended = start + interval.mul_f64(i as f64);
-                tokio::time::sleep_until(intended.into()).await;
-                match c.send(&t).await {
-                    Ok(200) => lat.push(intended.elapsed()),
-                    _ => {
-                        errors += 1;
-                        if let Ok(nc) = Conn::open(t.addr).await {
-                            c = nc;
-                        }
-                    }
-                }
-            }
-            (lat, errors)
-        }));
-    }
-    let mut run = Run::default();
-    for task in tasks {
-        if let Ok((l, e)) = task.await {
-            run.latencies.extend(l);
-            run.errors += e;
-        }
-    }
-    run.elapsed = start.elapsed();
+    let mut run = run_conns(t, conns, move |i| {
+        (i < total).then(|| Some(start + interval.mul_f64(i as f64)))
+    })
+    .await;
+    run.elapsed = run.elapsed.saturating_sub(Duration::from_millis(20));
     run
 }
 
