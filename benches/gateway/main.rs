@@ -694,7 +694,7 @@ fn translated_scenario(
     rt: &tokio::runtime::Runtime,
     mock: SocketAddr,
     gw: &Gateway,
-    litellm: Option<&peers::litellm::Peer>,
+    litellm: Option<&peers::Peer>,
     litellm_err: &str,
     quick: bool,
 ) -> Value {
