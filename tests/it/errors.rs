@@ -74,12 +74,7 @@ async fn upstream_error_status_and_body_pass_through_untouched() {
         body: json!({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo t\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo t\n");
     let r = sentinel_post(&gw, "/v1/messages", "a")
         .json(&json!({"model": "m"}))
         .send()

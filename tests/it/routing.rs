@@ -33,7 +33,7 @@ async fn health_and_root_say_hey_as_plain_text() {
 #[tokio::test(flavor = "multi_thread")]
 async fn models_catalog_lists_configured_providers_without_network() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider("anthropic", "anthropic", &mock, "")]));
+    let gw = Gateway::with_provider("anthropic", "anthropic", &mock, "");
     let r = client().get(gw.url("/v1/models")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let v = json(r).await;
@@ -73,12 +73,12 @@ async fn no_route_answers_spec_501_body() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_in_x_api_key_routes_to_provider_with_bearer_token() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider(
+    let gw = Gateway::with_provider(
         "anthropic",
         "anthropic",
         &mock,
         "      path: /v1/messages\n      auth:\n        command: echo tok123\n",
-    )]));
+    );
     let body = br#"{"model":"claude-haiku-4-5-20251001", "max_tokens": 5,"messages":[{"role":"user","content":"hi"}]}"#;
     let r = sentinel_post(&gw, "/v1/messages?beta=true", "anthropic")
         .header("anthropic-version", "2023-06-01")
@@ -104,12 +104,10 @@ async fn sentinel_in_x_api_key_routes_to_provider_with_bearer_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn sentinel_with_auth_header_puts_raw_token_in_that_header() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "deepseek",
+    let gw = Gateway::with_provider("deepseek",
         "anthropic",
         &mock,
-        "      path: /anthropic/v1/messages\n      auth:\n        command: echo tok123\n        header: x-api-key\n",
-    )]));
+        "      path: /anthropic/v1/messages\n      auth:\n        command: echo tok123\n        header: x-api-key\n");
     let r = sentinel_bearer(&gw, "/v1/messages", "deepseek")
         .json(&json!({"model": "deepseek-v4", "messages": []}))
         .send()
@@ -187,7 +185,7 @@ async fn path_template_fills_model_and_action_and_keeps_count_tokens_suffix() {
 #[tokio::test(flavor = "multi_thread")]
 async fn unknown_sentinel_provider_is_501_naming_it_and_never_forwarded() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider("anthropic", "anthropic", &mock, "")]));
+    let gw = Gateway::with_provider("anthropic", "anthropic", &mock, "");
     let r = sentinel_post(&gw, "/v1/messages", "nope")
         .json(&json!({"model": "m", "messages": []}))
         .send()
@@ -210,12 +208,12 @@ async fn unknown_sentinel_provider_is_501_naming_it_and_never_forwarded() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_credential_command_is_502_naming_provider() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider(
+    let gw = Gateway::with_provider(
         "anthropic",
         "anthropic",
         &mock,
         "      auth: \"echo broken >&2; exit 4\"\n",
-    )]));
+    );
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "anthropic")
         .json(&json!({"model": "m", "messages": []}))
         .send()
@@ -238,12 +236,7 @@ async fn failing_credential_command_is_502_naming_provider() {
 #[tokio::test(flavor = "multi_thread")]
 async fn untranslatable_pair_answers_501_naming_both_formats() {
     let mock = MockUpstream::start(ok_json()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo tok\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo tok\n");
     // The legacy completions API is no format ccproxy translates.
     let r = sentinel_bearer(&gw, "/v1/completions", "a")
         .json(&json!({"model": "m", "prompt": "hi"}))
@@ -351,12 +344,7 @@ async fn passthrough_rule_on_reverse_listener_is_502_not_a_silent_forward() {
 #[tokio::test(flavor = "multi_thread")]
 async fn internal_headers_are_never_forwarded() {
     let mock = MockUpstream::start(Reply::Echo).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo t\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo t\n");
     sentinel_post(&gw, "/v1/messages", "a")
         .header("x-ccproxy-hooks", "-verbose_mode")
         .header("x-ccproxy-flow-id", "abc")

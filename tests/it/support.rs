@@ -39,6 +39,11 @@ impl Gateway {
         Self::start_in(dir, body)
     }
 
+    /// Start with a single provider entry (see [`provider`]) pointing at `mock`.
+    pub fn with_provider(name: &str, family: &str, mock: &mock::MockUpstream, extra: &str) -> Self {
+        Self::start(&providers(&[provider(name, family, mock, extra)]))
+    }
+
     /// Start with the config written into `dir` (which may hold files the config names).
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Self {
         for _ in 0..5 {
@@ -132,6 +137,14 @@ pub fn sentinel_bearer(gw: &Gateway, path: &str, provider: &str) -> reqwest::Req
     client()
         .post(gw.url(path))
         .bearer_auth(format!("sk-ant-oat-ccproxy-{provider}"))
+}
+
+/// The `type` of each event (Anthropic and Responses streams).
+pub fn event_types(events: &[serde_json::Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect()
 }
 
 /// Parse a JSON response body.

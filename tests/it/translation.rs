@@ -4,7 +4,7 @@
 
 use crate::support::mock::{MockUpstream, Reply};
 use crate::support::{
-    client, json, provider, providers, sample, sentinel_bearer, sentinel_post, Gateway,
+    client, event_types, json, provider, providers, sample, sentinel_bearer, sentinel_post, Gateway,
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
@@ -61,12 +61,12 @@ fn sse_events(s: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_client_on_anthropic_provider_spec_case_4() {
     let mock = MockUpstream::start(anthropic_message()).await;
-    let gw = Gateway::start(&providers(&[provider(
+    let gw = Gateway::with_provider(
         "anthropic",
         "anthropic",
         &mock,
         "      path: /v1/messages\n      auth: echo sk-ant-oat01-tok\n",
-    )]));
+    );
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "anthropic")
         .json(&json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello"}],"max_tokens":100}))
         .send()
@@ -101,12 +101,7 @@ async fn openai_client_on_anthropic_provider_spec_case_4() {
 async fn openai_client_streams_from_anthropic_provider_and_ends_with_done() {
     let events = anthropic_text_events("msg_s", "claude-x", &["Hi"], 5, 2);
     let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "a")
         .json(&json!({"model": "claude-x", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -139,12 +134,7 @@ async fn claude_code_on_openai_compatible_provider_buffered_and_streamed() {
             "message": {"role": "assistant", "content": "done"}}], "usage": {"prompt_tokens": 4, "completion_tokens": 1}}),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "oai",
-        "openai",
-        &mock,
-        "      auth: echo sk-oai\n",
-    )]));
+    let gw = Gateway::with_provider("oai", "openai", &mock, "      auth: echo sk-oai\n");
     let r = sentinel_post(&gw, "/v1/messages", "oai")
         .header("anthropic-version", "2023-06-01")
         .header("anthropic-beta", "interleaved-thinking-2025-05-14")
@@ -199,12 +189,7 @@ async fn anthropic_stream_from_openai_provider_has_anthropic_grammar() {
         gate: None,
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "oai",
-        "openai",
-        &mock,
-        "      auth: echo sk-oai\n",
-    )]));
+    let gw = Gateway::with_provider("oai", "openai", &mock, "      auth: echo sk-oai\n");
     let r = sentinel_post(&gw, "/v1/messages", "oai")
         .json(&json!({"model": "gpt", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "go"}]}))
         .send()
@@ -212,7 +197,7 @@ async fn anthropic_stream_from_openai_provider_has_anthropic_grammar() {
         .unwrap();
     let text = r.text().await.unwrap();
     let ev = sse_events(&text);
-    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types = event_types(&ev);
     assert_eq!(
         types,
         [
@@ -282,12 +267,7 @@ async fn provider_errors_keep_status_and_take_the_client_format() {
         body: json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "code": "invalid_api_key"}}),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "oai",
-        "openai",
-        &mock,
-        "      auth: echo bad\n",
-    )]));
+    let gw = Gateway::with_provider("oai", "openai", &mock, "      auth: echo bad\n");
     let r = sentinel_post(&gw, "/v1/messages", "oai")
         .json(&json!({"model": "gpt", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
         .send()
@@ -302,12 +282,7 @@ async fn provider_errors_keep_status_and_take_the_client_format() {
 #[tokio::test(flavor = "multi_thread")]
 async fn untranslatable_request_is_a_clear_400_not_a_truncation() {
     let mock = MockUpstream::start(anthropic_message()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "a")
         .json(&json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{oops"}}]}]}))
         .send()
@@ -333,12 +308,12 @@ async fn openai_client_on_gemini_provider_buffered_and_streamed() {
                      "usageMetadata": {"promptTokenCount": 6, "candidatesTokenCount": 2}, "modelVersion": "gemini-2.5-flash"}),
     };
     let mock = MockUpstream::start(reply).await;
-    let gw = Gateway::start(&providers(&[provider(
+    let gw = Gateway::with_provider(
         "g",
         "gemini",
         &mock,
         "      auth:\n        command: echo AIza-key\n        header: x-goog-api-key\n",
-    )]));
+    );
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "g")
         .json(&json!({"model": "gemini-2.5-flash", "temperature": 0.1, "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}))
         .send()
@@ -370,12 +345,7 @@ async fn openai_client_on_gemini_provider_buffered_and_streamed() {
         gate: None,
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "g",
-        "gemini",
-        &sse,
-        "      auth: echo ya29.tok\n",
-    )]));
+    let gw = Gateway::with_provider("g", "gemini", &sse, "      auth: echo ya29.tok\n");
     let text = sentinel_bearer(&gw, "/v1/chat/completions", "g")
         .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -405,12 +375,7 @@ async fn openai_client_on_gemini_provider_buffered_and_streamed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn gemini_sdk_client_on_anthropic_provider() {
     let mock = MockUpstream::start(anthropic_message()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let r = client()
         .post(gw.url("/v1beta/models/claude-haiku-4-5-20251001:generateContent"))
         .header("x-goog-api-key", "sk-ant-oat-ccproxy-a")
@@ -441,12 +406,7 @@ async fn gemini_sdk_client_on_anthropic_provider() {
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
     let mock = MockUpstream::start(anthropic_message()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let r = sentinel_bearer(&gw, "/v1/responses", "a")
         .json(&json!({"model": "claude-haiku-4-5-20251001", "instructions": "Be terse.", "input": "weather in Paris?"}))
         .send()
@@ -467,12 +427,7 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
 
     let events = anthropic_text_events("msg_r", "claude-x", &["Sunny"], 3, 1);
     let sse = MockUpstream::start(Reply::Sse { events, gate: None }).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &sse,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &sse, "      auth: echo k\n");
     let text = sentinel_bearer(&gw, "/v1/responses", "a")
         .json(&json!({"model": "claude-x", "stream": true, "input": [{"role": "user", "content": "weather?"}]}))
         .send()
@@ -482,7 +437,7 @@ async fn responses_api_client_on_anthropic_provider_buffered_and_streamed() {
         .await
         .unwrap();
     let ev = sse_events(&text);
-    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types = event_types(&ev);
     assert_eq!(
         types,
         [
@@ -520,12 +475,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
             "usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": 4}}),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "g",
-        "gemini",
-        &mock,
-        "      auth: echo AIza-plain-key\n",
-    )]));
+    let gw = Gateway::with_provider("g", "gemini", &mock, "      auth: echo AIza-plain-key\n");
     let r = sentinel_post(&gw, "/v1/messages", "g")
         .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 1000, "messages": [{"role": "user", "content": "ls please"}],
                       "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}))
@@ -555,12 +505,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
         gate: None,
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "g",
-        "gemini",
-        &sse,
-        "      auth: echo ya29.oauth\n",
-    )]));
+    let gw = Gateway::with_provider("g", "gemini", &sse, "      auth: echo ya29.oauth\n");
     let text = sentinel_post(&gw, "/v1/messages", "g")
         .json(&json!({"model": "gemini-2.5-pro", "max_tokens": 100, "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
         .send()
@@ -570,7 +515,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
         .await
         .unwrap();
     let ev = sse_events(&text);
-    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types = event_types(&ev);
     assert_eq!(
         types,
         [
@@ -595,12 +540,7 @@ async fn claude_code_on_gemini_provider_buffered_and_streamed_with_key_detection
 async fn gemini_sdk_stream_from_anthropic_provider() {
     let events = anthropic_text_events("msg_g", "claude-x", &["Ciao"], 4, 1);
     let mock = MockUpstream::start(Reply::Sse { events, gate: None }).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let text = client()
         .post(gw.url("/v1beta/models/claude-x:streamGenerateContent?alt=sse"))
         .header("x-goog-api-key", "sk-ant-oat-ccproxy-a")
@@ -637,12 +577,7 @@ async fn compressed_provider_reply_is_forwarded_intact_not_mangled() {
         body: bytes::Bytes::from_static(gz),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let raw = reqwest::Client::builder().no_gzip().build().unwrap();
     let r = raw
         .post(gw.url("/v1/chat/completions"))
@@ -690,12 +625,7 @@ async fn transform_rule_translates_to_its_provider_and_dest_model() {
 #[tokio::test(flavor = "multi_thread")]
 async fn translated_responses_work_for_http2_clients() {
     let mock = MockUpstream::start(anthropic_message()).await;
-    let gw = Gateway::start(&providers(&[provider(
-        "a",
-        "anthropic",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo k\n");
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
@@ -722,12 +652,7 @@ async fn provider_answering_a_stream_request_with_json_still_streams_to_the_clie
             "usage": {"prompt_tokens": 3, "completion_tokens": 2}}),
     })
     .await;
-    let gw = Gateway::start(&providers(&[provider(
-        "oai",
-        "openai",
-        &mock,
-        "      auth: echo k\n",
-    )]));
+    let gw = Gateway::with_provider("oai", "openai", &mock, "      auth: echo k\n");
     let r = sentinel_post(&gw, "/v1/messages", "oai")
         .json(&json!({"model": "local", "max_tokens": 10, "stream": true, "messages": [{"role": "user", "content": "x"}]}))
         .send()
@@ -738,7 +663,7 @@ async fn provider_answering_a_stream_request_with_json_still_streams_to_the_clie
         .unwrap()
         .starts_with("text/event-stream"));
     let ev = sse_events(&r.text().await.unwrap());
-    let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    let types = event_types(&ev);
     assert_eq!(
         types,
         [
