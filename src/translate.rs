@@ -117,6 +117,19 @@ impl Loss {
     }
 }
 
+/// The text of Anthropic content: a string, or the `text` of its blocks joined by newlines.
+pub(crate) fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// Token counts of an Anthropic `usage` object, as the other formats need them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HubUsage {

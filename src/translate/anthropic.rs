@@ -1,20 +1,8 @@
 //! The Anthropic Messages hub → OpenAI Chat Completions: requests for OpenAI-compatible
 //! providers (Claude Code against an OpenAI-style upstream) and responses for OpenAI clients.
 
-use super::{Error, HubUsage, Loss};
+use super::{text_of, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
-}
 
 /// Anthropic blocks of a user turn → OpenAI content parts.
 fn user_parts(blocks: &[Value], at: &str, loss: &mut Loss) -> Vec<Value> {

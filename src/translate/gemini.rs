@@ -5,7 +5,7 @@
 //! thinking blocks (signature kept as the block's `signature`); a signature on a function call
 //! travels inside the tool-use id (`…__ts__<signature>`), the one field every client echoes back.
 
-use super::{Error, HubUsage, Loss};
+use super::{text_of, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -53,18 +53,6 @@ fn strip_schema(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_schema).collect()),
         other => other.clone(),
-    }
-}
-
-fn text_of(content: &Value) -> String {
-    match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
     }
 }
 

@@ -250,26 +250,12 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 }
                 out.insert("tools".into(), Value::Array(tools));
             }
-            "tool_choice" => {
-                let tc = match v {
-                    Value::String(s) if s == "auto" => json!({"type": "auto"}),
-                    Value::String(s) if s == "required" => json!({"type": "any"}),
-                    Value::String(s) if s == "none" => json!({"type": "none"}),
-                    Value::Object(o) => {
-                        let name = o
-                            .get("function")
-                            .and_then(|f| f.get("name"))
-                            .cloned()
-                            .unwrap_or_default();
-                        json!({"type": "tool", "name": name})
-                    }
-                    _ => {
-                        loss.push("tool_choice");
-                        continue;
-                    }
-                };
-                out.insert("tool_choice".into(), tc);
-            }
+            "tool_choice" => match tool_choice_to_anthropic(v) {
+                Some(tc) => {
+                    out.insert("tool_choice".into(), tc);
+                }
+                None => loss.push("tool_choice"),
+            },
             // Applied after the loop: it amends tool_choice, whatever the key order.
             "parallel_tool_calls" => {}
             "user" => {
@@ -290,6 +276,24 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
         }
     }
     Ok(finish_hub(out, obj, system))
+}
+
+/// Anthropic `tool_choice` for an OpenAI one: `auto` / `required` / `none`, or a named
+/// function (`{"function": {"name"}}` in Chat, `{"name"}` in Responses).
+pub(crate) fn tool_choice_to_anthropic(v: &Value) -> Option<Value> {
+    match v {
+        Value::String(s) if s == "auto" => Some(json!({"type": "auto"})),
+        Value::String(s) if s == "required" => Some(json!({"type": "any"})),
+        Value::String(s) if s == "none" => Some(json!({"type": "none"})),
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| o.get("name"))?;
+            Some(json!({"type": "tool", "name": name}))
+        }
+        _ => None,
+    }
 }
 
 /// Thinking budget for an OpenAI reasoning effort.

@@ -5,7 +5,9 @@
 //! error instead of silently losing the history it points to.
 
 use super::anthropic::now;
-use super::openai::{effort_budget, finish_hub, image_block, push_message};
+use super::openai::{
+    effort_budget, finish_hub, image_block, push_message, tool_choice_to_anthropic,
+};
 use super::sse;
 use super::{Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
@@ -154,21 +156,12 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 }
                 out.insert("tools".into(), Value::Array(tools));
             }
-            "tool_choice" => {
-                let tc = match v {
-                    Value::String(s) if s == "auto" => json!({"type": "auto"}),
-                    Value::String(s) if s == "required" => json!({"type": "any"}),
-                    Value::String(s) if s == "none" => json!({"type": "none"}),
-                    Value::Object(o) if o.get("name").is_some() => {
-                        json!({"type": "tool", "name": o["name"]})
-                    }
-                    _ => {
-                        loss.push("tool_choice");
-                        continue;
-                    }
-                };
-                out.insert("tool_choice".into(), tc);
-            }
+            "tool_choice" => match tool_choice_to_anthropic(v) {
+                Some(tc) => {
+                    out.insert("tool_choice".into(), tc);
+                }
+                None => loss.push("tool_choice"),
+            },
             // Applied after the loop: it amends tool_choice, whatever the key order.
             "parallel_tool_calls" => {}
             "reasoning" => match v
