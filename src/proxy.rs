@@ -207,6 +207,9 @@ impl Gateway {
         let Ok(r) = route::resolve(&self.config, req, &ctx.body, &ctx.meta) else {
             return Ok(false);
         };
+        let r = Arc::new(r);
+        // Either way the route is known now; upstream_peer reuses it.
+        ctx.route = Some(r.clone());
         if r.translation.is_none() {
             return Ok(false);
         }
@@ -217,7 +220,6 @@ impl Gateway {
             ));
         };
         let n = translate::estimate_input_tokens(body);
-        ctx.route = Some(r);
         ctx.synthetic = true;
         ctx.status = 200;
         let body = Bytes::from(serde_json::json!({"input_tokens": n}).to_string());
@@ -568,8 +570,10 @@ impl ProxyHttp for Gateway {
     ) -> Result<Box<HttpPeer>> {
         let route = match ctx.route.clone() {
             Some(r) => r,
-            None => route::resolve(&self.config, session.req_header(), &ctx.body, &ctx.meta)
-                .map_err(|e| self.fail(ctx, e))?,
+            None => Arc::new(
+                route::resolve(&self.config, session.req_header(), &ctx.body, &ctx.meta)
+                    .map_err(|e| self.fail(ctx, e))?,
+            ),
         };
         let addr = self
             .resolver

@@ -12,6 +12,7 @@ use crate::hooks::{Body, Overrides, RequestMeta};
 use crate::translate::stream::StreamTranslator;
 use crate::translate::Loss;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// State of one request.
@@ -22,7 +23,8 @@ pub struct RequestCtx {
     pub meta: RequestMeta,
     pub body: Body,
     pub overrides: Overrides,
-    pub route: Option<Route>,
+    /// Resolved once (in `upstream_peer`, or earlier for local count_tokens) and shared.
+    pub route: Option<Arc<Route>>,
     /// An error to answer with, rendered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
     /// The body to send upstream when hooks changed it.
