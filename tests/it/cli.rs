@@ -1,8 +1,7 @@
 //! The `ccproxy` binary: init, status, run, logs, start/stop, config errors, help, and the
 //! shipped configs.
 
-use crate::support::mock::free_port;
-use crate::support::{bin, config_yaml, Gateway};
+use crate::support::{bin, config_yaml, gateway_port, Gateway};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -108,7 +107,7 @@ fn config_errors_fail_startup_with_one_line_naming_file_and_key() {
 #[test]
 fn status_reports_down_with_exit_bitmask_and_pipeline_json() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
+    let port = gateway_port();
     std::fs::write(
         dir.path().join("ccproxy.yaml"),
         format!("ccproxy:\n  port: {port}\n  metrics: null\n  hooks:\n    outbound:\n      - {{hook: commitbee_compat, after: [verbose_mode]}}\n      - verbose_mode\n"),
@@ -247,7 +246,7 @@ fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
 #[test]
 fn start_serves_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (gateway_port(), gateway_port());
     std::fs::write(
         dir.path().join("ccproxy.yaml"),
         config_yaml(port, mport, "").replace("log_file: null", "log_file: gw.log"),
@@ -276,7 +275,7 @@ async fn system_trust_comes_from_ssl_cert_file_or_the_distro_bundle() {
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (port, mport) = (free_port(), free_port());
+    let (port, mport) = (gateway_port(), gateway_port());
     let providers = format!(
         "  providers:\n    p:\n      host: localhost:{}\n      provider: anthropic\n      auth: echo t\n",
         mock.port()

@@ -1,7 +1,9 @@
 //! Upstream failures become JSON errors in the client's API format with 502/504.
 
-use crate::support::mock::{closed_port, MockUpstream, Reply};
-use crate::support::{json, provider, providers, sentinel_bearer, sentinel_post, Gateway};
+use crate::support::mock::{MockUpstream, Reply};
+use crate::support::{
+    gateway_port, json, provider, providers, sentinel_bearer, sentinel_post, Gateway,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -13,7 +15,8 @@ fn dead_provider(port: u16) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_refused_is_502_in_anthropic_shape() {
-    let port = closed_port().await;
+    // Nobody listens there, and no other test will (see gateway_port).
+    let port = gateway_port();
     let gw = Gateway::start(&dead_provider(port));
     let r = sentinel_post(&gw, "/v1/messages", "dead")
         .json(&json!({"model": "m"}))
@@ -33,7 +36,8 @@ async fn connection_refused_is_502_in_anthropic_shape() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_refused_is_502_in_openai_shape() {
-    let port = closed_port().await;
+    // Nobody listens there, and no other test will (see gateway_port).
+    let port = gateway_port();
     let gw = Gateway::start(&dead_provider(port));
     let r = sentinel_bearer(&gw, "/v1/chat/completions", "deadai")
         .json(&json!({"model": "m", "messages": []}))

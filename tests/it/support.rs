@@ -11,6 +11,28 @@ use ccproxy::proxy::server::{spawn, GatewayHandle};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// A port for a ccproxy listener: below the kernel's ephemeral range (32768+), so no mock
+/// (bound to port 0) and no client socket can take it between this probe and the gateway's
+/// own bind; a process-wide counter keeps this test process's gateways apart, and the probe
+/// skips ports other processes hold.
+pub fn gateway_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 500) as u16 * 20,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    loop {
+        let p = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = if p >= 32_000 { 20_000 + p % 12_000 } else { p };
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
 /// A gateway running in this process.
 pub struct Gateway {
     pub handle: Option<GatewayHandle>,
@@ -47,7 +69,7 @@ impl Gateway {
     /// Start with the config written into `dir` (which may hold files the config names).
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Self {
         for _ in 0..5 {
-            let (port, mport) = (mock::free_port(), mock::free_port());
+            let (port, mport) = (gateway_port(), gateway_port());
             let file = dir.path().join("ccproxy.yaml");
             std::fs::write(&file, config_yaml(port, mport, body)).unwrap();
             let loc = ConfigLocation {
