@@ -1,12 +1,12 @@
 //! Translator micro-benchmarks (divan): `cargo bench --bench translate`.
 //!
-//! Request translation on a 2 KB chat body and on a ~300 KB Claude-Code-like body with 40 tools,
-//! in both OpenAI ⇄ Anthropic directions, plus response and stream translation. divan prints the
+//! Request translation on a 2 KB chat body and on a ~300 KB Claude-Code-like body with 40 tools
+//! (OpenAI → Anthropic, Anthropic → OpenAI, Anthropic → Gemini), alone and from client bytes to
+//! upstream bytes, plus response and stream translation. divan prints the
 //! time per call (µs per request).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use ccproxy::config::file::ApiFamily;
 use ccproxy::translate::stream::StreamTranslator;
 use ccproxy::translate::{self, Format, Loss, RequestInfo};
 use serde_json::{json, Value};
@@ -57,36 +57,40 @@ fn large_openai() -> &'static Value {
 fn to_anthropic(v: &Value) -> Value {
     translate::request(
         Format::OpenAi,
-        ApiFamily::Anthropic,
-        v,
+        Format::Anthropic,
+        v.clone(),
         &RequestInfo::default(),
     )
     .unwrap()
     .body
 }
 
-#[divan::bench(args = ["2KB", "300KB"])]
-fn openai_to_anthropic_request(size: &str) {
-    let v = if size == "2KB" {
+fn body(size: &str) -> &'static Value {
+    if size == "2KB" {
         small_openai()
     } else {
         large_openai()
-    };
-    divan::black_box(to_anthropic(divan::black_box(v)));
+    }
 }
 
+/// The same request as an Anthropic body (Claude Code's own format).
+fn anthropic_body(size: &str) -> &'static Value {
+    static SMALL: OnceLock<Value> = OnceLock::new();
+    static LARGE: OnceLock<Value> = OnceLock::new();
+    let cell = if size == "2KB" { &SMALL } else { &LARGE };
+    cell.get_or_init(|| to_anthropic(body(size)))
+}
+
+/// Translation alone: the tree in, the translated tree out (the input is consumed, so each
+/// run gets a fresh copy made outside the timing).
 #[divan::bench(args = ["2KB", "300KB"])]
-fn anthropic_to_openai_request(bencher: divan::Bencher<'_, '_>, size: &str) {
-    let hub = to_anthropic(if size == "2KB" {
-        small_openai()
-    } else {
-        large_openai()
-    });
-    bencher.bench(|| {
+fn openai_to_anthropic_request(bencher: divan::Bencher<'_, '_>, size: &str) {
+    let v = body(size);
+    bencher.with_inputs(|| v.clone()).bench_values(|v| {
         translate::request(
+            Format::OpenAi,
             Format::Anthropic,
-            ApiFamily::Openai,
-            divan::black_box(&hub),
+            v,
             &RequestInfo::default(),
         )
         .unwrap()
@@ -94,24 +98,76 @@ fn anthropic_to_openai_request(bencher: divan::Bencher<'_, '_>, size: &str) {
 }
 
 #[divan::bench(args = ["2KB", "300KB"])]
-fn openai_to_anthropic_request_from_bytes(bencher: divan::Bencher<'_, '_>, size: &str) {
-    // What the gateway does per request: parse the client's bytes, translate, serialize.
-    let bytes = serde_json::to_vec(if size == "2KB" {
-        small_openai()
-    } else {
-        large_openai()
-    })
-    .unwrap();
-    bencher.bench(|| {
-        let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
-        let t = translate::request(
+fn anthropic_to_openai_request(bencher: divan::Bencher<'_, '_>, size: &str) {
+    let hub = anthropic_body(size);
+    bencher.with_inputs(|| hub.clone()).bench_values(|v| {
+        translate::request(
+            Format::Anthropic,
             Format::OpenAi,
-            ApiFamily::Anthropic,
-            &v,
+            v,
             &RequestInfo::default(),
         )
-        .unwrap();
+        .unwrap()
+    });
+}
+
+#[divan::bench(args = ["2KB", "300KB"])]
+fn anthropic_to_gemini_request(bencher: divan::Bencher<'_, '_>, size: &str) {
+    let hub = anthropic_body(size);
+    bencher.with_inputs(|| hub.clone()).bench_values(|v| {
+        translate::request(
+            Format::Anthropic,
+            Format::Gemini,
+            v,
+            &RequestInfo::default(),
+        )
+        .unwrap()
+    });
+}
+
+/// What the gateway does per translated request: parse the client's bytes, translate,
+/// serialize the upstream bytes.
+fn bytes_to_bytes(bencher: divan::Bencher<'_, '_>, from: Format, to: Format, v: &Value) {
+    let bytes = serde_json::to_vec(v).unwrap();
+    bencher.bench(|| {
+        let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
+        let t = translate::request(from, to, v, &RequestInfo::default()).unwrap();
         serde_json::to_vec(&t.body).unwrap()
+    });
+}
+
+#[divan::bench(args = ["2KB", "300KB"])]
+fn openai_to_anthropic_request_from_bytes(bencher: divan::Bencher<'_, '_>, size: &str) {
+    bytes_to_bytes(bencher, Format::OpenAi, Format::Anthropic, body(size));
+}
+
+#[divan::bench(args = ["2KB", "300KB"])]
+fn anthropic_to_openai_request_from_bytes(bencher: divan::Bencher<'_, '_>, size: &str) {
+    bytes_to_bytes(
+        bencher,
+        Format::Anthropic,
+        Format::OpenAi,
+        anthropic_body(size),
+    );
+}
+
+#[divan::bench(args = ["2KB", "300KB"])]
+fn anthropic_to_gemini_request_from_bytes(bencher: divan::Bencher<'_, '_>, size: &str) {
+    bytes_to_bytes(
+        bencher,
+        Format::Anthropic,
+        Format::Gemini,
+        anthropic_body(size),
+    );
+}
+
+/// The floor under the two above: parsing and serializing the body without translating it.
+#[divan::bench(args = ["2KB", "300KB"])]
+fn parse_and_serialize_only(bencher: divan::Bencher<'_, '_>, size: &str) {
+    let bytes = serde_json::to_vec(anthropic_body(size)).unwrap();
+    bencher.bench(|| {
+        let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
+        serde_json::to_vec(&v).unwrap()
     });
 }
 
@@ -122,9 +178,9 @@ fn anthropic_to_openai_response() {
         "usage": {"input_tokens": 12, "output_tokens": 7}});
     divan::black_box(
         translate::response(
-            ApiFamily::Anthropic,
+            Format::Anthropic,
             Format::OpenAi,
-            &body,
+            body,
             "m",
             &mut Loss::default(),
         )
@@ -143,7 +199,7 @@ fn anthropic_to_openai_stream_64_events(bencher: divan::Bencher<'_, '_>) {
     s.push_str("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":64}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n");
     let bytes = s.into_bytes();
     bencher.bench(|| {
-        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap();
         let mut out = Vec::with_capacity(bytes.len() * 2);
         for chunk in bytes.chunks(512) {
             out.extend(t.push(chunk));

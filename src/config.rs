@@ -3,14 +3,15 @@
 //! Precedence, highest first: `--config DIR` (location only) > `CCPROXY_HOST` / `CCPROXY_PORT`
 //! (those two keys only) > the YAML file > built-in defaults. A missing file means defaults.
 //! Every error names the file and the key path (`ccproxy.yaml: providers.anthropic.auth: …`).
-//! Regexes are compiled, hooks built and ordered, CA files loaded, all here, once.
+//! Regexes are compiled and CA files loaded here, once. The config is data: the hook pipeline and
+//! the stateful credential sources are built from it by the server (`proxy::server`).
 
 pub mod file;
 pub mod paths;
 
-use crate::creds::{CredentialSource, SourceKind};
-use crate::hooks::{self, Pipeline};
-use file::{ApiFamily, FileConfig, RootConfig, RuleAction, Scheme};
+use crate::creds::{SourceKind, SourceSpec, DEFAULT_COMMAND_CACHE};
+use crate::translate::Format;
+use file::{FileConfig, HooksConfig, RootConfig, RuleAction, Scheme};
 use indexmap::IndexMap;
 use pingora::tls::x509::X509;
 use regex::Regex;
@@ -83,19 +84,17 @@ impl LogLevel {
 
 /// A resolved upstream provider.
 pub struct Provider {
-    pub name: String,
-    pub family: ApiFamily,
-    pub scheme: Scheme,
-    /// Host name or IP, without port.
-    pub host: String,
-    pub port: u16,
-    /// `host[:port]` as it goes in the `Host` header.
-    pub authority: String,
+    pub name: Arc<str>,
+    /// The API format the provider speaks (never `Responses`).
+    pub family: Format,
+    pub dest: Destination,
     /// Path template (`{model}`, `{action}`); `None` keeps the client's path.
     pub path: Option<String>,
-    pub auth: Option<CredentialSource>,
+    pub auth: Option<SourceSpec>,
     /// Trust roots: system roots plus any `ca_file`; `None` = BoringSSL's default paths.
     pub trust: Option<Arc<CaList>>,
+    /// Connection-pool key: upstream connections are never shared between providers.
+    pub pool_key: u64,
 }
 
 impl fmt::Debug for Provider {
@@ -103,11 +102,43 @@ impl fmt::Debug for Provider {
         f.debug_struct("Provider")
             .field("name", &self.name)
             .field("family", &self.family)
-            .field("scheme", &self.scheme)
-            .field("authority", &self.authority)
+            .field("dest", &self.dest)
             .field("path", &self.path)
             .field("auth", &self.auth)
             .finish_non_exhaustive()
+    }
+}
+
+/// Where requests go on the wire: scheme, host, port and the `Host` header value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub scheme: Scheme,
+    /// Host name or IP, without port or brackets.
+    pub host: Arc<str>,
+    pub port: u16,
+    /// `host[:port]` as it goes in the `Host` header (port only when not the scheme's default).
+    pub authority: Arc<str>,
+}
+
+impl Destination {
+    /// `host[:port]` parsed for `scheme` (its default port when none is given).
+    pub fn parse(scheme: Scheme, host_port: &str) -> Option<Self> {
+        let (host, port) = split_authority(host_port.trim())?;
+        if host.is_empty() {
+            return None;
+        }
+        let port = port.unwrap_or(scheme.default_port());
+        let authority = if scheme.default_port() == port {
+            bracket(&host)
+        } else {
+            format!("{}:{port}", bracket(&host))
+        };
+        Some(Self {
+            scheme,
+            host: host.into(),
+            port,
+            authority: authority.into(),
+        })
     }
 }
 
@@ -120,17 +151,20 @@ pub struct Rule {
     pub match_model: Option<Regex>,
     pub action: RuleAction,
     pub dest_provider: Option<String>,
-    pub dest_host: Option<String>,
+    /// `dest_host`, resolved against `dest_provider`'s scheme (else https).
+    pub dest_host: Option<Destination>,
     pub dest_path: Option<String>,
     pub dest_model: Option<String>,
 }
 
-/// Upstream timeouts.
+/// Upstream and client timeouts.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
     pub shutdown_seconds: u64,
+    /// Longest client silence before its first request bytes and between body reads.
+    pub client_read: Duration,
 }
 
 /// The validated runtime configuration.
@@ -145,13 +179,17 @@ pub struct Config {
     pub log_file: Option<PathBuf>,
     pub threads: usize,
     pub max_request_body_bytes: u64,
+    /// Budget for request bodies buffered at once, over all requests.
+    pub max_buffered_body_bytes: u64,
+    /// Cap on a provider response (or one SSE event) held for translation.
+    pub max_response_buffer_bytes: u64,
     pub timeouts: Timeouts,
     pub providers: ProviderTable,
     pub rules: Vec<Rule>,
     /// Trust roots for upstreams without a provider (system roots + global `ca_file`).
     pub trust: Option<Arc<CaList>>,
-    pub hooks: file::HooksConfig,
-    pub pipeline: Pipeline,
+    /// The configured hook lists (built into a pipeline by the server).
+    pub hooks: HooksConfig,
 }
 
 impl fmt::Debug for Config {
@@ -210,6 +248,11 @@ impl Config {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// A config error at `path`, for checks made after loading (the hook pipeline).
+    pub fn invalid(&self, path: impl Into<String>, message: impl Into<String>) -> Error {
+        invalid(&display_name(&self.location.file), path, message)
     }
 
     /// Base URL clients use (`http://host:port`, no `/v1`).
@@ -373,6 +416,19 @@ fn resolve(
     if raw.max_request_body_bytes == 0 {
         return Err(invalid(fname, "max_request_body_bytes", "must be > 0"));
     }
+    if raw.max_buffered_body_bytes < raw.max_request_body_bytes {
+        return Err(invalid(
+            fname,
+            "max_buffered_body_bytes",
+            format!(
+                "must be at least max_request_body_bytes ({}), or no body of the largest allowed size could ever be buffered",
+                raw.max_request_body_bytes
+            ),
+        ));
+    }
+    if raw.max_response_buffer_bytes == 0 {
+        return Err(invalid(fname, "max_response_buffer_bytes", "must be > 0"));
+    }
     let secs = |path: &str, v: f64| {
         if v.is_finite() && v > 0.0 {
             Ok(Duration::from_secs_f64(v))
@@ -384,6 +440,10 @@ fn resolve(
         connect: secs("timeouts.connect_seconds", raw.timeouts.connect_seconds)?,
         read: secs("timeouts.read_seconds", raw.timeouts.read_seconds)?,
         shutdown_seconds: raw.timeouts.shutdown_seconds,
+        client_read: secs(
+            "timeouts.client_read_seconds",
+            raw.timeouts.client_read_seconds,
+        )?,
     };
 
     let global_ca = raw
@@ -404,17 +464,23 @@ fn resolve(
     let mut providers = ProviderTable::new();
     for (name, p) in raw.providers {
         let at = |k: &str| format!("providers.{name}.{k}");
-        let (host, port) = split_authority(p.host.trim()).ok_or_else(|| {
+        if p.host.trim().is_empty() {
+            return Err(invalid(fname, at("host"), "must not be empty"));
+        }
+        let dest = Destination::parse(p.scheme, &p.host).ok_or_else(|| {
             invalid(
                 fname,
                 at("host"),
                 format!("\"{}\" is not host[:port]", p.host),
             )
         })?;
-        if host.is_empty() {
-            return Err(invalid(fname, at("host"), "must not be empty"));
+        if !p.provider.is_provider_format() {
+            return Err(invalid(
+                fname,
+                at("provider"),
+                "\"responses\" is a client format (OpenAI's /v1/responses, served by openai providers); a provider speaks anthropic, openai or gemini",
+            ));
         }
-        let port = port.unwrap_or(p.scheme.default_port());
         if let Some(path) = &p.path {
             if !path.starts_with('/') {
                 return Err(invalid(fname, at("path"), "must start with /"));
@@ -442,11 +508,13 @@ fn resolve(
                     (None, Some(f)) => SourceKind::File(paths::relative_to(&dir, &f)),
                     _ => return Err(invalid(fname, at("auth"), "needs `command` or `file`")),
                 };
-                Some(CredentialSource::new(
+                Some(SourceSpec {
                     kind,
                     header,
-                    a.cache_seconds.map(Duration::from_secs),
-                ))
+                    ttl: a
+                        .cache_seconds
+                        .map_or(DEFAULT_COMMAND_CACHE, Duration::from_secs),
+                })
             }
         };
         let own_ca = p
@@ -465,20 +533,19 @@ fn resolve(
             }
             None => global_trust.clone(),
         };
-        let authority = if p.scheme.default_port() == port {
-            bracket(&host)
-        } else {
-            format!("{}:{port}", bracket(&host))
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            name.hash(&mut h);
+            h.finish()
         };
         providers.insert(
             name.clone(),
             Arc::new(Provider {
-                name,
+                pool_key,
+                name: name.into(),
                 family: p.provider,
-                scheme: p.scheme,
-                host,
-                port,
-                authority,
+                dest,
                 path: p.path,
                 auth,
                 trust,
@@ -507,15 +574,23 @@ fn resolve(
                 "redirect needs dest_provider or dest_host",
             ));
         }
-        if let Some(h) = &r.dest_host {
-            if split_authority(h).is_none() {
-                return Err(invalid(
-                    fname,
-                    at("dest_host"),
-                    format!("\"{h}\" is not host[:port]"),
-                ));
+        let dest_host = match &r.dest_host {
+            Some(h) => {
+                let scheme = r
+                    .dest_provider
+                    .as_ref()
+                    .and_then(|p| providers.get(p))
+                    .map_or(Scheme::Https, |p| p.dest.scheme);
+                Some(Destination::parse(scheme, h).ok_or_else(|| {
+                    invalid(
+                        fname,
+                        at("dest_host"),
+                        format!("\"{h}\" is not host[:port]"),
+                    )
+                })?)
             }
-        }
+            None => None,
+        };
         rules.push(Rule {
             index: i,
             match_host: compile(fname, at("match_host"), &r.match_host)?,
@@ -523,14 +598,13 @@ fn resolve(
             match_model: compile(fname, at("match_model"), &r.match_model)?,
             action: r.action,
             dest_provider: r.dest_provider,
-            dest_host: r.dest_host,
+            dest_host,
             dest_path: r.dest_path,
             dest_model: r.dest_model,
         });
     }
 
-    let hooks_cfg = raw.hooks.unwrap_or_else(hooks::default_hooks);
-    let pipeline = Pipeline::build(&hooks_cfg).map_err(|e| invalid(fname, e.path, e.message))?;
+    let hooks = raw.hooks.unwrap_or_else(HooksConfig::builtin_default);
 
     let threads = raw
         .threads
@@ -552,12 +626,13 @@ fn resolve(
         log_file,
         threads,
         max_request_body_bytes: raw.max_request_body_bytes,
+        max_buffered_body_bytes: raw.max_buffered_body_bytes,
+        max_response_buffer_bytes: raw.max_response_buffer_bytes,
         timeouts,
         providers,
         rules,
         trust,
-        hooks: hooks_cfg,
-        pipeline,
+        hooks,
     })
 }
 
@@ -626,23 +701,6 @@ mod tests {
     }
 
     #[test]
-    fn unknown_hook_names_entry() {
-        let e = err("ccproxy:\n  hooks:\n    outbound: [verbose_mode, shape]\n");
-        assert!(
-            e.starts_with("ccproxy.yaml: hooks.outbound[1]: unknown hook \"shape\""),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn bad_hook_params_name_hook_and_key() {
-        let e = err("ccproxy:\n  hooks:\n    outbound:\n      - hook: verbose_mode\n        params: {strip_prefix: [x]}\n");
-        assert!(e.contains("hooks.outbound[0].params"), "{e}");
-        assert!(e.contains("verbose_mode"), "{e}");
-        assert!(e.contains("strip_prefix"), "{e}");
-    }
-
-    #[test]
     fn bare_hook_list_is_inbound() {
         let c = load("ccproxy:\n  hooks: [forward_oauth]\n").unwrap();
         assert_eq!(c.hooks.inbound.len(), 1);
@@ -653,10 +711,10 @@ mod tests {
     fn auth_string_is_a_command_and_host_port_is_split() {
         let c = load("ccproxy:\n  providers:\n    local:\n      host: 127.0.0.1:8080\n      scheme: http\n      provider: openai\n      auth: echo hi\n").unwrap();
         let p = &c.providers["local"];
-        assert_eq!((p.host.as_str(), p.port), ("127.0.0.1", 8080));
-        assert_eq!(p.authority, "127.0.0.1:8080");
+        assert_eq!((&*p.dest.host, p.dest.port), ("127.0.0.1", 8080));
+        assert_eq!(&*p.dest.authority, "127.0.0.1:8080");
         assert_eq!(
-            p.auth.as_ref().map(|a| a.kind().clone()),
+            p.auth.as_ref().map(|a| a.kind.clone()),
             Some(SourceKind::Command("echo hi".into()))
         );
     }
@@ -706,5 +764,20 @@ mod tests {
         assert_eq!(split_authority("[::1]:81"), Some(("::1".into(), Some(81))));
         assert_eq!(split_authority("a:b"), None);
         assert_eq!(split_authority("a/b"), None);
+    }
+
+    #[test]
+    fn responses_is_not_a_provider_format() {
+        let e = err("ccproxy:\n  providers:\n    x:\n      host: a\n      provider: responses\n");
+        assert!(
+            e.starts_with("ccproxy.yaml: providers.x.provider: \"responses\" is a client format"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn body_budget_below_the_body_limit_is_rejected() {
+        let e = err("ccproxy:\n  max_request_body_bytes: 1000\n  max_buffered_body_bytes: 999\n");
+        assert!(e.starts_with("ccproxy.yaml: max_buffered_body_bytes: must be at least max_request_body_bytes (1000)"), "{e}");
     }
 }

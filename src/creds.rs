@@ -1,12 +1,19 @@
-//! Provider credentials: where they come from ([`CredentialSource`]) and the resolved value
-//! ([`Secret`]).
+//! Provider credentials: where they come from ([`SourceSpec`], plain config data), the stateful
+//! sources that resolve and cache them ([`CredentialSource`], held in the server-owned
+//! [`Store`]), the resolved value ([`Secret`]), and how a credential goes on the wire
+//! ([`inject`]). Also the sentinel key that names a provider instead of carrying a key
+//! ([`sentinel_provider`]).
 //!
 //! A source is a shell command (`sh -c`, 5 s timeout, trimmed stdout) or a file (trimmed
 //! content). Resolution is single-flight per provider and cached: a command result for
 //! `cache_seconds` (default 30 s, `0` = run on every request as the original did), a file until its
-//! modification time or size changes. Secrets never reach logs: [`Secret`]'s `Debug` is redacted
-//! and errors carry no credential bytes.
+//! modification time or size changes. Secrets never reach logs: [`Secret`]'s `Debug` is redacted,
+//! injected header values are marked sensitive, and errors carry no credential bytes.
 
+use crate::translate::Format;
+use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use pingora_http::RequestHeader;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -17,6 +24,188 @@ use std::time::{Duration, Instant, SystemTime};
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default reuse window of a command's output.
 pub const DEFAULT_COMMAND_CACHE: Duration = Duration::from_secs(30);
+
+/// Prefix of a sentinel key; the rest names the provider.
+pub const SENTINEL_PREFIX: &str = "sk-ant-oat-ccproxy-";
+
+/// Headers that may carry a client API key, in sentinel lookup order.
+pub const AUTH_HEADERS: [&str; 3] = ["x-api-key", "x-goog-api-key", "authorization"];
+
+/// Anthropic OAuth (subscription) access tokens start with this.
+pub const ANTHROPIC_OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
+
+/// Google OAuth access tokens start with this; anything else for Gemini is an API key.
+pub const GOOGLE_OAUTH_TOKEN_PREFIX: &str = "ya29.";
+
+/// The beta Anthropic requires for OAuth access tokens sent as `Authorization: Bearer`.
+pub const ANTHROPIC_OAUTH_BETA: &str = "oauth-2025-04-20";
+
+/// The provider named by a sentinel key in the request's auth headers, if any
+/// (`x-api-key`, then `x-goog-api-key`, then `Authorization: Bearer`, case-insensitive scheme).
+pub fn sentinel_provider(headers: &RequestHeader) -> Option<&str> {
+    AUTH_HEADERS.iter().find_map(|h| {
+        let v = headers.headers.get(*h)?.to_str().ok()?.trim();
+        let v = if *h == "authorization" {
+            strip_bearer(v)?
+        } else {
+            v
+        };
+        v.strip_prefix(SENTINEL_PREFIX).filter(|n| !n.is_empty())
+    })
+}
+
+fn strip_bearer(v: &str) -> Option<&str> {
+    let (scheme, rest) = v.split_at_checked(7)?;
+    scheme.eq_ignore_ascii_case("bearer ").then(|| rest.trim())
+}
+
+/// Whether any auth header still carries a sentinel key.
+pub fn carries_sentinel(headers: &RequestHeader) -> bool {
+    AUTH_HEADERS.iter().any(|h| {
+        headers
+            .headers
+            .get_all(*h)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)))
+    })
+}
+
+/// Remove every auth header that carries a sentinel key (the client's other keys stay).
+pub fn strip_sentinels(headers: &mut RequestHeader) {
+    for h in AUTH_HEADERS {
+        let has = headers
+            .headers
+            .get_all(h)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)));
+        if has {
+            headers.remove_header(h);
+        }
+    }
+}
+
+/// Remove every client key (`x-api-key`, `x-goog-api-key`, `authorization`).
+pub fn strip_client_keys(headers: &mut RequestHeader) {
+    for h in AUTH_HEADERS {
+        headers.remove_header(h);
+    }
+}
+
+/// Why a credential could not be put on a request.
+#[derive(Debug, thiserror::Error)]
+pub enum InjectError {
+    #[error("the provider credential is not a valid header value")]
+    InvalidValue,
+    #[error("cannot set the credential header: {0}")]
+    Header(String),
+}
+
+/// Put `secret` on `headers` the way a provider speaking `family` expects, removing the other
+/// auth headers:
+/// - `header` set: the raw credential in that header;
+/// - Gemini without `header`: OAuth access tokens (`ya29.…`) as `Authorization: Bearer`, API keys
+///   in `x-goog-api-key` (the header form of `?key=`);
+/// - otherwise `Authorization: Bearer <credential>`; an Anthropic OAuth token sent that way also
+///   gets the `oauth-2025-04-20` beta, which the API requires for subscription tokens.
+pub fn inject(
+    headers: &mut RequestHeader,
+    family: Format,
+    header: Option<&HeaderName>,
+    secret: &Secret,
+) -> Result<(), InjectError> {
+    let raw = secret.expose();
+    let goog = HeaderName::from_static("x-goog-api-key");
+    let target = match header {
+        Some(h) => Some(h),
+        None if family == Format::Gemini && !raw.starts_with(GOOGLE_OAUTH_TOKEN_PREFIX) => {
+            Some(&goog)
+        }
+        None => None,
+    };
+    let (name, value) = match target {
+        Some(h) => (h.clone(), HeaderValue::from_str(raw)),
+        None => (
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {raw}")),
+        ),
+    };
+    let mut value = value.map_err(|_| InjectError::InvalidValue)?;
+    value.set_sensitive(true);
+    for h in AUTH_HEADERS {
+        if h != name.as_str() {
+            headers.remove_header(h);
+        }
+    }
+    headers
+        .insert_header(name, value)
+        .map_err(|e| InjectError::Header(e.to_string()))?;
+    if family == Format::Anthropic
+        && target.is_none()
+        && raw.starts_with(ANTHROPIC_OAUTH_TOKEN_PREFIX)
+    {
+        ensure_beta(headers, ANTHROPIC_OAUTH_BETA)?;
+    }
+    Ok(())
+}
+
+/// Add `beta` to the comma-separated `anthropic-beta` header unless present.
+pub fn ensure_beta(headers: &mut RequestHeader, beta: &str) -> Result<(), InjectError> {
+    let current = headers
+        .headers
+        .get("anthropic-beta")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .trim();
+    if current.split(',').any(|b| b.trim() == beta) {
+        return Ok(());
+    }
+    let next = if current.is_empty() {
+        beta.to_owned()
+    } else {
+        format!("{current},{beta}")
+    };
+    headers
+        .insert_header("anthropic-beta", next)
+        .map_err(|e| InjectError::Header(e.to_string()))
+}
+
+/// Where a provider's credential comes from and how it is used: config data, no state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    pub kind: SourceKind,
+    /// Header the raw credential goes in; `None` = `Authorization: Bearer` (see [`inject`]).
+    pub header: Option<HeaderName>,
+    /// How long a command's output is reused.
+    pub ttl: Duration,
+}
+
+/// The credential sources of every provider with `auth`, owned by the running server.
+#[derive(Debug, Default)]
+pub struct Store {
+    sources: HashMap<String, Arc<CredentialSource>>,
+}
+
+impl Store {
+    /// A store with one source per `(provider name, spec)`.
+    pub fn new<'a>(specs: impl IntoIterator<Item = (&'a str, &'a SourceSpec)>) -> Self {
+        Self {
+            sources: specs
+                .into_iter()
+                .map(|(name, spec)| {
+                    (
+                        name.to_owned(),
+                        Arc::new(CredentialSource::new(spec.clone())),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// The source of `provider`, if it has `auth`.
+    pub fn get(&self, provider: &str) -> Option<&Arc<CredentialSource>> {
+        self.sources.get(provider)
+    }
+}
 
 /// A credential value. `Debug` and `Display` never show it.
 #[derive(Clone, PartialEq, Eq)]
@@ -92,9 +281,7 @@ struct Cached {
 
 /// A credential source with its cache.
 pub struct CredentialSource {
-    kind: SourceKind,
-    header: Option<http::HeaderName>,
-    ttl: Duration,
+    spec: SourceSpec,
     state: Arc<State>,
 }
 
@@ -108,30 +295,26 @@ struct State {
 impl fmt::Debug for CredentialSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialSource")
-            .field("kind", &self.kind)
-            .field("header", &self.header)
-            .field("ttl", &self.ttl)
+            .field("spec", &self.spec)
             .finish_non_exhaustive()
     }
 }
 
 impl CredentialSource {
-    pub fn new(kind: SourceKind, header: Option<http::HeaderName>, ttl: Option<Duration>) -> Self {
+    pub fn new(spec: SourceSpec) -> Self {
         Self {
-            kind,
-            header,
-            ttl: ttl.unwrap_or(DEFAULT_COMMAND_CACHE),
+            spec,
             state: Arc::default(),
         }
     }
 
     pub fn kind(&self) -> &SourceKind {
-        &self.kind
+        &self.spec.kind
     }
 
     /// The header the credential goes in; `None` = `Authorization: Bearer`.
     pub fn header(&self) -> Option<&http::HeaderName> {
-        self.header.as_ref()
+        self.spec.header.as_ref()
     }
 
     /// Forget the cached value so the next [`resolve`](Self::resolve) reads the source again.
@@ -161,14 +344,14 @@ impl CredentialSource {
         if let Lookup::Fresh(s) = self.lookup(stamp) {
             return Ok(s);
         }
-        fetch(&self.kind, &self.state, stamp).await
+        fetch(&self.spec.kind, &self.state, stamp).await
     }
 
     fn refresh_in_background(&self) {
         let Ok(guard) = self.state.refresh.clone().try_lock_owned() else {
             return; // a refresh is already running
         };
-        let (kind, state) = (self.kind.clone(), self.state.clone());
+        let (kind, state) = (self.spec.kind.clone(), self.state.clone());
         tokio::spawn(async move {
             let _guard = guard;
             if let Err(e) = fetch(&kind, &state, None).await {
@@ -184,16 +367,16 @@ impl CredentialSource {
         let Some(c) = guard.as_ref() else {
             return Lookup::Missing;
         };
-        match self.kind {
+        match self.spec.kind {
             SourceKind::File(_) if stamp.is_some() && c.file_stamp == stamp => {
                 Lookup::Fresh(c.secret.clone())
             }
             SourceKind::File(_) => Lookup::Missing,
             SourceKind::Command(_) => {
                 let age = c.fetched.elapsed();
-                if age < self.ttl {
+                if age < self.spec.ttl {
                     Lookup::Fresh(c.secret.clone())
-                } else if age < self.ttl * 2 {
+                } else if age < self.spec.ttl * 2 {
                     Lookup::Stale(c.secret.clone())
                 } else {
                     Lookup::Missing
@@ -203,7 +386,7 @@ impl CredentialSource {
     }
 
     fn file_stamp(&self) -> Option<(SystemTime, u64)> {
-        match &self.kind {
+        match &self.spec.kind {
             SourceKind::File(p) => {
                 let m = std::fs::metadata(p).ok()?;
                 Some((m.modified().ok()?, m.len()))
@@ -294,6 +477,14 @@ async fn read_file(path: &PathBuf) -> Result<String, Error> {
 mod tests {
     use super::*;
 
+    fn spec(kind: SourceKind, ttl: Option<Duration>) -> SourceSpec {
+        SourceSpec {
+            kind,
+            header: None,
+            ttl: ttl.unwrap_or(DEFAULT_COMMAND_CACHE),
+        }
+    }
+
     #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::new("sk-very-secret");
@@ -305,7 +496,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let counter = dir.path().join("n");
         let cmd = format!("echo x >> {0}; echo '  tok123  '", counter.display());
-        let src = CredentialSource::new(SourceKind::Command(cmd), None, None);
+        let src = CredentialSource::new(spec(SourceKind::Command(cmd), None));
         assert_eq!(src.resolve().await.unwrap().expose(), "tok123");
         assert_eq!(src.resolve().await.unwrap().expose(), "tok123");
         let runs = std::fs::read_to_string(&counter).unwrap().lines().count();
@@ -322,7 +513,7 @@ mod tests {
         let counter = dir.path().join("n");
         let cmd = format!("echo x >> {0}; wc -l < {0}", counter.display());
         let ttl = Duration::from_millis(50);
-        let src = CredentialSource::new(SourceKind::Command(cmd), None, Some(ttl));
+        let src = CredentialSource::new(spec(SourceKind::Command(cmd), Some(ttl)));
         assert_eq!(src.resolve().await.unwrap().expose(), "1");
         // Age the cache past its TTL (but within the grace window) without sleeping.
         if let Ok(mut c) = src.state.cached.write() {
@@ -349,7 +540,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let counter = dir.path().join("n");
         let cmd = format!("echo x >> {0}; echo tok", counter.display());
-        let src = CredentialSource::new(SourceKind::Command(cmd), None, Some(Duration::ZERO));
+        let src = CredentialSource::new(spec(SourceKind::Command(cmd), Some(Duration::ZERO)));
         src.resolve().await.unwrap();
         src.resolve().await.unwrap();
         assert_eq!(
@@ -360,11 +551,10 @@ mod tests {
 
     #[tokio::test]
     async fn failing_command_reports_status_without_stdout() {
-        let src = CredentialSource::new(
+        let src = CredentialSource::new(spec(
             SourceKind::Command("echo secret-out; echo oops >&2; exit 3".into()),
             None,
-            None,
-        );
+        ));
         let err = src.resolve().await.unwrap_err().to_string();
         assert!(err.contains("exit status: 3"), "{err}");
         assert!(err.contains("oops"), "{err}");
@@ -373,7 +563,7 @@ mod tests {
 
     #[tokio::test]
     async fn empty_command_output_is_an_error() {
-        let src = CredentialSource::new(SourceKind::Command("true".into()), None, None);
+        let src = CredentialSource::new(spec(SourceKind::Command("true".into()), None));
         assert!(matches!(src.resolve().await, Err(Error::CommandEmpty)));
     }
 
@@ -382,7 +572,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tok");
         std::fs::write(&p, "first\n").unwrap();
-        let src = CredentialSource::new(SourceKind::File(p.clone()), None, None);
+        let src = CredentialSource::new(spec(SourceKind::File(p.clone()), None));
         assert_eq!(src.resolve().await.unwrap().expose(), "first");
         std::fs::write(&p, "second-longer\n").unwrap();
         assert_eq!(src.resolve().await.unwrap().expose(), "second-longer");
@@ -390,8 +580,118 @@ mod tests {
 
     #[tokio::test]
     async fn missing_file_names_the_path() {
-        let src = CredentialSource::new(SourceKind::File("/nonexistent/x".into()), None, None);
+        let src = CredentialSource::new(spec(SourceKind::File("/nonexistent/x".into()), None));
         let err = src.resolve().await.unwrap_err().to_string();
         assert!(err.contains("/nonexistent/x"), "{err}");
+    }
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("POST", b"/v1/messages", None).unwrap();
+        for (k, v) in headers {
+            r.insert_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    #[test]
+    fn sentinel_found_in_each_header_in_order() {
+        assert_eq!(
+            sentinel_provider(&req(&[("x-api-key", "sk-ant-oat-ccproxy-anthropic")])),
+            Some("anthropic")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")])),
+            Some("gemini")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[("authorization", "bearer sk-ant-oat-ccproxy-zai")])),
+            Some("zai")
+        );
+        assert_eq!(
+            sentinel_provider(&req(&[
+                ("authorization", "Bearer sk-ant-oat-ccproxy-b"),
+                ("x-api-key", "sk-ant-oat-ccproxy-a")
+            ])),
+            Some("a")
+        );
+        assert_eq!(sentinel_provider(&req(&[("x-api-key", "sk-real")])), None);
+        assert_eq!(
+            sentinel_provider(&req(&[("x-api-key", "sk-ant-oat-ccproxy-")])),
+            None
+        );
+    }
+
+    #[test]
+    fn bearer_injection_removes_other_keys_and_marks_the_value_sensitive() {
+        let mut r = req(&[
+            ("x-api-key", "sk-ant-oat-ccproxy-a"),
+            ("x-goog-api-key", "g"),
+        ]);
+        inject(&mut r, Format::OpenAi, None, &Secret::new("tok123")).unwrap();
+        assert_eq!(r.headers["authorization"], "Bearer tok123");
+        assert!(r.headers["authorization"].is_sensitive());
+        assert!(r.headers.get("x-api-key").is_none());
+        assert!(r.headers.get("x-goog-api-key").is_none());
+    }
+
+    #[test]
+    fn anthropic_oauth_token_gets_the_oauth_beta_once() {
+        let mut r = req(&[("anthropic-beta", "foo")]);
+        inject(
+            &mut r,
+            Format::Anthropic,
+            None,
+            &Secret::new("sk-ant-oat01-x"),
+        )
+        .unwrap();
+        inject(
+            &mut r,
+            Format::Anthropic,
+            None,
+            &Secret::new("sk-ant-oat01-x"),
+        )
+        .unwrap();
+        assert_eq!(r.headers["anthropic-beta"], "foo,oauth-2025-04-20");
+        let mut r = req(&[]);
+        inject(
+            &mut r,
+            Format::Anthropic,
+            None,
+            &Secret::new("sk-ant-api03-x"),
+        )
+        .unwrap();
+        assert!(r.headers.get("anthropic-beta").is_none());
+    }
+
+    #[test]
+    fn gemini_api_keys_go_in_x_goog_api_key_and_oauth_tokens_as_bearer() {
+        let mut r = req(&[("authorization", "Bearer sk-ant-oat-ccproxy-g")]);
+        inject(&mut r, Format::Gemini, None, &Secret::new("AIza123")).unwrap();
+        assert_eq!(r.headers["x-goog-api-key"], "AIza123");
+        assert!(r.headers.get("authorization").is_none());
+        let mut r = req(&[]);
+        inject(&mut r, Format::Gemini, None, &Secret::new("ya29.tok")).unwrap();
+        assert_eq!(r.headers["authorization"], "Bearer ya29.tok");
+    }
+
+    #[test]
+    fn custom_header_injection_is_raw() {
+        let mut r = req(&[("authorization", "Bearer sk-ant-oat-ccproxy-a")]);
+        let h = HeaderName::from_static("x-api-key");
+        inject(&mut r, Format::Anthropic, Some(&h), &Secret::new("tok123")).unwrap();
+        assert_eq!(r.headers["x-api-key"], "tok123");
+        assert!(r.headers.get("authorization").is_none());
+    }
+
+    #[test]
+    fn sentinels_are_stripped_and_real_keys_kept() {
+        let mut r = req(&[
+            ("x-api-key", "sk-ant-oat-ccproxy-a"),
+            ("authorization", "Bearer sk-real"),
+        ]);
+        assert!(carries_sentinel(&r));
+        strip_sentinels(&mut r);
+        assert!(!carries_sentinel(&r));
+        assert_eq!(r.headers["authorization"], "Bearer sk-real");
     }
 }

@@ -13,8 +13,9 @@ pub mod builtin;
 pub mod dag;
 pub mod registry;
 
-use crate::config::file::{ApiFamily, HookEntryConfig, HooksConfig};
+use crate::config::file::{HookEntryConfig, HooksConfig};
 use crate::config::ProviderTable;
+use crate::translate::Format;
 use bytes::Bytes;
 use pingora_http::RequestHeader;
 use serde_json::value::RawValue;
@@ -110,6 +111,38 @@ impl Body {
         }
     }
 
+    /// A second view of the same bytes (shared, not copied) that reuses the field index already
+    /// built; its tree is parsed again only if asked for, and changes to it stay its own.
+    pub fn fork(&self) -> Self {
+        let index = OnceLock::new();
+        if let Some(i) = self.index.get() {
+            let _ = index.set(i.clone());
+        }
+        Self {
+            raw: self.raw.clone(),
+            index,
+            parsed: OnceLock::new(),
+            dirty: false,
+        }
+    }
+
+    /// The whole body as an owned JSON tree for consumers that transform it (translation): the
+    /// tree already parsed is moved out, else the bytes are parsed; `None` for empty or
+    /// non-JSON bodies. The body keeps its bytes.
+    pub fn take_json(&mut self) -> Option<Value> {
+        match self.parsed.take() {
+            Some(Some(v)) if !self.dirty => Some(v),
+            Some(v) => {
+                // A changed tree is the body's truth; keep it for later readers.
+                let copy = v.clone();
+                let _ = self.parsed.set(v);
+                copy
+            }
+            None if self.raw.is_empty() => None,
+            None => serde_json::from_slice(&self.raw).ok(),
+        }
+    }
+
     /// The bytes as received from the client.
     pub fn raw(&self) -> &Bytes {
         &self.raw
@@ -197,11 +230,9 @@ pub struct RequestMeta {
     /// Gateway-assigned id, also echoed to the client as `x-ccproxy-request-id`.
     pub request_id: String,
     /// API format of the client request, from its path.
-    pub client_format: Option<ApiFamily>,
+    pub client_format: Option<Format>,
     /// Provider named by a sentinel key (`sk-ant-oat-ccproxy-{name}`).
     pub sentinel_provider: Option<String>,
-    /// A provider credential replaced the sentinel key.
-    pub oauth_injected: bool,
     /// Client session id (Claude Code `metadata.user_id`).
     pub session_id: Option<String>,
     /// Provider the request was routed to (outbound stage).
@@ -326,20 +357,6 @@ pub struct Pipeline {
 pub struct BuildError {
     pub path: String,
     pub message: String,
-}
-
-/// The default pipeline when `hooks:` is absent: the spec's defaults minus hooks that are not
-/// built yet (§2: inbound `forward_oauth, extract_session_id`; outbound `verbose_mode`).
-pub fn default_hooks() -> HooksConfig {
-    let entry = |name: &str| HookEntryConfig {
-        hook: name.to_owned(),
-        params: None,
-        after: Vec::new(),
-    };
-    HooksConfig {
-        inbound: vec![entry("forward_oauth"), entry("extract_session_id")],
-        outbound: vec![entry("verbose_mode")],
-    }
 }
 
 impl Pipeline {
@@ -578,7 +595,7 @@ mod tests {
 
     #[test]
     fn default_pipeline_builds() {
-        let p = Pipeline::build(&default_hooks()).unwrap();
+        let p = Pipeline::build(&HooksConfig::builtin_default()).unwrap();
         let names: Vec<_> = p
             .stage(Stage::Inbound)
             .iter()

@@ -15,19 +15,24 @@ pub mod anthropic;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod schema;
 pub mod sse;
 pub mod stream;
 
-use crate::config::file::ApiFamily;
-use serde_json::{json, Value};
-use std::borrow::Cow;
+use serde_json::{json, Map, Value};
 
-/// A client-side wire format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An API wire format: what a client request is in (detected from its path) and what a provider
+/// speaks (`providers.<name>.provider` in the config). The one format enum of the crate.
+///
+/// Providers speak [`Format::Anthropic`], [`Format::OpenAi`] or [`Format::Gemini`];
+/// [`Format::Responses`] (OpenAI's `/v1/responses`) is a client format served by OpenAI providers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Anthropic Messages (`/v1/messages`).
     Anthropic,
     /// OpenAI Chat Completions (`/v1/chat/completions`).
+    #[serde(rename = "openai")]
     OpenAi,
     /// Gemini `generateContent` / `streamGenerateContent` (AI Studio and Vertex paths).
     Gemini,
@@ -45,29 +50,23 @@ impl Format {
         }
     }
 
-    /// The client format of a request: its family's format, or Responses for `/v1/responses`.
-    pub fn for_path(path: &str, family: ApiFamily) -> Option<Self> {
-        let rest = path.strip_prefix("/v1/responses");
-        if family == ApiFamily::Openai && rest.is_some_and(|r| r.is_empty() || r.starts_with('/')) {
-            return Some(Format::Responses);
+    /// The provider format that serves this client format natively (Responses → OpenAI).
+    pub fn family(self) -> Format {
+        match self {
+            Format::Responses => Format::OpenAi,
+            f => f,
         }
-        Self::of(family)
     }
 
-    /// The client format of an API family, when translation supports it.
-    pub fn of(family: ApiFamily) -> Option<Self> {
-        match family {
-            ApiFamily::Anthropic => Some(Format::Anthropic),
-            ApiFamily::Openai => Some(Format::OpenAi),
-            ApiFamily::Gemini => Some(Format::Gemini),
-        }
+    /// Whether a provider can speak this format.
+    pub fn is_provider_format(self) -> bool {
+        self != Format::Responses
     }
 }
 
-/// Whether requests in `from` can be translated for a provider of family `to`.
-pub fn supported(from: Format, to: ApiFamily) -> bool {
-    Format::of(to).is_some_and(|t| t != from)
-        && !(from == Format::Responses && to == ApiFamily::Openai)
+/// Whether requests in `from` can be translated for a provider speaking `to`.
+pub fn supported(from: Format, to: Format) -> bool {
+    to.is_provider_format() && from.family() != to
 }
 
 /// Fields a translation could not carry over, as JSON paths (`frequency_penalty`,
@@ -117,15 +116,50 @@ impl Loss {
     }
 }
 
-/// The text of Anthropic content: a string, or the `text` of its blocks joined by newlines.
-pub(crate) fn text_of(content: &Value) -> String {
+/// Move a member out of a JSON object (`Null` when absent). Order of the remaining members is
+/// kept.
+pub(crate) fn take(o: &mut Map<String, Value>, key: &str) -> Value {
+    o.shift_remove(key).unwrap_or(Value::Null)
+}
+
+/// Move a string member out of a JSON object (empty when absent or not a string).
+pub(crate) fn take_str(o: &mut Map<String, Value>, key: &str) -> String {
+    match o.shift_remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// The members of a JSON object value (empty for anything else).
+pub fn object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    }
+}
+
+/// The text of Anthropic content, consuming it: a string is moved, a single text block's text
+/// is moved, the texts of several blocks are joined by newlines.
+pub(crate) fn into_text(content: Value) -> String {
     match content {
-        Value::String(s) => s.clone(),
-        Value::Array(blocks) => blocks
-            .iter()
-            .filter_map(|b| b.get("text").and_then(Value::as_str))
-            .collect::<Vec<_>>()
-            .join("\n"),
+        Value::String(s) => s,
+        Value::Array(blocks) => {
+            let mut texts = blocks.into_iter().filter_map(|b| match b {
+                Value::Object(mut o) => match o.shift_remove("text") {
+                    Some(Value::String(s)) => Some(s),
+                    _ => None,
+                },
+                _ => None,
+            });
+            let Some(first) = texts.next() else {
+                return String::new();
+            };
+            texts.fold(first, |mut acc, t| {
+                acc.push('\n');
+                acc.push_str(&t);
+                acc
+            })
+        }
         _ => String::new(),
     }
 }
@@ -184,43 +218,47 @@ pub struct RequestInfo {
     pub path_stream: bool,
 }
 
-/// Translate a request body from the client's format to the provider's family.
+/// Translate a request body from the client's format to the provider's. The body is consumed:
+/// its strings (message texts, base64 images, tool schemas) are moved into the result, not
+/// copied.
 pub fn request(
     from: Format,
-    to: ApiFamily,
-    body: &Value,
+    to: Format,
+    body: Value,
     info: &RequestInfo,
 ) -> Result<Translated, Error> {
-    if !body.is_object() {
+    let Value::Object(obj) = body else {
         return Err(Error::NotJson);
-    }
-    let stream = info.path_stream || body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let mut loss = Loss::default();
-    // An Anthropic request is already in hub form: borrow it and copy only if it must change.
-    let mut hub: Cow<'_, Value> = match from {
-        Format::Anthropic => Cow::Borrowed(body),
-        Format::OpenAi => Cow::Owned(openai::request_to_anthropic(body, &mut loss)?),
-        Format::Gemini => Cow::Owned(gemini::request_to_anthropic(body, &info.model, &mut loss)?),
-        Format::Responses => Cow::Owned(responses::request_to_anthropic(body, &mut loss)?),
     };
-    if stream && hub.get("stream") != Some(&Value::Bool(true)) {
-        hub.to_mut()["stream"] = Value::Bool(true);
+    if !to.is_provider_format() {
+        return Err(Error::Invalid(format!(
+            "{} is not a provider format",
+            to.as_str()
+        )));
     }
+    let stream = info.path_stream || obj.get("stream").and_then(Value::as_bool).unwrap_or(false);
     // The hub needs max_tokens (Anthropic requires it); a default invented for that must not
     // become a limit the client never asked for on other targets.
-    let asked_max = ["max_tokens", "max_completion_tokens"]
+    let asked_max = ["max_tokens", "max_completion_tokens", "max_output_tokens"]
         .iter()
-        .any(|k| body.get(*k).is_some())
-        || body
-            .get("generationConfig")
-            .and_then(|g| g.get("maxOutputTokens"))
-            .is_some();
-    if !asked_max && to != ApiFamily::Anthropic && hub.get("max_tokens").is_some() {
-        if let Some(o) = hub.to_mut().as_object_mut() {
-            o.remove("max_tokens");
-        }
+        .any(|k| obj.contains_key(*k))
+        || gemini::generation_config(&obj).is_some_and(|g| {
+            g.contains_key("maxOutputTokens") || g.contains_key("max_output_tokens")
+        });
+    let mut loss = Loss::default();
+    let mut hub = match from {
+        Format::Anthropic => obj,
+        Format::OpenAi => openai::request_to_anthropic(obj, &mut loss)?,
+        Format::Gemini => gemini::request_to_anthropic(obj, &info.model, &mut loss)?,
+        Format::Responses => responses::request_to_anthropic(obj, &mut loss)?,
+    };
+    if stream && hub.get("stream") != Some(&Value::Bool(true)) {
+        hub.insert("stream".into(), Value::Bool(true));
     }
-    if to == ApiFamily::Anthropic {
+    if !asked_max && to != Format::Anthropic {
+        hub.remove("max_tokens");
+    }
+    if to == Format::Anthropic {
         // Anthropic requires thinking.budget_tokens < max_tokens.
         let budget = hub
             .get("thinking")
@@ -229,14 +267,14 @@ pub fn request(
         let max = hub.get("max_tokens").and_then(Value::as_u64);
         if let (Some(b), Some(m)) = (budget, max) {
             if b >= m {
-                hub.to_mut()["max_tokens"] = json!(b + 1024);
+                hub.insert("max_tokens".into(), json!(b + 1024));
             }
         }
     }
     let out = match to {
-        ApiFamily::Anthropic => hub.into_owned(),
-        ApiFamily::Openai => anthropic::request_to_openai(&hub, &mut loss)?,
-        ApiFamily::Gemini => gemini::request_from_anthropic(&hub, &mut loss)?,
+        Format::OpenAi => anthropic::request_to_openai(hub, &mut loss)?,
+        Format::Gemini => gemini::request_from_anthropic(hub, &mut loss)?,
+        Format::Anthropic | Format::Responses => Value::Object(hub),
     };
     Ok(Translated {
         body: out,
@@ -246,33 +284,36 @@ pub fn request(
 }
 
 /// A complete provider response as an Anthropic `message` (the hub form).
-pub fn response_hub<'a>(
-    from: ApiFamily,
-    body: &'a Value,
+pub fn response_hub(
+    from: Format,
+    body: Value,
     model: &str,
     loss: &mut Loss,
-) -> Result<Cow<'a, Value>, Error> {
+) -> Result<Value, Error> {
     Ok(match from {
-        ApiFamily::Anthropic => Cow::Borrowed(body),
-        ApiFamily::Openai => Cow::Owned(openai::response_to_anthropic(body, loss)?),
-        ApiFamily::Gemini => Cow::Owned(gemini::response_to_anthropic(body, model, loss)?),
+        Format::Anthropic => body,
+        Format::OpenAi => openai::response_to_anthropic(body, loss)?,
+        Format::Gemini => gemini::response_to_anthropic(body, model, loss)?,
+        Format::Responses => {
+            return Err(Error::Invalid("responses is not a provider format".into()))
+        }
     })
 }
 
 /// Translate a complete (non-stream) provider response to the client's format.
 pub fn response(
-    from: ApiFamily,
+    from: Format,
     to: Format,
-    body: &Value,
+    body: Value,
     model: &str,
     loss: &mut Loss,
 ) -> Result<Value, Error> {
     let hub = response_hub(from, body, model, loss)?;
     Ok(match to {
-        Format::Anthropic => hub.into_owned(),
-        Format::OpenAi => anthropic::response_to_openai(&hub, loss),
-        Format::Gemini => gemini::response_from_anthropic(&hub, loss),
-        Format::Responses => responses::response_from_anthropic(&hub, loss),
+        Format::Anthropic => hub,
+        Format::OpenAi => anthropic::response_to_openai(hub, loss),
+        Format::Gemini => gemini::response_from_anthropic(hub, loss),
+        Format::Responses => responses::response_from_anthropic(hub, loss),
     })
 }
 
@@ -497,7 +538,7 @@ mod robustness {
         Format::Gemini,
         Format::Responses,
     ];
-    const PROVIDERS: [ApiFamily; 3] = [ApiFamily::Anthropic, ApiFamily::Openai, ApiFamily::Gemini];
+    const PROVIDERS: [Format; 3] = [Format::Anthropic, Format::OpenAi, Format::Gemini];
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
@@ -507,12 +548,12 @@ mod robustness {
             let info = RequestInfo { model: "m".into(), path_stream: false };
             for from in CLIENTS {
                 for to in PROVIDERS {
-                    let _ = request(from, to, &v, &info);
+                    let _ = request(from, to, v.clone(), &info);
                 }
             }
             for from in PROVIDERS {
                 for to in CLIENTS {
-                    let _ = response(from, to, &v, "m", &mut Loss::default());
+                    let _ = response(from, to, v.clone(), "m", &mut Loss::default());
                     let _ = error_body(to, 500, &v, "");
                     if let Some(mut s) = StreamTranslator::new(from, to, "m") {
                         let data = format!("data: {v}\n\n");

@@ -10,6 +10,12 @@ pub fn run(location: ConfigLocation, verbose: u8) -> ExitCode {
     let Some(config) = super::load_config(location) else {
         return ExitCode::FAILURE;
     };
+    // The hook pipeline is built by the server; check it before anything starts so a bad hook
+    // list fails like any other config error (one line naming file and key).
+    if let Err(e) = server::pipeline(&config) {
+        eprintln!("ccproxy: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = logging::init(config.log_level, verbose, config.log_file.as_deref()) {
         eprintln!("ccproxy: {e}");
         return ExitCode::FAILURE;

@@ -28,6 +28,13 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool) -> ExitCode {
     let Some(config) = super::load_config(location) else {
         return ExitCode::FAILURE;
     };
+    let pipeline = match crate::proxy::server::pipeline(&config) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ccproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let proxy_up = probe(&config.listen_addr());
     let code = u8::from(!proxy_up);
     if proxy_only {
@@ -35,9 +42,9 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool) -> ExitCode {
     }
     let metrics_up = config.metrics.as_deref().map(probe);
     if json {
-        println!("{}", render_json(&config, proxy_up, metrics_up));
+        println!("{}", render_json(&config, &pipeline, proxy_up, metrics_up));
     } else {
-        print!("{}", render_text(&config, proxy_up, metrics_up));
+        print!("{}", render_text(&config, &pipeline, proxy_up, metrics_up));
     }
     ExitCode::from(code)
 }
@@ -66,22 +73,22 @@ pub fn pipeline_json(p: &Pipeline) -> Value {
     })
 }
 
-fn render_json(c: &Config, proxy_up: bool, metrics_up: Option<bool>) -> Value {
+fn render_json(c: &Config, pipeline: &Pipeline, proxy_up: bool, metrics_up: Option<bool>) -> Value {
     json!({
         "proxy": proxy_up,
         "url": c.base_url(),
         "config": {"ccproxy.yaml": c.location.file.display().to_string(), "found": c.file_found},
-        "hooks": pipeline_json(&c.pipeline),
+        "hooks": pipeline_json(pipeline),
         "log": c.log_file.as_ref().map(|p| p.display().to_string()),
         "metrics": c.metrics.as_ref().map(|m| json!({
             "url": format!("http://{m}/metrics"),
             "running": metrics_up.unwrap_or(false),
         })),
         "providers": c.providers.values().map(|p| json!({
-            "name": p.name,
+            "name": &*p.name,
             "provider": p.family.as_str(),
-            "url": format!("{}://{}{}", p.scheme.as_str(), p.authority, p.path.as_deref().unwrap_or("")),
-            "auth": p.auth.as_ref().map(|a| match a.kind() {
+            "url": format!("{}://{}{}", p.dest.scheme.as_str(), p.dest.authority, p.path.as_deref().unwrap_or("")),
+            "auth": p.auth.as_ref().map(|a| match a.kind {
                 crate::creds::SourceKind::Command(_) => "command",
                 crate::creds::SourceKind::File(_) => "file",
             }),
@@ -116,7 +123,12 @@ fn render_stage(out: &mut String, title: &str, phase: &str, slots: &[Slot]) {
 }
 
 /// Human-readable status and pipeline.
-pub fn render_text(c: &Config, proxy_up: bool, metrics_up: Option<bool>) -> String {
+pub fn render_text(
+    c: &Config,
+    pipeline: &Pipeline,
+    proxy_up: bool,
+    metrics_up: Option<bool>,
+) -> String {
     let up = |b: bool| if b { "running" } else { "stopped" };
     let mut out = String::new();
     out.push_str("ccproxy status\n");
@@ -151,14 +163,14 @@ pub fn render_text(c: &Config, proxy_up: bool, metrics_up: Option<bool>) -> Stri
         &mut out,
         "inbound",
         "request_filter, before routing",
-        c.pipeline.stage(Stage::Inbound),
+        pipeline.stage(Stage::Inbound),
     );
     out.push_str("   │\n   ▼\n ◆ route (upstream_peer) ◆\n   │\n   ▼\n");
     render_stage(
         &mut out,
         "outbound",
         "upstream_request_filter",
-        c.pipeline.stage(Stage::Outbound),
+        pipeline.stage(Stage::Outbound),
     );
     out.push_str("   │\n   ▼\n → provider API\n");
     out

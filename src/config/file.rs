@@ -4,6 +4,7 @@
 //! compiling (regexes, hook params) stay raw here and are validated in `config::resolve`, which
 //! reports the key path of anything wrong. This module must not read the environment or disk.
 
+use crate::translate::Format;
 use indexmap::IndexMap;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -35,6 +36,10 @@ pub struct FileConfig {
     pub threads: Option<usize>,
     /// Largest request body the gateway buffers; larger bodies get `413`.
     pub max_request_body_bytes: u64,
+    /// Most request-body bytes buffered at once over all requests; past it requests get `503`.
+    pub max_buffered_body_bytes: u64,
+    /// Largest provider response (or single SSE event) buffered for translation.
+    pub max_response_buffer_bytes: u64,
     /// Extra CA certificates (PEM) trusted for every upstream, on top of the system roots.
     pub ca_file: Option<String>,
     /// Upstream timeouts.
@@ -57,6 +62,8 @@ impl Default for FileConfig {
             log_file: Some("ccproxy.log".to_owned()),
             threads: None,
             max_request_body_bytes: 32 * 1024 * 1024,
+            max_buffered_body_bytes: 512 * 1024 * 1024,
+            max_response_buffer_bytes: 64 * 1024 * 1024,
             ca_file: None,
             timeouts: TimeoutsConfig::default(),
             providers: IndexMap::new(),
@@ -76,6 +83,8 @@ pub struct TimeoutsConfig {
     pub read_seconds: f64,
     /// How long `SIGTERM`/`SIGINT` waits for in-flight requests before stopping.
     pub shutdown_seconds: u64,
+    /// Longest silence from a client: before its first request bytes, and while it sends a body.
+    pub client_read_seconds: f64,
 }
 
 impl Default for TimeoutsConfig {
@@ -84,6 +93,7 @@ impl Default for TimeoutsConfig {
             connect_seconds: 10.0,
             read_seconds: 600.0,
             shutdown_seconds: 10,
+            client_read_seconds: 60.0,
         }
     }
 }
@@ -103,8 +113,8 @@ pub struct ProviderConfig {
     /// Path template with `{model}` and `{action}`; absent = keep the client's path.
     #[serde(default)]
     pub path: Option<String>,
-    /// API family spoken by the upstream.
-    pub provider: ApiFamily,
+    /// API format spoken by the upstream: `anthropic`, `openai` or `gemini`.
+    pub provider: Format,
     /// Extra CA certificates trusted for this provider.
     #[serde(default)]
     pub ca_file: Option<String>,
@@ -131,25 +141,6 @@ impl Scheme {
         match self {
             Scheme::Https => 443,
             Scheme::Http => 80,
-        }
-    }
-}
-
-/// The API wire format a provider speaks (and a client request is in).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ApiFamily {
-    Anthropic,
-    Openai,
-    Gemini,
-}
-
-impl ApiFamily {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ApiFamily::Anthropic => "anthropic",
-            ApiFamily::Openai => "openai",
-            ApiFamily::Gemini => "gemini",
         }
     }
 }
@@ -275,6 +266,22 @@ impl RuleAction {
 pub struct HooksConfig {
     pub inbound: Vec<HookEntryConfig>,
     pub outbound: Vec<HookEntryConfig>,
+}
+
+impl HooksConfig {
+    /// The pipeline when `hooks:` is absent: the spec's defaults minus hooks that are not built
+    /// yet (§2: inbound `forward_oauth, extract_session_id`; outbound `verbose_mode`).
+    pub fn builtin_default() -> Self {
+        let entry = |name: &str| HookEntryConfig {
+            hook: name.to_owned(),
+            params: None,
+            after: Vec::new(),
+        };
+        Self {
+            inbound: vec![entry("forward_oauth"), entry("extract_session_id")],
+            outbound: vec![entry("verbose_mode")],
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -1,97 +1,129 @@
 //! Per-request state shared by every Pingora phase (`ProxyHttp::CTX`).
 //!
-//! Any phase can read what earlier phases decided: the buffered body, hook metadata, the route,
-//! a pending error, timings. Later features (flow capture, stream translation, OAuth replay) add
-//! their per-request state here rather than threading it through phase signatures.
+//! It is split in two on purpose:
+//! - [`ClientRequest`]: what the client sent, frozen once the inbound stage has run (hook
+//!   metadata, the body bytes, the detected format, the per-request hook overrides). Nothing after
+//!   the inbound stage changes it, so it can be sent again.
+//! - [`Attempt`]: everything about one upstream attempt (route, credential, the body actually
+//!   sent, translation state, timings), rebuilt from the client request each time Pingora asks
+//!   `upstream_peer` for a peer, which is how a retry resends the request.
+//!
+//! Later features (flow capture, OAuth replay, capacity fallback) add their per-request state
+//! here rather than threading it through phase signatures.
 
+use super::attempt::Attempt;
+use super::budget::BodyPermit;
 use super::error::GatewayError;
+use super::flow::FlowCapture;
+use super::ingress::Ingress;
 use super::replay;
-use super::route::Route;
-use super::route::Translation;
 use crate::hooks::{Body, Overrides, RequestMeta};
-use crate::translate::stream::StreamTranslator;
-use crate::translate::Loss;
-use bytes::Bytes;
-use std::sync::Arc;
+use crate::translate::Format;
 use std::time::{Duration, Instant};
 
-/// State of one request.
+/// The client's request as the gateway will forward it (after the inbound hooks).
 #[derive(Default)]
+pub struct ClientRequest {
+    pub meta: RequestMeta,
+    /// The body the client sent (after inbound hooks, which may have rewritten it).
+    pub body: Body,
+    /// An inbound hook rewrote the body: the bytes to forward are not the ones replayed.
+    pub rewritten: bool,
+    pub overrides: Overrides,
+}
+
+impl ClientRequest {
+    /// The client's API format, from its path.
+    pub fn format(&self) -> Option<Format> {
+        self.meta.client_format
+    }
+}
+
+/// How far the gateway got with the client's request body, which decides whether the client
+/// connection may serve another request after an error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientBody {
+    /// The request has no body.
+    #[default]
+    Empty,
+    /// Read completely: the connection is in a clean state.
+    Complete,
+    /// Not read whole: reading has not finished or stopped early (too large, malformed, timed
+    /// out, no budget), so the rest of the body may still be on the wire and the connection must
+    /// not be reused.
+    Abandoned,
+}
+
+/// State of one request.
 pub struct RequestCtx {
+    /// Which listener the request came in on.
+    pub ingress: Ingress,
     /// When `request_filter` started (headers read).
     pub started: Option<Instant>,
-    pub meta: RequestMeta,
-    pub body: Body,
-    pub overrides: Overrides,
-    /// Resolved once (in `upstream_peer`, or earlier for local count_tokens) and shared.
-    pub route: Option<Arc<Route>>,
+    pub client: ClientRequest,
+    /// The current upstream attempt, if one started.
+    pub attempt: Option<Attempt>,
+    /// Upstream attempts made so far.
+    pub attempts: u32,
+    /// Time spent connecting to upstreams over all attempts (TCP + TLS; ~0 when pooled).
+    pub connect_time: Duration,
     /// An error to answer with, rendered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
-    /// The body to send upstream when hooks changed it.
-    pub outgoing_body: Option<Bytes>,
     /// Where the original downstream session waits while the replay session is installed.
     pub replay: Option<replay::Slot>,
-    /// When `upstream_peer` returned (connection setup starts).
-    pub peer_chosen: Option<Instant>,
-    /// Time spent connecting to the upstream (TCP + TLS; ~0 for a pooled connection).
-    pub connect_time: Duration,
-    /// When the request headers went upstream.
-    pub upstream_sent: Option<Instant>,
-    /// When the last upstream response body chunk arrived.
-    pub upstream_done: Option<Instant>,
+    /// The share of the global body budget this request's buffered body holds.
+    pub body_permit: Option<BodyPermit>,
+    /// State of the client's request body.
+    pub client_body: ClientBody,
     /// Status sent to the client.
     pub status: u16,
     /// Counted in the in-flight gauge.
     pub in_flight: bool,
-    /// Answered by the gateway itself (health, models).
+    /// Answered by the gateway itself (health, models, local token counts).
     pub synthetic: bool,
-    /// Set when the route translates between API formats.
-    pub translation: Option<TranslationState>,
-}
-
-/// Per-request translation state.
-pub struct TranslationState {
-    pub route: Translation,
-    /// The client asked for a stream.
-    pub stream: bool,
-    /// Model named by the request (for stream chunks that need one).
-    pub model: String,
-    /// Fields that could not be carried over (request side, then response side).
-    pub loss: Loss,
-    pub response: ResponseMode,
-}
-
-/// How the response body is translated.
-pub enum ResponseMode {
-    /// Response headers not seen yet.
-    Pending,
-    /// SSE translated chunk by chunk.
-    Stream(Box<StreamTranslator>),
-    /// A JSON body (or an upstream error, with its status) translated once complete; with
-    /// `as_stream`, replayed as a stream because the client asked for one.
-    Buffer {
-        error: Option<u16>,
-        buf: Vec<u8>,
-        as_stream: bool,
-    },
-    /// Forwarded as received: the provider compressed the body despite `accept-encoding:
-    /// identity`, so it cannot be read (logged; the client gets the provider's own bytes).
-    Untranslated,
+    /// The flow-recording seam's per-request handle (`None` when nothing records).
+    pub flow: Option<Box<dyn FlowCapture>>,
 }
 
 impl RequestCtx {
+    pub fn new(ingress: Ingress) -> Self {
+        Self {
+            ingress,
+            started: None,
+            client: ClientRequest::default(),
+            attempt: None,
+            attempts: 0,
+            connect_time: Duration::ZERO,
+            error: None,
+            replay: None,
+            body_permit: None,
+            client_body: ClientBody::Empty,
+            status: 0,
+            in_flight: false,
+            synthetic: false,
+            flow: None,
+        }
+    }
+
+    /// The request id (`x-ccproxy-request-id`).
+    pub fn request_id(&self) -> &str {
+        &self.client.meta.request_id
+    }
+
     /// Time this request spent in the gateway rather than waiting for the upstream: everything
-    /// from `request_filter` to now, minus connecting and minus request-sent → last response
-    /// byte received.
+    /// from `request_filter` to now, minus connecting and minus the last attempt's
+    /// request-sent → last response byte.
     pub fn overhead(&self, now: Instant) -> Duration {
         let Some(start) = self.started else {
             return Duration::ZERO;
         };
         let total = now.saturating_duration_since(start);
-        let upstream = match (self.upstream_sent, self.upstream_done) {
-            (Some(sent), Some(done)) => done.saturating_duration_since(sent),
-            (Some(sent), None) => now.saturating_duration_since(sent),
-            _ => Duration::ZERO,
+        let upstream = match self.attempt.as_ref().and_then(|a| a.upstream_sent) {
+            Some(sent) => match self.attempt.as_ref().and_then(|a| a.upstream_done) {
+                Some(done) => done.saturating_duration_since(sent),
+                None => now.saturating_duration_since(sent),
+            },
+            None => Duration::ZERO,
         };
         total
             .saturating_sub(upstream)
@@ -100,7 +132,7 @@ impl RequestCtx {
 
     /// Label for metrics: the provider (or destination host), `none` before routing.
     pub fn provider_label(&self) -> &str {
-        self.route.as_ref().map_or("none", |r| r.label.as_str())
+        self.attempt.as_ref().map_or("none", |a| a.route.label())
     }
 
     /// Label for metrics: the route action, `synthetic`, or `none`.
@@ -108,6 +140,14 @@ impl RequestCtx {
         if self.synthetic {
             return "synthetic";
         }
-        self.route.as_ref().map_or("none", |r| r.action.as_str())
+        self.attempt
+            .as_ref()
+            .map_or("none", |a| a.route.action.as_str())
+    }
+
+    /// Whether the client connection may serve another request after this one failed: only if
+    /// the request was read whole (or had no body) and the answer was written.
+    pub fn client_reusable(&self) -> bool {
+        self.client_body != ClientBody::Abandoned
     }
 }

@@ -9,6 +9,7 @@
 //! with end-of-stream). In `logging`, [`restore`] puts the original session back so Pingora can
 //! reuse the connection for keep-alive. Works for HTTP/1.1 and HTTP/2 (h2c) clients alike.
 
+use super::budget::BodyPermit;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::Stream;
@@ -30,53 +31,94 @@ pub type Slot = Arc<Mutex<Option<Box<ServerSession>>>>;
 /// Outcome of reading the request body.
 pub enum ReadBody {
     Complete(Bytes),
+    /// Past `max_request_body_bytes` (declared or read).
     TooLarge,
+    /// The global body budget cannot hold it.
+    NoBudget,
+    /// Reading failed: the client's fault (or the client is gone).
+    Failed(BodyError),
 }
 
-/// Read the whole request body, failing fast past `limit` bytes.
-pub async fn read_body(session: &mut ServerSession, limit: u64) -> Result<ReadBody> {
-    let declared = session
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BodyError {
+    /// The client went silent for longer than the read timeout.
+    Timeout,
+    /// The body ended before its declared length or terminating chunk.
+    Truncated(String),
+    /// The framing is broken (a bad chunk size or extension).
+    Malformed(String),
+}
+
+impl BodyError {
+    fn from_pingora(e: &Error) -> Self {
+        match e.etype() {
+            ErrorType::ReadTimedout => BodyError::Timeout,
+            ErrorType::ConnectionClosed | ErrorType::ReadError => {
+                BodyError::Truncated(e.to_string())
+            }
+            _ => BodyError::Malformed(e.to_string()),
+        }
+    }
+}
+
+/// Grow a budget reservation in steps of at least this much, so a chunked body does not touch
+/// the shared counter for every chunk.
+const BUDGET_STEP: u64 = 256 * 1024;
+
+/// The request's declared `Content-Length`, if any.
+pub fn declared_length(session: &ServerSession) -> Option<u64> {
+    session
         .req_header()
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Ok(ReadBody::TooLarge);
-    }
-    // The declared length is the client's word: preallocate at most 8 MiB for it.
-    let cap = declared.map_or(16 * 1024, |n| n.min(8 * 1024 * 1024) as usize);
-    let mut buf = BytesMut::with_capacity(cap);
-    while let Some(chunk) = session.read_request_body().await? {
-        if (buf.len() + chunk.len()) as u64 > limit {
-            return Ok(ReadBody::TooLarge);
+        .and_then(|v| v.trim().parse::<u64>().ok())
+}
+
+/// Read the whole request body, failing fast past `limit` bytes or past what the budget lets
+/// `permit` grow to. The caller has reserved the declared length (see [`declared_length`]).
+pub async fn read_body(
+    session: &mut ServerSession,
+    limit: u64,
+    declared: Option<u64>,
+    permit: &mut BodyPermit,
+) -> ReadBody {
+    // The first chunk is kept as it came (a body that arrives in one piece is never copied);
+    // later chunks go into one buffer sized for the declared length, which the budget covers.
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    loop {
+        let chunk = match session.read_request_body().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return ReadBody::Failed(BodyError::from_pingora(&e)),
+        };
+        let held = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        let total = (held + chunk.len()) as u64;
+        if total > limit {
+            return ReadBody::TooLarge;
         }
-        if buf.is_empty() && chunk.len() == cap {
-            // Single-chunk body: keep the original allocation.
-            return finish_single(session, chunk, limit).await;
+        if total > permit.bytes() {
+            let step = (permit.bytes() + BUDGET_STEP).min(limit).max(total);
+            if !permit.cover(step) && !permit.cover(total) {
+                return ReadBody::NoBudget;
+            }
+        }
+        if held == 0 {
+            first = Some(chunk);
+            continue;
+        }
+        if let Some(f) = first.take() {
+            let want = declared.map_or(total as usize * 2, |n| n as usize);
+            buf.reserve(want.max(total as usize));
+            buf.extend_from_slice(&f);
         }
         buf.extend_from_slice(&chunk);
     }
-    Ok(ReadBody::Complete(buf.freeze()))
-}
-
-async fn finish_single(session: &mut ServerSession, first: Bytes, limit: u64) -> Result<ReadBody> {
-    match session.read_request_body().await? {
-        None => Ok(ReadBody::Complete(first)),
-        Some(next) => {
-            let mut buf = BytesMut::from(&first[..]);
-            buf.extend_from_slice(&next);
-            while let Some(chunk) = session.read_request_body().await? {
-                if (buf.len() + chunk.len()) as u64 > limit {
-                    return Ok(ReadBody::TooLarge);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            if buf.len() as u64 > limit {
-                return Ok(ReadBody::TooLarge);
-            }
-            Ok(ReadBody::Complete(buf.freeze()))
-        }
+    match first {
+        Some(f) => ReadBody::Complete(f),
+        None => ReadBody::Complete(buf.freeze()),
     }
 }
 

@@ -1,12 +1,18 @@
-//! Builds and runs the Pingora `Server`: the reverse listener (HTTP/1.1 + h2c) carrying the
-//! [`Gateway`] service, and the metrics listener. Used by `ccproxy start` and by tests, which
-//! run it on a thread and stop it through [`GatewayHandle::shutdown`].
+//! Builds and runs the Pingora `Server`: the reverse listener (HTTP/1.1 + h2c, see
+//! [`super::ingress`]) carrying the [`Gateway`] service, and the metrics listener. It owns what
+//! the config only describes: the hook pipeline, the credential store (inside [`Shared`]) and the
+//! flow recorder. Used by `ccproxy start` and by tests, which run it on a thread and stop it
+//! through [`GatewayHandle::shutdown`].
 //!
 //! Listeners are added beside the reverse one here (the TLS-intercepting and jail listeners
-//! will feed the same `Gateway`).
+//! will feed the same `Gateway` through their own ingress).
 
-use super::Gateway;
+use super::flow::{FlowRecorder, NoRecorder};
+use super::ingress::{Ingress, ReverseListener};
+use super::outbound::MAX_ATTEMPTS;
+use super::{Gateway, Shared};
 use crate::config::Config;
+use crate::hooks::Pipeline;
 use crate::telemetry::metrics::{Metrics, ScrapeApp};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -28,6 +34,8 @@ pub enum Error {
     },
     #[error("metrics setup failed: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("{0}")]
+    Config(#[from] crate::config::Error),
     #[error("the gateway did not start listening on {0} within 10 s")]
     NotListening(String),
     #[error("the gateway thread could not be started: {0}")]
@@ -44,9 +52,50 @@ fn preflight(addr: &str) -> Result<(), Error> {
         })
 }
 
+/// What the server is built with besides the config.
+pub struct Options {
+    /// Where flows are recorded (the inspector's store; nothing by default).
+    pub recorder: Arc<dyn FlowRecorder>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            recorder: Arc::new(NoRecorder),
+        }
+    }
+}
+
+/// The hook pipeline of `config`; an unknown hook, bad params or a cycle is a config error
+/// naming the file and the key path.
+pub fn pipeline(config: &Config) -> Result<Pipeline, crate::config::Error> {
+    Pipeline::build(&config.hooks).map_err(|e| config.invalid(e.path, e.message))
+}
+
+/// The Pingora HTTP proxy app for one listener, HTTP/1 only or with h2c detection.
+fn proxy_app(
+    conf: &Arc<ServerConf>,
+    shared: &Arc<Shared>,
+    ingress: Ingress,
+    h2c: bool,
+) -> pingora_proxy::HttpProxy<Gateway> {
+    let mut app = pingora_proxy::http_proxy(conf, Gateway::new(shared.clone(), ingress));
+    let mut options = HttpServerOptions::default();
+    options.h2c = h2c;
+    // CONNECT reaches the gateway, which refuses it with a JSON error.
+    options.allow_connect_method_proxying = true;
+    app.server_options = Some(options);
+    app
+}
+
 /// A Pingora server with the gateway's services, ready to run.
-pub fn build(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Server, Error> {
+pub fn build(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    options: Options,
+) -> Result<Server, Error> {
     let listen = config.listen_addr();
+    let pipeline = pipeline(&config)?;
     preflight(&listen)?;
     if let Some(m) = &config.metrics {
         preflight(m)?;
@@ -55,19 +104,25 @@ pub fn build(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<Server, Error
         threads: config.threads,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(config.timeouts.shutdown_seconds),
+        max_retries: MAX_ATTEMPTS as usize,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(config.clone(), metrics.clone());
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "ccproxy");
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut options = HttpServerOptions::default();
-        options.h2c = true;
-        app.server_options = Some(options);
-    }
+    let shared = Arc::new(Shared::new(
+        config.clone(),
+        metrics.clone(),
+        pipeline,
+        options.recorder,
+    ));
+    let conf = server.configuration.clone();
+    let reverse = ReverseListener {
+        http1: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse, false)),
+        h2c: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse, true)),
+        first_bytes_timeout: config.timeouts.client_read,
+    };
+    let mut proxy = Service::new("ccproxy".to_owned(), reverse);
     proxy.add_tcp(&listen);
     server.add_service(proxy);
 
@@ -108,7 +163,7 @@ impl ShutdownSignalWatch for SignalWatch {
 
 /// Run until `SIGTERM`/`SIGINT` (blocks the calling thread).
 pub fn run(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<(), Error> {
-    let server = build(config, metrics)?;
+    let server = build(config, metrics, Options::default())?;
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch),
     });
@@ -160,9 +215,14 @@ impl Drop for GatewayHandle {
 
 /// Start the gateway on a thread and return once its reverse listener accepts connections.
 pub fn spawn(config: Config) -> Result<GatewayHandle, Error> {
+    spawn_with(config, Options::default())
+}
+
+/// [`spawn`] with [`Options`] (a flow recorder).
+pub fn spawn_with(config: Config, options: Options) -> Result<GatewayHandle, Error> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new()?);
-    let server = build(config.clone(), metrics.clone())?;
+    let server = build(config.clone(), metrics.clone(), options)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let watch = ChannelWatch(tokio::sync::Mutex::new(Some(rx)));
     let thread = std::thread::Builder::new()

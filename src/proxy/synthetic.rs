@@ -2,8 +2,8 @@
 //! `GET /v1/models` (the model catalog of §15.3, built from the configured providers without
 //! touching the network).
 
-use crate::config::file::ApiFamily;
 use crate::config::ProviderTable;
+use crate::translate::Format;
 use bytes::Bytes;
 use serde_json::json;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -39,7 +39,7 @@ pub fn answer(method: &str, path: &str, providers: &ProviderTable) -> Option<Syn
 }
 
 /// Floor models by provider name (spec §15.3), falling back to the API family.
-fn floor(name: &str, family: ApiFamily) -> &'static [&'static str] {
+fn floor(name: &str, family: Format) -> &'static [&'static str] {
     const ANTHROPIC: &[&str] = &[
         "claude-opus-4-7",
         "claude-sonnet-4-6",
@@ -54,8 +54,8 @@ fn floor(name: &str, family: ApiFamily) -> &'static [&'static str] {
     ];
     match (name, family) {
         ("deepseek", _) => &["deepseek-v4"],
-        ("anthropic", _) | (_, ApiFamily::Anthropic) => ANTHROPIC,
-        ("gemini", _) | (_, ApiFamily::Gemini) => GEMINI,
+        ("anthropic", _) | (_, Format::Anthropic) => ANTHROPIC,
+        ("gemini", _) | (_, Format::Gemini) => GEMINI,
         _ => &[],
     }
 }
@@ -68,7 +68,7 @@ pub fn catalog(providers: &ProviderTable) -> serde_json::Value {
     let mut seen = std::collections::HashSet::new();
     let data: Vec<_> = providers
         .values()
-        .flat_map(|p| floor(&p.name, p.family).iter().map(move |m| (p.name.as_str(), *m)))
+        .flat_map(|p| floor(&p.name, p.family).iter().map(move |m| (&*p.name, *m)))
         .filter(|(owner, id)| seen.insert((*owner, *id)))
         .map(|(owner, id)| json!({"id": id, "object": "model", "created": created, "owned_by": owner}))
         .collect();

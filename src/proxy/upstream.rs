@@ -1,10 +1,10 @@
 //! The upstream side of a route: address resolution and the Pingora `HttpPeer`.
 //!
 //! DNS answers are cached per `host:port` for a minute so the hot path never blocks on the
-//! resolver (Pingora's `HttpPeer::new` would resolve synchronously). TLS peers verify the
-//! certificate against the system roots, or the provider's trust list when a `ca_file` applies,
-//! offer h2 and http/1.1 via ALPN, and use the route host as SNI. This is the place a
-//! per-provider connector (browser TLS fingerprints via `custom_l4`) plugs in.
+//! resolver (Pingora's `HttpPeer::new` would resolve synchronously); a cache hit allocates
+//! nothing. TLS peers verify the certificate against the system roots, or the provider's trust
+//! list when a `ca_file` applies, offer h2 and http/1.1 via ALPN, and use the route host as SNI.
+//! This is the place a per-provider connector (browser TLS fingerprints via `custom_l4`) plugs in.
 
 use super::error::GatewayError;
 use super::route::Route;
@@ -21,25 +21,34 @@ use std::time::{Duration, Instant};
 const DNS_TTL: Duration = Duration::from_secs(60);
 const POOL_IDLE: Duration = Duration::from_secs(90);
 
-/// A small async DNS cache.
+/// One cached answer: port, address, when it was resolved.
+type Answer = (u16, SocketAddr, Instant);
+
+/// A small async DNS cache: host → answers by port.
 #[derive(Default)]
 pub struct Resolver {
-    cache: RwLock<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    cache: RwLock<HashMap<Arc<str>, Vec<Answer>>>,
 }
 
 impl Resolver {
+    fn cached(&self, host: &str, port: u16) -> Option<SocketAddr> {
+        let cache = self.cache.read().ok()?;
+        cache
+            .get(host)?
+            .iter()
+            .find(|(p, _, at)| *p == port && at.elapsed() < DNS_TTL)
+            .map(|(_, a, _)| *a)
+    }
+
     /// The first address of `host:port`.
-    pub async fn lookup(&self, host: &str, port: u16) -> Result<SocketAddr, GatewayError> {
+    pub async fn lookup(&self, host: &Arc<str>, port: u16) -> Result<SocketAddr, GatewayError> {
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }
-        let key = (host.to_owned(), port);
-        if let Some((addr, at)) = self.cache.read().ok().and_then(|c| c.get(&key).copied()) {
-            if at.elapsed() < DNS_TTL {
-                return Ok(addr);
-            }
+        if let Some(addr) = self.cached(host, port) {
+            return Ok(addr);
         }
-        let addr = tokio::net::lookup_host((host, port))
+        let addr = tokio::net::lookup_host((&**host, port))
             .await
             .map_err(|e| {
                 GatewayError::new(
@@ -57,7 +66,9 @@ impl Resolver {
                 )
             })?;
         if let Ok(mut c) = self.cache.write() {
-            c.insert(key, (addr, Instant::now()));
+            let entries = c.entry(host.clone()).or_default();
+            entries.retain(|(p, _, _)| *p != port);
+            entries.push((port, addr, Instant::now()));
         }
         Ok(addr)
     }
@@ -70,14 +81,12 @@ pub fn peer(
     timeouts: &Timeouts,
     default_trust: Option<&Arc<CaList>>,
 ) -> Box<HttpPeer> {
-    let tls = route.scheme == Scheme::Https;
-    let mut peer = HttpPeer::new(addr, tls, route.host.clone());
+    let tls = route.dest.scheme == Scheme::Https;
+    let mut peer = HttpPeer::new(addr, tls, route.dest.host.to_string());
     // Pingora's connection pool key ignores the per-peer CA list; keying the pool by provider
     // keeps a connection verified against one provider's trust from serving another.
     if let Some(p) = &route.provider {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        std::hash::Hash::hash(&p.name, &mut h);
-        peer.group_key = std::hash::Hasher::finish(&h);
+        peer.group_key = p.pool_key;
     }
     let o = &mut peer.options;
     o.connection_timeout = Some(timeouts.connect);

@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 use std::sync::Arc;
 
@@ -36,6 +36,13 @@ pub struct Metrics {
     pub hook_errors: IntCounterVec,
     /// `ccproxy_translation_loss_total{from,to,field}`: fields translation could not carry.
     pub translation_loss: IntCounterVec,
+    /// `ccproxy_upstream_retries_total{provider,reason}`: extra upstream attempts.
+    pub upstream_retries: IntCounterVec,
+    /// `ccproxy_buffered_body_bytes`: request-body bytes held right now.
+    pub buffered_body_bytes: IntGauge,
+    /// `ccproxy_body_budget_rejections_total`: requests refused because the body budget was
+    /// used up.
+    pub body_budget_rejections: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +82,24 @@ impl Metrics {
             ),
             &["from", "to", "field"],
         )?;
+        let upstream_retries = IntCounterVec::new(
+            Opts::new(
+                "ccproxy_upstream_retries_total",
+                "Upstream attempts after the first, by provider and reason",
+            ),
+            &["provider", "reason"],
+        )?;
+        let buffered_body_bytes = IntGauge::new(
+            "ccproxy_buffered_body_bytes",
+            "Request-body bytes buffered right now (against max_buffered_body_bytes)",
+        )?;
+        let body_budget_rejections = IntCounter::new(
+            "ccproxy_body_budget_rejections_total",
+            "Requests refused with 503 because max_buffered_body_bytes was used up",
+        )?;
+        registry.register(Box::new(upstream_retries.clone()))?;
+        registry.register(Box::new(buffered_body_bytes.clone()))?;
+        registry.register(Box::new(body_budget_rejections.clone()))?;
         registry.register(Box::new(translation_loss.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(upstream_latency.clone()))?;
@@ -89,7 +114,19 @@ impl Metrics {
             in_flight,
             hook_errors,
             translation_loss,
+            upstream_retries,
+            buffered_body_bytes,
+            body_budget_rejections,
         })
+    }
+
+    /// Count one answered request in `ccproxy_requests_total`.
+    pub fn count_request(&self, provider: &str, action: &str, status: u16) {
+        let code = http::StatusCode::from_u16(status).ok();
+        let status = code.as_ref().map_or("0", http::StatusCode::as_str);
+        self.requests
+            .with_label_values(&[provider, action, status])
+            .inc();
     }
 
     /// The text exposition of every metric.

@@ -1,98 +1,95 @@
 //! The Anthropic Messages hub → OpenAI Chat Completions: requests for OpenAI-compatible
 //! providers (Claude Code against an OpenAI-style upstream) and responses for OpenAI clients.
+//!
+//! Translators consume their input; texts and images are moved, not copied.
 
-use super::{text_of, Error, HubUsage, Loss};
+use super::{into_text, take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 
-/// Anthropic blocks of a user turn → OpenAI content parts.
-fn user_parts(blocks: &[Value], at: &str, loss: &mut Loss) -> Vec<Value> {
-    let mut parts = Vec::new();
-    for (i, b) in blocks.iter().enumerate() {
-        let here = format!("{at}[{i}]");
-        if b.get("cache_control").is_some() {
-            loss.push(format!("{here}.cache_control"));
-        }
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => parts
-                .push(json!({"type": "text", "text": b.get("text").cloned().unwrap_or_default()})),
-            Some("image") => {
-                let src = b.get("source").cloned().unwrap_or_default();
-                let url = match src.get("type").and_then(Value::as_str) {
-                    Some("base64") => format!(
-                        "data:{};base64,{}",
-                        src.get("media_type")
-                            .and_then(Value::as_str)
-                            .unwrap_or("image/png"),
-                        src.get("data").and_then(Value::as_str).unwrap_or("")
-                    ),
-                    _ => src
-                        .get("url")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned(),
-                };
-                parts.push(json!({"type": "image_url", "image_url": {"url": url}}));
-            }
-            Some("tool_result") => {}
-            _ => loss.push(here),
-        }
+/// An OpenAI `image_url` part for an Anthropic image block's source.
+fn image_part(src: Value) -> Value {
+    let mut src = super::object(src);
+    let url = if src.get("type").and_then(Value::as_str) == Some("base64") {
+        let media = take_str(&mut src, "media_type");
+        let media = if media.is_empty() {
+            "image/png".to_owned()
+        } else {
+            media
+        };
+        let data = take_str(&mut src, "data");
+        let mut url = String::with_capacity(data.len() + media.len() + 13);
+        url.push_str("data:");
+        url.push_str(&media);
+        url.push_str(";base64,");
+        url.push_str(&data);
+        url
+    } else {
+        take_str(&mut src, "url")
+    };
+    json!({"type": "image_url", "image_url": {"url": url}})
+}
+
+/// Anthropic blocks → the JSON text of tool-call arguments.
+fn arguments(input: Value) -> String {
+    match input {
+        Value::Null => "{}".to_owned(),
+        v => serde_json::to_string(&v).unwrap_or_else(|_| "{}".into()),
     }
-    parts
 }
 
 /// Anthropic Messages request → OpenAI Chat Completions request.
-pub fn request_to_openai(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
-    let obj = body.as_object().ok_or(Error::NotJson)?;
+pub fn request_to_openai(mut obj: Map<String, Value>, loss: &mut Loss) -> Result<Value, Error> {
     let mut messages = Vec::new();
-    match obj.get("system") {
-        Some(Value::String(s)) => messages.push(json!({"role": "system", "content": s})),
-        Some(Value::Array(blocks)) => {
+    match take(&mut obj, "system") {
+        s @ Value::String(_) => messages.push(json!({"role": "system", "content": s})),
+        Value::Array(blocks) => {
             for (i, b) in blocks.iter().enumerate() {
                 if b.get("cache_control").is_some() {
                     loss.push(format!("system[{i}].cache_control"));
                 }
             }
-            messages
-                .push(json!({"role": "system", "content": text_of(&Value::Array(blocks.clone()))}));
+            messages.push(json!({"role": "system", "content": into_text(Value::Array(blocks))}));
         }
         _ => {}
     }
-    let msgs = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid("`messages` must be an array".into()))?;
-    for (i, m) in msgs.iter().enumerate() {
+    let Value::Array(msgs) = take(&mut obj, "messages") else {
+        return Err(Error::Invalid("`messages` must be an array".into()));
+    };
+    for (i, m) in msgs.into_iter().enumerate() {
         let at = format!("messages[{i}].content");
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("user");
-        let content = m.get("content").cloned().unwrap_or(Value::Null);
-        let blocks: Vec<Value> = match &content {
+        let mut m = super::object(m);
+        let role = take_str(&mut m, "role");
+        let blocks: Vec<Value> = match take(&mut m, "content") {
             Value::String(s) => vec![json!({"type": "text", "text": s})],
-            Value::Array(a) => a.clone(),
+            Value::Array(a) => a,
             _ => Vec::new(),
         };
         if role == "assistant" {
-            let mut text = Vec::new();
+            let mut text = String::new();
             let mut tool_calls = Vec::new();
             let mut reasoning = String::new();
-            for (j, b) in blocks.iter().enumerate() {
+            for (j, b) in blocks.into_iter().enumerate() {
+                let mut b = super::object(b);
                 match b.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push(b.get("text").and_then(Value::as_str).unwrap_or("").to_owned()),
+                    Some("text") => text.push_str(&take_str(&mut b, "text")),
                     Some("tool_use") => tool_calls.push(json!({
-                        "id": b.get("id").cloned().unwrap_or_default(),
+                        "id": take(&mut b, "id"),
                         "type": "function",
-                        "function": {
-                            "name": b.get("name").cloned().unwrap_or_default(),
-                            "arguments": serde_json::to_string(b.get("input").unwrap_or(&json!({}))).unwrap_or_else(|_| "{}".into()),
-                        },
+                        "function": {"name": take(&mut b, "name"), "arguments": arguments(take(&mut b, "input"))},
                     })),
                     Some("thinking") => {
-                        reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""));
+                        reasoning.push_str(&take_str(&mut b, "thinking"));
                         loss.push(format!("{at}[{j}].signature"));
                     }
                     _ => loss.push(format!("{at}[{j}]")),
                 }
             }
-            let mut msg = json!({"role": "assistant", "content": if text.is_empty() { Value::Null } else { Value::String(text.join("")) }});
+            let content = if text.is_empty() {
+                Value::Null
+            } else {
+                Value::String(text)
+            };
+            let mut msg = json!({"role": "assistant", "content": content});
             if !tool_calls.is_empty() {
                 msg["tool_calls"] = Value::Array(tool_calls);
             }
@@ -101,29 +98,47 @@ pub fn request_to_openai(body: &Value, loss: &mut Loss) -> Result<Value, Error> 
             }
             messages.push(msg);
         } else {
-            // Tool results become `tool` messages, which must directly follow the assistant turn.
-            for (j, b) in blocks.iter().enumerate() {
-                if b.get("type").and_then(Value::as_str) == Some("tool_result") {
-                    if b.get("is_error") == Some(&Value::Bool(true)) {
-                        loss.push(format!("{at}[{j}].is_error"));
+            // Tool results become `tool` messages, which must directly follow the assistant turn;
+            // the rest of the turn follows them as one user message.
+            let mut parts = Vec::new();
+            for (j, b) in blocks.into_iter().enumerate() {
+                let here = format!("{at}[{j}]");
+                let mut b = super::object(b);
+                if b.contains_key("cache_control")
+                    && b.get("type").and_then(Value::as_str) != Some("tool_result")
+                {
+                    loss.push(format!("{here}.cache_control"));
+                }
+                match b.get("type").and_then(Value::as_str) {
+                    Some("tool_result") => {
+                        if b.get("is_error") == Some(&Value::Bool(true)) {
+                            loss.push(format!("{here}.is_error"));
+                        }
+                        if b.contains_key("cache_control") {
+                            loss.push(format!("{here}.cache_control"));
+                        }
+                        messages.push(json!({
+                            "role": "tool",
+                            "tool_call_id": take(&mut b, "tool_use_id"),
+                            "content": into_text(take(&mut b, "content")),
+                        }));
                     }
-                    messages.push(json!({
-                        "role": "tool",
-                        "tool_call_id": b.get("tool_use_id").cloned().unwrap_or_default(),
-                        "content": text_of(b.get("content").unwrap_or(&Value::Null)),
-                    }));
+                    Some("text") => {
+                        parts.push(json!({"type": "text", "text": take(&mut b, "text")}))
+                    }
+                    Some("image") => parts.push(image_part(take(&mut b, "source"))),
+                    _ => loss.push(here),
                 }
             }
-            let parts = user_parts(&blocks, &at, loss);
             if !parts.is_empty() {
                 let content = if parts.iter().all(|p| p["type"] == "text") {
-                    Value::String(
-                        parts
-                            .iter()
-                            .filter_map(|p| p["text"].as_str())
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    )
+                    let texts: Vec<String> = parts
+                        .into_iter()
+                        .map(|p| {
+                            into_text(super::object(p).shift_remove("text").unwrap_or_default())
+                        })
+                        .collect();
+                    Value::String(texts.join("\n"))
                 } else {
                     Value::Array(parts)
                 };
@@ -133,48 +148,47 @@ pub fn request_to_openai(body: &Value, loss: &mut Loss) -> Result<Value, Error> 
     }
 
     let mut out = Map::new();
-    out.insert(
-        "model".into(),
-        obj.get("model").cloned().unwrap_or_default(),
-    );
+    out.insert("model".into(), take(&mut obj, "model"));
     out.insert("messages".into(), Value::Array(messages));
     for (k, v) in obj {
         match k.as_str() {
-            "model" | "messages" | "system" => {}
             "max_tokens" | "temperature" | "top_p" => {
-                out.insert(k.clone(), v.clone());
+                out.insert(k, v);
             }
             "stream" => {
-                out.insert("stream".into(), v.clone());
-                if v == &Value::Bool(true) {
+                let on = v == Value::Bool(true);
+                out.insert("stream".into(), v);
+                if on {
                     out.insert("stream_options".into(), json!({"include_usage": true}));
                 }
             }
             "stop_sequences" => {
-                out.insert("stop".into(), v.clone());
+                out.insert("stop".into(), v);
             }
             "metadata" => {
-                if let Some(u) = v.get("user_id") {
-                    out.insert("user".into(), u.clone());
+                if let Some(u) = super::object(v).shift_remove("user_id") {
+                    out.insert("user".into(), u);
                 }
             }
             "tools" => {
                 let mut tools = Vec::new();
-                for (i, t) in v.as_array().into_iter().flatten().enumerate() {
-                    if t.get("input_schema").is_none() {
-                        // Server tools (web_search, code execution…) have no OpenAI equivalent.
-                        loss.push(format!("tools[{i}]"));
-                        continue;
+                if let Value::Array(list) = v {
+                    for (i, t) in list.into_iter().enumerate() {
+                        let mut t = super::object(t);
+                        let Some(schema) = t.shift_remove("input_schema") else {
+                            // Server tools (web_search, code execution…) have no OpenAI equivalent.
+                            loss.push(format!("tools[{i}]"));
+                            continue;
+                        };
+                        if t.contains_key("cache_control") {
+                            loss.push(format!("tools[{i}].cache_control"));
+                        }
+                        let mut f = json!({"name": take(&mut t, "name"), "parameters": schema});
+                        if let Some(d) = t.shift_remove("description") {
+                            f["description"] = d;
+                        }
+                        tools.push(json!({"type": "function", "function": f}));
                     }
-                    if t.get("cache_control").is_some() {
-                        loss.push(format!("tools[{i}].cache_control"));
-                    }
-                    let mut f = json!({"name": t.get("name").cloned().unwrap_or_default(),
-                                       "parameters": t.get("input_schema").cloned().unwrap_or_default()});
-                    if let Some(d) = t.get("description") {
-                        f["description"] = d.clone();
-                    }
-                    tools.push(json!({"type": "function", "function": f}));
                 }
                 out.insert("tools".into(), Value::Array(tools));
             }
@@ -213,7 +227,7 @@ pub fn request_to_openai(body: &Value, loss: &mut Loss) -> Result<Value, Error> 
                     _ => loss.push("thinking"),
                 }
             }
-            other => loss.push(other.to_owned()),
+            _ => loss.push(k),
         }
     }
     Ok(Value::Object(out))
@@ -255,44 +269,50 @@ pub fn now() -> u64 {
 }
 
 /// Anthropic `message` → OpenAI `chat.completion`.
-pub fn response_to_openai(body: &Value, loss: &mut Loss) -> Value {
+pub fn response_to_openai(body: Value, loss: &mut Loss) -> Value {
+    let mut body = super::object(body);
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut tool_calls = Vec::new();
-    for (i, b) in body
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(b.get("text").and_then(Value::as_str).unwrap_or("")),
-            Some("thinking") => {
-                reasoning.push_str(b.get("thinking").and_then(Value::as_str).unwrap_or(""));
-                loss.push(format!("content[{i}].signature"));
+    if let Value::Array(blocks) = take(&mut body, "content") {
+        for (i, b) in blocks.into_iter().enumerate() {
+            let mut b = super::object(b);
+            match b.get("type").and_then(Value::as_str) {
+                Some("text") => text.push_str(&take_str(&mut b, "text")),
+                Some("thinking") => {
+                    reasoning.push_str(&take_str(&mut b, "thinking"));
+                    loss.push(format!("content[{i}].signature"));
+                }
+                Some("tool_use") => tool_calls.push(json!({
+                    "id": take(&mut b, "id"),
+                    "type": "function",
+                    "function": {"name": take(&mut b, "name"), "arguments": arguments(take(&mut b, "input"))},
+                })),
+                _ => loss.push(format!("content[{i}]")),
             }
-            Some("tool_use") => tool_calls.push(json!({
-                "id": b.get("id").cloned().unwrap_or_default(),
-                "type": "function",
-                "function": {"name": b.get("name").cloned().unwrap_or_default(),
-                             "arguments": serde_json::to_string(b.get("input").unwrap_or(&json!({}))).unwrap_or_else(|_| "{}".into())},
-            })),
-            _ => loss.push(format!("content[{i}]")),
         }
     }
-    let mut message = json!({"role": "assistant", "content": if text.is_empty() && !tool_calls.is_empty() { Value::Null } else { Value::String(text) }});
+    let content = if text.is_empty() && !tool_calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(text)
+    };
+    let mut message = json!({"role": "assistant", "content": content});
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
     }
     if !reasoning.is_empty() {
         message["reasoning_content"] = Value::String(reasoning);
     }
+    let id = match take(&mut body, "id") {
+        Value::Null => json!("chatcmpl-ccproxy"),
+        id => id,
+    };
     json!({
-        "id": body.get("id").cloned().unwrap_or_else(|| json!("chatcmpl-ccproxy")),
+        "id": id,
         "object": "chat.completion",
         "created": now(),
-        "model": body.get("model").cloned().unwrap_or_default(),
+        "model": take(&mut body, "model"),
         "choices": [{"index": 0, "message": message,
                      "finish_reason": finish_reason(body.get("stop_reason").and_then(Value::as_str))}],
         "usage": usage_to_openai(body.get("usage").unwrap_or(&Value::Null)),
@@ -308,7 +328,7 @@ mod tests {
         let body = json!({"id": "msg_1", "model": "claude-haiku-4-5-20251001", "stop_reason": "tool_use",
             "content": [{"type": "text", "text": "Hello!"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
             "usage": {"input_tokens": 12, "output_tokens": 7}});
-        let out = response_to_openai(&body, &mut Loss::default());
+        let out = response_to_openai(body, &mut Loss::default());
         let c = &out["choices"][0];
         assert_eq!(c["finish_reason"], "tool_calls");
         assert_eq!(c["message"]["content"], "Hello!");
@@ -333,7 +353,7 @@ mod tests {
             "tools": [{"name": "ls", "description": "list", "input_schema": {"type": "object"}}, {"type": "web_search_20250305", "name": "web_search"}],
             "tool_choice": {"type": "auto"}, "top_k": 5});
         let mut loss = Loss::default();
-        let out = request_to_openai(&body, &mut loss).unwrap();
+        let out = request_to_openai(crate::translate::object(body), &mut loss).unwrap();
         let m = out["messages"].as_array().unwrap();
         assert_eq!(
             m[0],

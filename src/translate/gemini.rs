@@ -4,8 +4,11 @@
 //! round trip through clients that only keep Anthropic/OpenAI shapes. Thinking parts map to
 //! thinking blocks (signature kept as the block's `signature`); a signature on a function call
 //! travels inside the tool-use id (`…__ts__<signature>`), the one field every client echoes back.
+//! Gemini's proto-JSON accepts snake_case field names as well as camelCase; requests are
+//! normalised to camelCase ([`normalize_request`]) before they are read. Tool schemas are
+//! converted between Gemini's OpenAPI subset and JSON Schema by [`super::schema`].
 
-use super::{text_of, Error, HubUsage, Loss};
+use super::{into_text, schema, take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -43,96 +46,208 @@ pub fn signature_from_id(id: &str) -> Option<String> {
     Some(s)
 }
 
-fn strip_schema(v: &Value) -> Value {
-    match v {
-        Value::Object(o) => Value::Object(
-            o.iter()
-                .filter(|(k, _)| k.as_str() != "$schema")
-                .map(|(k, v)| (k.clone(), strip_schema(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(strip_schema).collect()),
-        other => other.clone(),
+/// snake_case → camelCase for one proto field name.
+fn camel(key: String) -> String {
+    if !key.contains('_') {
+        return key;
+    }
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The object's own keys in camelCase; values untouched.
+fn camel_keys(o: Map<String, Value>) -> Map<String, Value> {
+    if !o.keys().any(|k| k.contains('_')) {
+        return o;
+    }
+    o.into_iter().map(|(k, v)| (camel(k), v)).collect()
+}
+
+/// Apply `f` to an object member (an object itself).
+fn map_member(
+    o: &mut Map<String, Value>,
+    key: &str,
+    f: impl Fn(Map<String, Value>) -> Map<String, Value>,
+) {
+    if let Some(v) = o.get_mut(key) {
+        if let Value::Object(inner) = std::mem::take(v) {
+            *v = Value::Object(f(inner));
+        }
+    }
+}
+
+/// Apply `f` to each object of an array member.
+fn map_each(
+    o: &mut Map<String, Value>,
+    key: &str,
+    f: impl Fn(Map<String, Value>) -> Map<String, Value>,
+) {
+    if let Some(Value::Array(items)) = o.get_mut(key) {
+        for item in items.iter_mut() {
+            if let Value::Object(inner) = std::mem::take(item) {
+                *item = Value::Object(f(inner));
+            }
+        }
+    }
+}
+
+fn normalize_part(p: Map<String, Value>) -> Map<String, Value> {
+    let mut p = camel_keys(p);
+    // Only the field names of these messages, never `args`/`response` payloads.
+    for k in ["inlineData", "fileData", "functionCall", "functionResponse"] {
+        map_member(&mut p, k, camel_keys);
+    }
+    p
+}
+
+fn normalize_content(c: Map<String, Value>) -> Map<String, Value> {
+    let mut c = camel_keys(c);
+    map_each(&mut c, "parts", normalize_part);
+    c
+}
+
+fn normalize_tool(t: Map<String, Value>) -> Map<String, Value> {
+    let mut t = camel_keys(t);
+    map_each(&mut t, "functionDeclarations", camel_keys);
+    t
+}
+
+/// A Gemini request with every proto field name in camelCase (`system_instruction` →
+/// `systemInstruction`, `function_declarations` → `functionDeclarations`, …). Payloads that are
+/// the user's data (function `args`, `response`, schema property names) are left alone.
+pub fn normalize_request(obj: Map<String, Value>) -> Map<String, Value> {
+    let mut obj = camel_keys(obj);
+    map_each(&mut obj, "contents", normalize_content);
+    map_member(&mut obj, "systemInstruction", normalize_content);
+    map_member(&mut obj, "generationConfig", |g| {
+        let mut g = camel_keys(g);
+        map_member(&mut g, "thinkingConfig", camel_keys);
+        g
+    });
+    map_each(&mut obj, "tools", normalize_tool);
+    map_member(&mut obj, "toolConfig", |t| {
+        let mut t = camel_keys(t);
+        map_member(&mut t, "functionCallingConfig", camel_keys);
+        t
+    });
+    obj
+}
+
+/// The `generationConfig` of a Gemini request, in either spelling.
+pub fn generation_config(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    obj.get("generationConfig")
+        .or_else(|| obj.get("generation_config"))
+        .and_then(Value::as_object)
+}
+
+/// One Anthropic block → Gemini part(s); `tool_names` maps tool-use ids to names for results.
+fn hub_block_to_part(
+    mut b: Map<String, Value>,
+    at: &str,
+    tool_names: &mut HashMap<String, String>,
+    loss: &mut Loss,
+) -> Option<Value> {
+    if b.contains_key("cache_control") {
+        loss.push(format!("{at}.cache_control"));
+    }
+    match b.get("type").and_then(Value::as_str) {
+        Some("text") => Some(json!({"text": take(&mut b, "text")})),
+        Some("image") => {
+            let mut src = super::object(take(&mut b, "source"));
+            if src.get("type").and_then(Value::as_str) == Some("base64") {
+                Some(
+                    json!({"inlineData": {"mimeType": take(&mut src, "media_type"), "data": take(&mut src, "data")}}),
+                )
+            } else {
+                Some(json!({"fileData": {"fileUri": take(&mut src, "url")}}))
+            }
+        }
+        Some("thinking") => {
+            let mut p = json!({"text": take(&mut b, "thinking"), "thought": true});
+            let sig = take_str(&mut b, "signature");
+            if !sig.is_empty() {
+                p["thoughtSignature"] = Value::String(sig);
+            }
+            Some(p)
+        }
+        Some("tool_use") => {
+            let id = take_str(&mut b, "id");
+            let name = take_str(&mut b, "name");
+            let args = match take(&mut b, "input") {
+                Value::Null => json!({}),
+                v => v,
+            };
+            let mut p = json!({"functionCall": {"name": name.clone(), "args": args}});
+            if let Some(sig) = signature_from_id(&id) {
+                p["thoughtSignature"] = json!(sig);
+            }
+            tool_names.insert(id, name);
+            Some(p)
+        }
+        Some("tool_result") => {
+            let id = take_str(&mut b, "tool_use_id");
+            let name = tool_names.get(&id).cloned().unwrap_or_default();
+            let text = into_text(take(&mut b, "content"));
+            let response = if b.get("is_error") == Some(&Value::Bool(true)) {
+                json!({"error": text})
+            } else {
+                json!({"content": text})
+            };
+            Some(json!({"functionResponse": {"name": name, "response": response}}))
+        }
+        _ => {
+            loss.push(at.to_owned());
+            None
+        }
     }
 }
 
 /// Anthropic Messages request → Gemini `generateContent` body.
-pub fn request_from_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
-    let obj = body.as_object().ok_or(Error::NotJson)?;
-    let msgs = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid("`messages` must be an array".into()))?;
+pub fn request_from_anthropic(
+    mut obj: Map<String, Value>,
+    loss: &mut Loss,
+) -> Result<Value, Error> {
+    let Value::Array(msgs) = take(&mut obj, "messages") else {
+        return Err(Error::Invalid("`messages` must be an array".into()));
+    };
     let mut tool_names: HashMap<String, String> = HashMap::new();
-    let mut contents = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
+    let mut contents = Vec::with_capacity(msgs.len());
+    for (i, m) in msgs.into_iter().enumerate() {
         let at = format!("messages[{i}].content");
+        let mut m = super::object(m);
         let role = if m.get("role").and_then(Value::as_str) == Some("assistant") {
             "model"
         } else {
             "user"
         };
-        let blocks: Vec<Value> = match m.get("content") {
-            Some(Value::String(s)) => vec![json!({"type": "text", "text": s})],
-            Some(Value::Array(a)) => a.clone(),
+        let blocks: Vec<Value> = match take(&mut m, "content") {
+            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::Array(a) => a,
             _ => Vec::new(),
         };
-        let mut parts = Vec::new();
-        for (j, b) in blocks.iter().enumerate() {
-            if b.get("cache_control").is_some() {
-                loss.push(format!("{at}[{j}].cache_control"));
-            }
-            match b.get("type").and_then(Value::as_str) {
-                Some("text") => {
-                    parts.push(json!({"text": b.get("text").cloned().unwrap_or_default()}))
-                }
-                Some("image") => {
-                    let src = b.get("source").cloned().unwrap_or_default();
-                    if src.get("type").and_then(Value::as_str) == Some("base64") {
-                        parts.push(json!({"inlineData": {"mimeType": src.get("media_type").cloned().unwrap_or_default(),
-                                                         "data": src.get("data").cloned().unwrap_or_default()}}));
-                    } else {
-                        parts.push(json!({"fileData": {"fileUri": src.get("url").cloned().unwrap_or_default()}}));
-                    }
-                }
-                Some("thinking") => {
-                    let mut p = json!({"text": b.get("thinking").cloned().unwrap_or_default(), "thought": true});
-                    if let Some(sig) = b
-                        .get("signature")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                    {
-                        p["thoughtSignature"] = json!(sig);
-                    }
-                    parts.push(p);
-                }
-                Some("tool_use") => {
-                    let id = b.get("id").and_then(Value::as_str).unwrap_or("").to_owned();
-                    let name = b
-                        .get("name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                    tool_names.insert(id.clone(), name.clone());
-                    let mut p = json!({"functionCall": {"name": name, "args": b.get("input").cloned().unwrap_or_else(|| json!({}))}});
-                    if let Some(sig) = signature_from_id(&id) {
-                        p["thoughtSignature"] = json!(sig);
-                    }
-                    parts.push(p);
-                }
-                Some("tool_result") => {
-                    let id = b.get("tool_use_id").and_then(Value::as_str).unwrap_or("");
-                    let name = tool_names.get(id).cloned().unwrap_or_default();
-                    let mut response =
-                        json!({"content": text_of(b.get("content").unwrap_or(&Value::Null))});
-                    if b.get("is_error") == Some(&Value::Bool(true)) {
-                        response = json!({"error": response["content"]});
-                    }
-                    parts.push(json!({"functionResponse": {"name": name, "response": response}}));
-                }
-                _ => loss.push(format!("{at}[{j}]")),
-            }
-        }
+        let parts: Vec<Value> = blocks
+            .into_iter()
+            .enumerate()
+            .filter_map(|(j, b)| {
+                hub_block_to_part(
+                    super::object(b),
+                    &format!("{at}[{j}]"),
+                    &mut tool_names,
+                    loss,
+                )
+            })
+            .collect();
         if !parts.is_empty() {
             contents.push(json!({"role": role, "parts": parts}));
         }
@@ -140,21 +255,21 @@ pub fn request_from_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Er
 
     let mut out = Map::new();
     out.insert("contents".into(), Value::Array(contents));
-    match obj.get("system") {
-        Some(Value::String(s)) => {
+    match take(&mut obj, "system") {
+        Value::String(s) => {
             out.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
         }
-        Some(Value::Array(blocks)) => {
-            for (i, b) in blocks.iter().enumerate() {
-                if b.get("cache_control").is_some() {
+        Value::Array(blocks) => {
+            let mut parts = Vec::with_capacity(blocks.len());
+            for (i, b) in blocks.into_iter().enumerate() {
+                let mut b = super::object(b);
+                if b.contains_key("cache_control") {
                     loss.push(format!("system[{i}].cache_control"));
                 }
+                if let Some(t) = b.shift_remove("text") {
+                    parts.push(json!({"text": t}));
+                }
             }
-            let parts: Vec<Value> = blocks
-                .iter()
-                .filter_map(|b| b.get("text"))
-                .map(|t| json!({"text": t}))
-                .collect();
             out.insert("systemInstruction".into(), json!({"parts": parts}));
         }
         _ => {}
@@ -162,45 +277,56 @@ pub fn request_from_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Er
     let mut gen = Map::new();
     for (k, v) in obj {
         match k.as_str() {
-            "messages" | "system" | "model" | "stream" => {}
+            "model" | "stream" => {}
             "max_tokens" => {
-                gen.insert("maxOutputTokens".into(), v.clone());
+                gen.insert("maxOutputTokens".into(), v);
             }
             "temperature" => {
-                gen.insert("temperature".into(), v.clone());
+                gen.insert("temperature".into(), v);
             }
             "top_p" => {
-                gen.insert("topP".into(), v.clone());
+                gen.insert("topP".into(), v);
             }
             "top_k" => {
-                gen.insert("topK".into(), v.clone());
+                gen.insert("topK".into(), v);
             }
             "stop_sequences" => {
-                gen.insert("stopSequences".into(), v.clone());
+                gen.insert("stopSequences".into(), v);
             }
             "thinking" => {
                 if v.get("type").and_then(Value::as_str) == Some("enabled") {
+                    let budget = v.get("budget_tokens").cloned().unwrap_or(json!(-1));
                     gen.insert(
                         "thinkingConfig".into(),
-                        json!({"thinkingBudget": v.get("budget_tokens").cloned().unwrap_or(json!(-1)), "includeThoughts": true}),
+                        json!({"thinkingBudget": budget, "includeThoughts": true}),
                     );
                 }
             }
             "tools" => {
                 let mut decls = Vec::new();
-                for (i, t) in v.as_array().into_iter().flatten().enumerate() {
-                    let Some(schema) = t.get("input_schema") else {
-                        loss.push(format!("tools[{i}]"));
-                        continue;
-                    };
-                    let mut d = json!({"name": t.get("name").cloned().unwrap_or_default(), "parameters": strip_schema(schema)});
-                    if let Some(desc) = t.get("description") {
-                        d["description"] = desc.clone();
+                if let Value::Array(list) = v {
+                    for (i, t) in list.into_iter().enumerate() {
+                        let mut t = super::object(t);
+                        let Some(input_schema) = t.shift_remove("input_schema") else {
+                            loss.push(format!("tools[{i}]"));
+                            continue;
+                        };
+                        let mut d = json!({"name": take(&mut t, "name")});
+                        if let Some(desc) = t.shift_remove("description") {
+                            d["description"] = desc;
+                        }
+                        if let Some(params) = schema::to_gemini(
+                            input_schema,
+                            &format!("tools[{i}].input_schema"),
+                            loss,
+                        ) {
+                            d["parameters"] = params;
+                        }
+                        if t.contains_key("cache_control") {
+                            loss.push(format!("tools[{i}].cache_control"));
+                        }
+                        decls.push(d);
                     }
-                    if t.get("cache_control").is_some() {
-                        loss.push(format!("tools[{i}].cache_control"));
-                    }
-                    decls.push(d);
                 }
                 out.insert("tools".into(), json!([{"functionDeclarations": decls}]));
             }
@@ -222,7 +348,7 @@ pub fn request_from_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Er
                 }
                 out.insert("toolConfig".into(), json!({"functionCallingConfig": cfg}));
             }
-            other => loss.push(other.to_owned()),
+            _ => loss.push(k),
         }
     }
     if !gen.is_empty() {
@@ -231,71 +357,110 @@ pub fn request_from_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Er
     Ok(Value::Object(out))
 }
 
+/// The Anthropic tool for a Gemini function declaration.
+fn declaration_to_tool(d: Value, at: &str, loss: &mut Loss) -> Option<Value> {
+    let Value::Object(d) = d else {
+        loss.push(at.to_owned());
+        return None;
+    };
+    let mut name = Value::Null;
+    let mut description = None;
+    let mut input_schema = None;
+    for (k, v) in d {
+        match k.as_str() {
+            "name" => name = v,
+            "description" => description = Some(v),
+            // Already JSON Schema: carried as is.
+            "parametersJsonSchema" => input_schema = Some(v),
+            "parameters" if input_schema.is_none() => {
+                input_schema = Some(schema::to_json_schema(v, &format!("{at}.parameters"), loss));
+            }
+            _ => loss.push(format!("{at}.{k}")),
+        }
+    }
+    let mut tool = json!({"name": name, "input_schema": input_schema.unwrap_or_else(|| json!({"type": "object"}))});
+    if let Some(desc) = description {
+        tool["description"] = desc;
+    }
+    Some(tool)
+}
+
 /// Gemini `generateContent` body → Anthropic Messages request (`model` comes from the path).
-pub fn request_to_anthropic(body: &Value, model: &str, loss: &mut Loss) -> Result<Value, Error> {
-    let obj = body.as_object().ok_or(Error::NotJson)?;
-    let contents = obj
-        .get("contents")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid("`contents` must be an array".into()))?;
-    let mut messages: Vec<Value> = Vec::new();
+pub fn request_to_anthropic(
+    obj: Map<String, Value>,
+    model: &str,
+    loss: &mut Loss,
+) -> Result<Map<String, Value>, Error> {
+    let mut obj = normalize_request(obj);
+    let Value::Array(contents) = take(&mut obj, "contents") else {
+        return Err(Error::Invalid("`contents` must be an array".into()));
+    };
+    let mut messages: Vec<Value> = Vec::with_capacity(contents.len());
     let mut pending_ids: Vec<(String, String)> = Vec::new();
     let mut n = 0usize;
-    for (i, c) in contents.iter().enumerate() {
+    for (i, c) in contents.into_iter().enumerate() {
+        let mut c = super::object(c);
         let role = if c.get("role").and_then(Value::as_str) == Some("model") {
             "assistant"
         } else {
             "user"
         };
-        let mut blocks = Vec::new();
-        for (j, p) in c
-            .get("parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        let parts = match take(&mut c, "parts") {
+            Value::Array(p) => p,
+            _ => Vec::new(),
+        };
+        let mut blocks = Vec::with_capacity(parts.len());
+        for (j, p) in parts.into_iter().enumerate() {
             let at = format!("contents[{i}].parts[{j}]");
-            if let Some(fc) = p.get("functionCall") {
-                let name = fc
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned();
-                let base = fc
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| {
+            let mut p = super::object(p);
+            if let Some(Value::Object(mut fc)) = p.shift_remove("functionCall") {
+                let name = take_str(&mut fc, "name");
+                let base = match take(&mut fc, "id") {
+                    Value::String(s) => s,
+                    _ => {
                         n += 1;
                         format!("toolu_gemini_{i}_{n}")
-                    });
+                    }
+                };
                 let id = match p.get("thoughtSignature").and_then(Value::as_str) {
                     Some(sig) => id_with_signature(&base, sig),
                     None => base,
                 };
                 pending_ids.push((name.clone(), id.clone()));
-                blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": fc.get("args").cloned().unwrap_or_else(|| json!({}))}));
-            } else if let Some(fr) = p.get("functionResponse") {
-                let name = fr.get("name").and_then(Value::as_str).unwrap_or("");
-                let id = match pending_ids.iter().position(|(n, _)| n == name) {
+                let args = match take(&mut fc, "args") {
+                    Value::Null => json!({}),
+                    a => a,
+                };
+                blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": args}));
+            } else if let Some(Value::Object(mut fr)) = p.shift_remove("functionResponse") {
+                let name = take_str(&mut fr, "name");
+                let id = match pending_ids.iter().position(|(n, _)| *n == name) {
                     Some(k) => pending_ids.remove(k).1,
                     None => format!("toolu_gemini_unmatched_{name}"),
                 };
-                let resp = fr.get("response").cloned().unwrap_or_default();
-                let text = match resp.get("content").or_else(|| resp.get("output")) {
-                    Some(Value::String(s)) => s.clone(),
-                    _ => resp.to_string(),
+                let mut resp = take(&mut fr, "response");
+                let text = match resp.as_object_mut().and_then(|r| {
+                    r.shift_remove("content")
+                        .or_else(|| r.shift_remove("output"))
+                }) {
+                    Some(Value::String(s)) => s,
+                    Some(other) => other.to_string(),
+                    None => resp.to_string(),
                 };
                 blocks.push(json!({"type": "tool_result", "tool_use_id": id, "content": text}));
             } else if p.get("thought") == Some(&Value::Bool(true)) {
-                blocks.push(json!({"type": "thinking", "thinking": p.get("text").cloned().unwrap_or_default(),
-                                   "signature": p.get("thoughtSignature").cloned().unwrap_or(json!(""))}));
-            } else if let Some(t) = p.get("text") {
+                let sig = match take(&mut p, "thoughtSignature") {
+                    Value::Null => json!(""),
+                    s => s,
+                };
+                blocks.push(
+                    json!({"type": "thinking", "thinking": take(&mut p, "text"), "signature": sig}),
+                );
+            } else if let Some(t) = p.shift_remove("text") {
                 blocks.push(json!({"type": "text", "text": t}));
-            } else if let Some(d) = p.get("inlineData") {
+            } else if let Some(Value::Object(mut d)) = p.shift_remove("inlineData") {
                 blocks.push(json!({"type": "image", "source": {"type": "base64",
-                    "media_type": d.get("mimeType").cloned().unwrap_or_default(), "data": d.get("data").cloned().unwrap_or_default()}}));
+                    "media_type": take(&mut d, "mimeType"), "data": take(&mut d, "data")}}));
             } else {
                 loss.push(at);
             }
@@ -307,124 +472,98 @@ pub fn request_to_anthropic(body: &Value, model: &str, loss: &mut Loss) -> Resul
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
-    let gen = obj
-        .get("generationConfig")
-        .or_else(|| obj.get("generation_config"))
-        .cloned()
-        .unwrap_or_default();
+    let gen = match take(&mut obj, "generationConfig") {
+        Value::Object(g) => g,
+        _ => Map::new(),
+    };
     let max = gen
         .get("maxOutputTokens")
         .and_then(Value::as_u64)
         .unwrap_or_else(|| super::openai::default_max_tokens(model));
     out.insert("max_tokens".into(), json!(max));
-    if let Some(sys) = obj
-        .get("systemInstruction")
-        .or_else(|| obj.get("system_instruction"))
-    {
-        let parts: Vec<Value> = sys
-            .get("parts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| p.get("text"))
-            .map(|t| json!({"type": "text", "text": t}))
-            .collect();
+    if let Value::Object(mut sys) = take(&mut obj, "systemInstruction") {
+        let parts: Vec<Value> = match take(&mut sys, "parts") {
+            Value::Array(p) => p
+                .into_iter()
+                .filter_map(|p| super::object(p).shift_remove("text"))
+                .map(|t| json!({"type": "text", "text": t}))
+                .collect(),
+            _ => Vec::new(),
+        };
         out.insert("system".into(), Value::Array(parts));
     }
-    if let Value::Object(g) = &gen {
-        for (k, v) in g {
-            match k.as_str() {
-                "maxOutputTokens" => {}
-                "temperature" => {
-                    out.insert("temperature".into(), v.clone());
-                }
-                "topP" => {
-                    out.insert("top_p".into(), v.clone());
-                }
-                "topK" => {
-                    out.insert("top_k".into(), v.clone());
-                }
-                "stopSequences" => {
-                    out.insert("stop_sequences".into(), v.clone());
-                }
-                "thinkingConfig" => {
-                    if let Some(b) = v
-                        .get("thinkingBudget")
-                        .and_then(Value::as_u64)
-                        .filter(|b| *b > 0)
-                    {
-                        out.insert(
-                            "thinking".into(),
-                            json!({"type": "enabled", "budget_tokens": b.max(1024)}),
-                        );
-                    }
-                }
-                other => loss.push(format!("generationConfig.{other}")),
+    for (k, v) in gen {
+        match k.as_str() {
+            "maxOutputTokens" => {}
+            "temperature" => {
+                out.insert("temperature".into(), v);
             }
+            "topP" => {
+                out.insert("top_p".into(), v);
+            }
+            "topK" => {
+                out.insert("top_k".into(), v);
+            }
+            "stopSequences" => {
+                out.insert("stop_sequences".into(), v);
+            }
+            "thinkingConfig" => {
+                if let Some(b) = v
+                    .get("thinkingBudget")
+                    .and_then(Value::as_u64)
+                    .filter(|b| *b > 0)
+                {
+                    out.insert(
+                        "thinking".into(),
+                        json!({"type": "enabled", "budget_tokens": b.max(1024)}),
+                    );
+                }
+            }
+            _ => loss.push(format!("generationConfig.{k}")),
         }
     }
     let mut tools = Vec::new();
-    for (i, t) in obj
-        .get("tools")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        match t
-            .get("functionDeclarations")
-            .or_else(|| t.get("function_declarations"))
-            .and_then(Value::as_array)
-        {
-            Some(decls) => {
-                for d in decls {
-                    let mut tool = json!({"name": d.get("name").cloned().unwrap_or_default(),
-                        "input_schema": d.get("parameters").or_else(|| d.get("parametersJsonSchema")).cloned().unwrap_or_else(|| json!({"type": "object"}))});
-                    if let Some(desc) = d.get("description") {
-                        tool["description"] = desc.clone();
+    if let Value::Array(list) = take(&mut obj, "tools") {
+        for (i, t) in list.into_iter().enumerate() {
+            let mut t = super::object(t);
+            match t.shift_remove("functionDeclarations") {
+                Some(Value::Array(decls)) => {
+                    for (j, d) in decls.into_iter().enumerate() {
+                        let at = format!("tools[{i}].functionDeclarations[{j}]");
+                        tools.extend(declaration_to_tool(d, &at, loss));
                     }
-                    tools.push(tool);
+                    for k in t.keys() {
+                        loss.push(format!("tools[{i}].{k}"));
+                    }
                 }
+                _ => loss.push(format!("tools[{i}]")),
             }
-            None => loss.push(format!("tools[{i}]")),
         }
     }
     if !tools.is_empty() {
         out.insert("tools".into(), Value::Array(tools));
     }
-    if let Some(cfg) = obj
-        .get("toolConfig")
-        .and_then(|t| t.get("functionCallingConfig"))
-    {
-        let tc = match cfg.get("mode").and_then(Value::as_str) {
-            Some("ANY") => match cfg
-                .get("allowedFunctionNames")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-            {
-                Some([one]) => json!({"type": "tool", "name": one}),
-                _ => json!({"type": "any"}),
-            },
-            Some("NONE") => json!({"type": "none"}),
-            _ => json!({"type": "auto"}),
-        };
-        out.insert("tool_choice".into(), tc);
-    }
-    for k in obj.keys() {
-        if !matches!(
-            k.as_str(),
-            "contents"
-                | "generationConfig"
-                | "generation_config"
-                | "systemInstruction"
-                | "system_instruction"
-                | "tools"
-                | "toolConfig"
-        ) {
-            loss.push(k.clone());
+    if let Value::Object(mut tc) = take(&mut obj, "toolConfig") {
+        if let Value::Object(cfg) = take(&mut tc, "functionCallingConfig") {
+            let choice = match cfg.get("mode").and_then(Value::as_str) {
+                Some("ANY") => match cfg
+                    .get("allowedFunctionNames")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                {
+                    Some([one]) => json!({"type": "tool", "name": one}),
+                    _ => json!({"type": "any"}),
+                },
+                Some("NONE") => json!({"type": "none"}),
+                _ => json!({"type": "auto"}),
+            };
+            out.insert("tool_choice".into(), choice);
         }
     }
-    Ok(Value::Object(out))
+    for k in obj.keys() {
+        loss.push(k.clone());
+    }
+    Ok(out)
 }
 
 /// Anthropic `stop_reason` for a Gemini `finishReason`.
@@ -452,27 +591,37 @@ pub fn usage_to_anthropic(u: &Value) -> Value {
 }
 
 /// Gemini parts → Anthropic blocks (shared by responses and streams).
-pub fn parts_to_blocks(parts: &[Value], counter: &mut usize) -> Vec<Value> {
-    let mut blocks = Vec::new();
+pub fn parts_to_blocks(parts: Vec<Value>, counter: &mut usize) -> Vec<Value> {
+    let mut blocks = Vec::with_capacity(parts.len());
     for p in parts {
-        if let Some(fc) = p.get("functionCall") {
+        let mut p = super::object(p);
+        if let Some(Value::Object(mut fc)) = p.shift_remove("functionCall") {
             *counter += 1;
-            let base = fc
-                .get("id")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("toolu_gemini_{counter}"));
+            let base = match take(&mut fc, "id") {
+                Value::String(s) => s,
+                _ => format!("toolu_gemini_{counter}"),
+            };
             let id = match p.get("thoughtSignature").and_then(Value::as_str) {
                 Some(sig) => id_with_signature(&base, sig),
                 None => base,
             };
-            blocks.push(json!({"type": "tool_use", "id": id, "name": fc.get("name").cloned().unwrap_or_default(),
-                               "input": fc.get("args").cloned().unwrap_or_else(|| json!({}))}));
+            let args = match take(&mut fc, "args") {
+                Value::Null => json!({}),
+                a => a,
+            };
+            blocks.push(
+                json!({"type": "tool_use", "id": id, "name": take(&mut fc, "name"), "input": args}),
+            );
         } else if p.get("thought") == Some(&Value::Bool(true)) {
-            blocks.push(json!({"type": "thinking", "thinking": p.get("text").cloned().unwrap_or_default(),
-                               "signature": p.get("thoughtSignature").cloned().unwrap_or(json!(""))}));
-        } else if let Some(t) = p.get("text") {
-            if let Some(sig) = p.get("thoughtSignature") {
+            let sig = match take(&mut p, "thoughtSignature") {
+                Value::Null => json!(""),
+                s => s,
+            };
+            blocks.push(
+                json!({"type": "thinking", "thinking": take(&mut p, "text"), "signature": sig}),
+            );
+        } else if let Some(t) = p.shift_remove("text") {
+            if let Some(sig) = p.shift_remove("thoughtSignature") {
                 // A signature on a plain text part: keep it in an empty thinking block.
                 blocks.push(json!({"type": "thinking", "thinking": "", "signature": sig}));
             }
@@ -483,34 +632,42 @@ pub fn parts_to_blocks(parts: &[Value], counter: &mut usize) -> Vec<Value> {
 }
 
 /// Gemini response → Anthropic `message`.
-pub fn response_to_anthropic(body: &Value, model: &str, loss: &mut Loss) -> Result<Value, Error> {
-    let body = body
-        .get("response")
-        .filter(|r| r.is_object())
-        .unwrap_or(body);
-    let cand = body
-        .get("candidates")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| Error::Invalid("response has no candidates".into()))?;
-    if body
-        .get("candidates")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.len() > 1)
-    {
+pub fn response_to_anthropic(body: Value, model: &str, loss: &mut Loss) -> Result<Value, Error> {
+    let mut body = super::object(body);
+    // Code Assist wraps the response in {"response": …}.
+    if body.get("response").is_some_and(Value::is_object) {
+        body = super::object(take(&mut body, "response"));
+    }
+    let Value::Array(candidates) = take(&mut body, "candidates") else {
+        return Err(Error::Invalid("response has no candidates".into()));
+    };
+    if candidates.len() > 1 {
         loss.push("candidates[1..]");
     }
-    let parts = cand
-        .get("content")
-        .and_then(|c| c.get("parts"))
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let content = parts_to_blocks(&parts, &mut 0);
+    let Some(Value::Object(mut cand)) = candidates.into_iter().next() else {
+        return Err(Error::Invalid("response has no candidates".into()));
+    };
+    let parts = match take(&mut cand, "content") {
+        Value::Object(mut c) => match take(&mut c, "parts") {
+            Value::Array(p) => p,
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let content = parts_to_blocks(parts, &mut 0);
     let has_tool = content.iter().any(|b| b["type"] == "tool_use");
+    let id = match take(&mut body, "responseId") {
+        Value::Null => json!("msg_gemini"),
+        id => id,
+    };
+    let model = match take(&mut body, "modelVersion") {
+        Value::Null => json!(model),
+        m => m,
+    };
     Ok(json!({
-        "id": body.get("responseId").cloned().unwrap_or_else(|| json!("msg_gemini")),
+        "id": id,
         "type": "message", "role": "assistant",
-        "model": body.get("modelVersion").cloned().unwrap_or_else(|| json!(model)),
+        "model": model,
         "content": content,
         "stop_reason": stop_reason(cand.get("finishReason").and_then(Value::as_str), has_tool),
         "stop_sequence": null,
@@ -538,27 +695,27 @@ pub fn usage_from_anthropic(u: &Value) -> Value {
     m
 }
 
-/// One Anthropic block → a Gemini part.
-pub fn block_to_part(b: &Value) -> Option<Value> {
+/// One Anthropic block → a Gemini part (responses and streams).
+pub fn block_to_part(b: Value) -> Option<Value> {
+    let mut b = super::object(b);
     match b.get("type").and_then(Value::as_str) {
-        Some("text") => Some(json!({"text": b.get("text").cloned().unwrap_or_default()})),
+        Some("text") => Some(json!({"text": take(&mut b, "text")})),
         Some("thinking") => {
-            let mut p =
-                json!({"text": b.get("thinking").cloned().unwrap_or_default(), "thought": true});
-            if let Some(sig) = b
-                .get("signature")
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-            {
-                p["thoughtSignature"] = json!(sig);
+            let mut p = json!({"text": take(&mut b, "thinking"), "thought": true});
+            let sig = take_str(&mut b, "signature");
+            if !sig.is_empty() {
+                p["thoughtSignature"] = Value::String(sig);
             }
             Some(p)
         }
         Some("tool_use") => {
-            let id = b.get("id").and_then(Value::as_str).unwrap_or("");
-            let mut p = json!({"functionCall": {"name": b.get("name").cloned().unwrap_or_default(),
-                                                "args": b.get("input").cloned().unwrap_or_else(|| json!({}))}});
-            if let Some(sig) = signature_from_id(id) {
+            let id = take_str(&mut b, "id");
+            let args = match take(&mut b, "input") {
+                Value::Null => json!({}),
+                a => a,
+            };
+            let mut p = json!({"functionCall": {"name": take(&mut b, "name"), "args": args}});
+            if let Some(sig) = signature_from_id(&id) {
                 p["thoughtSignature"] = json!(sig);
             }
             Some(p)
@@ -568,32 +725,30 @@ pub fn block_to_part(b: &Value) -> Option<Value> {
 }
 
 /// Anthropic `message` → Gemini response.
-pub fn response_from_anthropic(body: &Value, loss: &mut Loss) -> Value {
+pub fn response_from_anthropic(body: Value, loss: &mut Loss) -> Value {
+    let mut body = super::object(body);
     let mut parts = Vec::new();
-    for (i, b) in body
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
-        match block_to_part(b) {
-            Some(p) => parts.push(p),
-            None => loss.push(format!("content[{i}]")),
+    if let Value::Array(blocks) = take(&mut body, "content") {
+        for (i, b) in blocks.into_iter().enumerate() {
+            match block_to_part(b) {
+                Some(p) => parts.push(p),
+                None => loss.push(format!("content[{i}]")),
+            }
         }
     }
     json!({
         "candidates": [{"content": {"role": "model", "parts": parts}, "index": 0,
                         "finishReason": finish_reason(body.get("stop_reason").and_then(Value::as_str))}],
         "usageMetadata": usage_from_anthropic(body.get("usage").unwrap_or(&Value::Null)),
-        "modelVersion": body.get("model").cloned().unwrap_or_default(),
-        "responseId": body.get("id").cloned().unwrap_or_default(),
+        "modelVersion": take(&mut body, "model"),
+        "responseId": take(&mut body, "id"),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::object;
 
     #[test]
     fn signature_survives_the_tool_use_id_round_trip() {
@@ -615,7 +770,7 @@ mod tests {
             {"functionCall": {"name": "ls", "args": {"p": "."}}, "thoughtSignature": "c2lnMg=="}
         ]}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 10, "candidatesTokenCount": 3, "thoughtsTokenCount": 2}});
         let mut loss = Loss::default();
-        let a = response_to_anthropic(&g, "gemini-2.5-pro", &mut loss).unwrap();
+        let a = response_to_anthropic(g, "gemini-2.5-pro", &mut loss).unwrap();
         assert_eq!(a["stop_reason"], "tool_use");
         assert_eq!(a["content"][0]["signature"], "c2lnMQ==");
         assert_eq!(a["usage"]["output_tokens"], 5);
@@ -625,7 +780,7 @@ mod tests {
             {"role": "assistant", "content": a["content"].clone()},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": a["content"][1]["id"].clone(), "content": "x y"}]}
         ]});
-        let req = request_from_anthropic(&next, &mut loss).unwrap();
+        let req = request_from_anthropic(object(next), &mut loss).unwrap();
         let model_parts = &req["contents"][1]["parts"];
         assert_eq!(model_parts[0]["thoughtSignature"], "c2lnMQ==");
         assert_eq!(model_parts[1]["thoughtSignature"], "c2lnMg==");
@@ -645,7 +800,7 @@ mod tests {
         ], "systemInstruction": {"parts": [{"text": "Be brief."}]}, "generationConfig": {"temperature": 0.1, "maxOutputTokens": 50},
            "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"type": "object"}}]}]});
         let mut loss = Loss::default();
-        let a = request_to_anthropic(&g, "claude-x", &mut loss).unwrap();
+        let a = request_to_anthropic(object(g), "claude-x", &mut loss).unwrap();
         let id = a["messages"][1]["content"][0]["id"]
             .as_str()
             .unwrap()
@@ -662,7 +817,7 @@ mod tests {
     fn spec_6_system_and_temperature_example() {
         let hub = json!({"model": "gemini-2.5-flash", "max_tokens": 64000, "temperature": 0.1,
                          "system": [{"type": "text", "text": "Be brief."}], "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]});
-        let g = request_from_anthropic(&hub, &mut Loss::default()).unwrap();
+        let g = request_from_anthropic(object(hub), &mut Loss::default()).unwrap();
         assert_eq!(
             g["contents"],
             json!([{"role": "user", "parts": [{"text": "hi"}]}])
@@ -672,5 +827,67 @@ mod tests {
             json!({"parts": [{"text": "Be brief."}]})
         );
         assert_eq!(g["generationConfig"]["temperature"], 0.1);
+    }
+
+    #[test]
+    fn snake_case_requests_and_both_schema_spellings_are_read() {
+        // What google-genai sends: snake_case field names, an OpenAPI schema with upper-case
+        // types, and a JSON-Schema declaration under `parameters_json_schema`.
+        let g = json!({
+            "contents": [{"role": "user", "parts": [{"text": "hi"}, {"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]}],
+            "system_instruction": {"parts": [{"text": "Be brief."}]},
+            "generation_config": {"max_output_tokens": 64, "stop_sequences": ["X"], "thinking_config": {"thinking_budget": 2048}},
+            "tools": [{"function_declarations": [
+                {"name": "get_weather", "description": "Weather", "parameters": {"type": "OBJECT",
+                    "properties": {"city": {"type": "STRING"}, "unit": {"type": "STRING", "format": "enum", "enum": ["C", "F"], "nullable": true}},
+                    "required": ["city"]}},
+                {"name": "search", "parameters_json_schema": {"type": "object", "properties": {"q": {"type": "string"}}, "additionalProperties": false}},
+                {"name": "later", "behavior": "NON_BLOCKING"}
+            ]}],
+            "tool_config": {"function_calling_config": {"mode": "ANY", "allowed_function_names": ["search"]}}
+        });
+        let mut loss = Loss::default();
+        let a = Value::Object(request_to_anthropic(object(g), "claude-x", &mut loss).unwrap());
+        assert_eq!(a["system"], json!([{"type": "text", "text": "Be brief."}]));
+        assert_eq!(a["max_tokens"], 64);
+        assert_eq!(a["stop_sequences"], json!(["X"]));
+        assert_eq!(a["thinking"]["budget_tokens"], 2048);
+        assert_eq!(
+            a["messages"][0]["content"][1]["source"]["media_type"],
+            "image/png"
+        );
+        assert_eq!(
+            a["tools"][0]["input_schema"],
+            json!({"type": "object", "properties": {"city": {"type": "string"},
+                "unit": {"type": ["string", "null"], "enum": ["C", "F", null]}}, "required": ["city"]})
+        );
+        assert_eq!(
+            a["tools"][1]["input_schema"],
+            json!({"type": "object", "properties": {"q": {"type": "string"}}, "additionalProperties": false})
+        );
+        assert_eq!(a["tool_choice"], json!({"type": "tool", "name": "search"}));
+        // Nothing unmapped goes unreported.
+        assert_eq!(loss.0, vec!["tools[0].functionDeclarations[2].behavior"]);
+    }
+
+    #[test]
+    fn anthropic_tool_schemas_reach_gemini_in_its_schema_form() {
+        let hub = json!({"model": "gemini-2.5-pro", "messages": [{"role": "user", "content": "hi"}],
+        "tools": [
+            {"name": "Edit", "input_schema": {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                "properties": {"file_path": {"type": "string"}, "replace_all": {"type": "boolean", "default": false}},
+                "required": ["file_path"], "additionalProperties": false}},
+            {"name": "Noop", "input_schema": {"type": "object", "properties": {}}}
+        ]});
+        let mut loss = Loss::default();
+        let g = request_from_anthropic(object(hub), &mut loss).unwrap();
+        let decls = &g["tools"][0]["functionDeclarations"];
+        assert_eq!(
+            decls[0]["parameters"],
+            json!({"type": "OBJECT", "properties": {"file_path": {"type": "STRING"},
+                "replace_all": {"type": "BOOLEAN", "default": false}}, "required": ["file_path"]})
+        );
+        assert!(decls[1].get("parameters").is_none(), "{decls}");
+        assert_eq!(loss.0, vec!["tools[0].input_schema.additionalProperties"]);
     }
 }

@@ -1,7 +1,10 @@
 //! OpenAI Chat Completions ⇄ the Anthropic Messages hub: requests from OpenAI clients and
 //! responses from OpenAI-compatible providers.
+//!
+//! Translators consume their input: message texts, base64 images and tool schemas are moved into
+//! the output, never copied.
 
-use super::{Error, Loss};
+use super::{take, take_str, Error, Loss};
 use serde_json::{json, Map, Value};
 
 /// Default `max_tokens` when an OpenAI request has none (Anthropic requires it): the model's
@@ -21,11 +24,11 @@ pub fn default_max_tokens(model: &str) -> u64 {
 }
 
 /// OpenAI content (string or parts) → Anthropic content blocks.
-fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
+fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
     match content {
         Value::String(s) => vec![json!({"type": "text", "text": s})],
         Value::Array(parts) => parts
-            .iter()
+            .into_iter()
             .enumerate()
             .filter_map(|(i, p)| part_block(p, &format!("{at}[{i}]"), loss))
             .collect(),
@@ -37,17 +40,19 @@ fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
     }
 }
 
-fn part_block(part: &Value, at: &str, loss: &mut Loss) -> Option<Value> {
+fn part_block(part: Value, at: &str, loss: &mut Loss) -> Option<Value> {
+    let Value::Object(mut part) = part else {
+        loss.push(at.to_owned());
+        return None;
+    };
     let mut block = match part.get("type").and_then(Value::as_str) {
-        Some("text") => {
-            json!({"type": "text", "text": part.get("text").cloned().unwrap_or_default()})
-        }
+        Some("text") => json!({"type": "text", "text": take(&mut part, "text")}),
         Some("image_url") => {
-            let url = part
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
+            let url = match take(&mut part, "image_url") {
+                Value::Object(mut u) => take_str(&mut u, "url"),
+                Value::String(s) => s,
+                _ => String::new(),
+            };
             image_block(url)
         }
         _ => {
@@ -55,19 +60,23 @@ fn part_block(part: &Value, at: &str, loss: &mut Loss) -> Option<Value> {
             return None;
         }
     };
-    if let Some(cc) = part.get("cache_control") {
-        block["cache_control"] = cc.clone();
+    if let Some(cc) = part.remove("cache_control") {
+        block["cache_control"] = cc;
     }
     Some(block)
 }
 
 /// An Anthropic image block for an OpenAI image URL (a `data:` URL becomes a base64 source).
-pub(crate) fn image_block(url: &str) -> Value {
-    match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
-        Some((meta, data)) => json!({"type": "image", "source": {"type": "base64",
-            "media_type": meta.trim_end_matches(";base64"), "data": data}}),
-        None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+pub(crate) fn image_block(url: String) -> Value {
+    if let Some((meta, data)) = url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
+        let media_type = meta.trim_end_matches(";base64").to_owned();
+        let skip = url.len() - data.len();
+        let mut data = url;
+        // Keep the (possibly megabytes of) base64 in place: drop the `data:…,` prefix.
+        data.drain(..skip);
+        return json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}});
     }
+    json!({"type": "image", "source": {"type": "url", "url": url}})
 }
 
 /// Append blocks as a turn of `role`, merging into the previous turn of the same role.
@@ -88,105 +97,104 @@ pub(crate) fn push_message(out: &mut Vec<Value>, role: &str, mut blocks: Vec<Val
     out.push(json!({"role": role, "content": blocks}));
 }
 
+/// Parse tool-call arguments (a JSON text; empty means `{}`).
+pub(crate) fn parse_arguments(args: &str, at: &str) -> Result<Value, Error> {
+    let text = if args.trim().is_empty() { "{}" } else { args };
+    serde_json::from_str(text).map_err(|_| Error::Invalid(format!("{at} is not valid JSON")))
+}
+
 /// OpenAI Chat Completions request → Anthropic Messages request.
-pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
-    let obj = body.as_object().ok_or(Error::NotJson)?;
-    let msgs = obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Error::Invalid("`messages` must be an array".into()))?;
+pub fn request_to_anthropic(
+    mut obj: Map<String, Value>,
+    loss: &mut Loss,
+) -> Result<Map<String, Value>, Error> {
+    let Value::Array(msgs) = take(&mut obj, "messages") else {
+        return Err(Error::Invalid("`messages` must be an array".into()));
+    };
     let mut system: Vec<Value> = Vec::new();
     let mut messages: Vec<Value> = Vec::new();
-    for (i, m) in msgs.iter().enumerate() {
+    for (i, m) in msgs.into_iter().enumerate() {
         let at = format!("messages[{i}]");
-        let role = m.get("role").and_then(Value::as_str).unwrap_or("");
-        if m.get("name").is_some() {
+        let Value::Object(mut m) = m else {
+            loss.push(at);
+            continue;
+        };
+        if m.contains_key("name") {
             loss.push(format!("{at}.name"));
         }
-        match role {
+        let role = take_str(&mut m, "role");
+        match role.as_str() {
             "system" | "developer" => {
                 system.extend(content_blocks(
-                    m.get("content").unwrap_or(&Value::Null),
+                    take(&mut m, "content"),
                     &format!("{at}.content"),
                     loss,
                 ));
             }
             "user" => {
-                let blocks = content_blocks(
-                    m.get("content").unwrap_or(&Value::Null),
-                    &format!("{at}.content"),
-                    loss,
-                );
+                let blocks =
+                    content_blocks(take(&mut m, "content"), &format!("{at}.content"), loss);
                 push_message(&mut messages, "user", blocks);
             }
             "assistant" => {
                 let mut blocks = Vec::new();
-                if let Some(r) = m
-                    .get("reasoning_content")
-                    .and_then(Value::as_str)
-                    .filter(|r| !r.is_empty())
-                {
+                let reasoning = take_str(&mut m, "reasoning_content");
+                if !reasoning.is_empty() {
                     // Anthropic rejects thinking blocks without their signature; OpenAI-shaped
                     // history has none unless a client kept `reasoning_signature`.
-                    match m
-                        .get("reasoning_signature")
-                        .and_then(Value::as_str)
-                        .filter(|s| !s.is_empty())
-                    {
-                        Some(sig) => blocks
-                            .push(json!({"type": "thinking", "thinking": r, "signature": sig})),
-                        None => loss.push(format!("{at}.reasoning_content")),
+                    let sig = take_str(&mut m, "reasoning_signature");
+                    if sig.is_empty() {
+                        loss.push(format!("{at}.reasoning_content"));
+                    } else {
+                        blocks.push(
+                            json!({"type": "thinking", "thinking": reasoning, "signature": sig}),
+                        );
                     }
                 }
                 blocks.extend(content_blocks(
-                    m.get("content").unwrap_or(&Value::Null),
+                    take(&mut m, "content"),
                     &format!("{at}.content"),
                     loss,
                 ));
-                for (j, tc) in m
-                    .get("tool_calls")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                {
-                    let f = tc.get("function").cloned().unwrap_or_default();
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = match serde_json::from_str(if args.trim().is_empty() {
-                        "{}"
-                    } else {
-                        args
-                    }) {
-                        Ok(v) => v,
-                        Err(_) => {
-                            return Err(Error::Invalid(format!(
-                                "{at}.tool_calls[{j}].function.arguments is not valid JSON"
-                            )))
-                        }
-                    };
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": tc.get("id").cloned().unwrap_or_default(),
-                        "name": f.get("name").cloned().unwrap_or_default(),
-                        "input": input,
-                    }));
+                if let Value::Array(calls) = take(&mut m, "tool_calls") {
+                    for (j, tc) in calls.into_iter().enumerate() {
+                        let Value::Object(mut tc) = tc else {
+                            loss.push(format!("{at}.tool_calls[{j}]"));
+                            continue;
+                        };
+                        let mut f = match take(&mut tc, "function") {
+                            Value::Object(f) => f,
+                            _ => Map::new(),
+                        };
+                        let args = take_str(&mut f, "arguments");
+                        let input = parse_arguments(
+                            &args,
+                            &format!("{at}.tool_calls[{j}].function.arguments"),
+                        )?;
+                        blocks.push(json!({
+                            "type": "tool_use",
+                            "id": take(&mut tc, "id"),
+                            "name": take(&mut f, "name"),
+                            "input": input,
+                        }));
+                    }
                 }
-                if m.get("function_call").is_some() {
+                if m.contains_key("function_call") {
                     loss.push(format!("{at}.function_call"));
                 }
                 push_message(&mut messages, "assistant", blocks);
             }
             "tool" => {
-                let content = match m.get("content") {
-                    Some(Value::String(s)) => Value::String(s.clone()),
-                    Some(c @ Value::Array(_)) => {
+                let content = match take(&mut m, "content") {
+                    s @ Value::String(_) => s,
+                    c @ Value::Array(_) => {
                         Value::Array(content_blocks(c, &format!("{at}.content"), loss))
                     }
                     _ => Value::String(String::new()),
                 };
                 let block = json!({
                     "type": "tool_result",
-                    "tool_use_id": m.get("tool_call_id").cloned().unwrap_or_default(),
+                    "tool_use_id": take(&mut m, "tool_call_id"),
                     "content": content,
                 });
                 push_message(&mut messages, "user", vec![block]);
@@ -196,30 +204,31 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
     }
 
     let mut out = Map::new();
-    let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
-    out.insert("model".into(), Value::String(model.to_owned()));
-    out.insert("messages".into(), Value::Array(messages));
+    let model = match take(&mut obj, "model") {
+        Value::String(s) => s,
+        _ => String::new(),
+    };
     let max_tokens = obj
         .get("max_completion_tokens")
         .or_else(|| obj.get("max_tokens"))
         .and_then(Value::as_u64)
-        .unwrap_or_else(|| default_max_tokens(model));
+        .unwrap_or_else(|| default_max_tokens(&model));
+    out.insert("model".into(), Value::String(model));
+    out.insert("messages".into(), Value::Array(messages));
     out.insert("max_tokens".into(), json!(max_tokens));
+    let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
     for (k, v) in obj {
         match k.as_str() {
-            "model" | "messages" | "max_tokens" | "max_completion_tokens" => {}
-            "temperature" | "top_p" | "top_k" | "stream" | "metadata" | "thinking" => {
-                if k == "metadata" {
-                    // OpenAI `metadata` is for stored completions; Anthropic's has user_id only.
-                    loss.push("metadata");
-                } else {
-                    out.insert(k.clone(), v.clone());
-                }
+            "max_tokens" | "max_completion_tokens" | "parallel_tool_calls" => {}
+            "temperature" | "top_p" | "top_k" | "stream" | "thinking" => {
+                out.insert(k, v);
             }
+            // OpenAI `metadata` is for stored completions; Anthropic's has user_id only.
+            "metadata" => loss.push("metadata"),
             "stop" => {
                 let seqs = match v {
-                    Value::String(s) => vec![Value::String(s.clone())],
-                    Value::Array(a) => a.clone(),
+                    Value::String(s) => vec![Value::String(s)],
+                    Value::Array(a) => a,
                     _ => Vec::new(),
                 };
                 if !seqs.is_empty() {
@@ -228,25 +237,36 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             }
             "tools" => {
                 let mut tools = Vec::new();
-                for (i, t) in v.as_array().into_iter().flatten().enumerate() {
-                    let Some(f) = t.get("function") else {
-                        loss.push(format!("tools[{i}]"));
-                        continue;
-                    };
-                    let mut tool = json!({
-                        "name": f.get("name").cloned().unwrap_or_default(),
-                        "input_schema": f.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"})),
-                    });
-                    if let Some(d) = f.get("description") {
-                        tool["description"] = d.clone();
+                if let Value::Array(list) = v {
+                    for (i, t) in list.into_iter().enumerate() {
+                        let Value::Object(mut t) = t else {
+                            loss.push(format!("tools[{i}]"));
+                            continue;
+                        };
+                        let Value::Object(mut f) = take(&mut t, "function") else {
+                            loss.push(format!("tools[{i}]"));
+                            continue;
+                        };
+                        let schema = match take(&mut f, "parameters") {
+                            Value::Null => json!({"type": "object"}),
+                            p => p,
+                        };
+                        let mut tool =
+                            json!({"name": take(&mut f, "name"), "input_schema": schema});
+                        if let Some(d) = f.remove("description") {
+                            tool["description"] = d;
+                        }
+                        if let Some(cc) = t
+                            .remove("cache_control")
+                            .or_else(|| f.remove("cache_control"))
+                        {
+                            tool["cache_control"] = cc;
+                        }
+                        if f.contains_key("strict") {
+                            loss.push(format!("tools[{i}].function.strict"));
+                        }
+                        tools.push(tool);
                     }
-                    if let Some(cc) = t.get("cache_control").or_else(|| f.get("cache_control")) {
-                        tool["cache_control"] = cc.clone();
-                    }
-                    if f.get("strict").is_some() {
-                        loss.push(format!("tools[{i}].function.strict"));
-                    }
-                    tools.push(tool);
                 }
                 out.insert("tools".into(), Value::Array(tools));
             }
@@ -256,8 +276,6 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 }
                 None => loss.push("tool_choice"),
             },
-            // Applied after the loop: it amends tool_choice, whatever the key order.
-            "parallel_tool_calls" => {}
             "user" => {
                 out.insert("metadata".into(), json!({"user_id": v}));
             }
@@ -272,24 +290,24 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             },
             // Shapes the stream, which the gateway honours itself.
             "stream_options" => {}
-            other => loss.push(other.to_owned()),
+            _ => loss.push(k),
         }
     }
-    Ok(finish_hub(out, obj, system))
+    Ok(finish_hub(out, parallel_off, system))
 }
 
 /// Anthropic `tool_choice` for an OpenAI one: `auto` / `required` / `none`, or a named
 /// function (`{"function": {"name"}}` in Chat, `{"name"}` in Responses).
-pub(crate) fn tool_choice_to_anthropic(v: &Value) -> Option<Value> {
+pub(crate) fn tool_choice_to_anthropic(v: Value) -> Option<Value> {
     match v {
         Value::String(s) if s == "auto" => Some(json!({"type": "auto"})),
         Value::String(s) if s == "required" => Some(json!({"type": "any"})),
         Value::String(s) if s == "none" => Some(json!({"type": "none"})),
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| o.get("name"))?;
+        Value::Object(mut o) => {
+            let name = match o.remove("function") {
+                Some(Value::Object(mut f)) => f.remove("name"),
+                _ => o.remove("name"),
+            }?;
             Some(json!({"type": "tool", "name": name}))
         }
         _ => None,
@@ -310,10 +328,10 @@ pub(crate) fn effort_budget(effort: &str) -> Option<u64> {
 /// false` amends `tool_choice` (whatever the key order was) and system blocks go in.
 pub(crate) fn finish_hub(
     mut out: Map<String, Value>,
-    obj: &Map<String, Value>,
+    parallel_off: bool,
     system: Vec<Value>,
-) -> Value {
-    if obj.get("parallel_tool_calls") == Some(&Value::Bool(false)) {
+) -> Map<String, Value> {
+    if parallel_off {
         let tc = out
             .entry("tool_choice")
             .or_insert_with(|| json!({"type": "auto"}));
@@ -322,7 +340,7 @@ pub(crate) fn finish_hub(
     if !system.is_empty() {
         out.insert("system".into(), Value::Array(system));
     }
-    Value::Object(out)
+    out
 }
 
 /// Anthropic `stop_reason` for an OpenAI `finish_reason`.
@@ -354,53 +372,60 @@ pub fn usage_to_anthropic(u: &Value) -> Value {
 }
 
 /// OpenAI `chat.completion` → Anthropic `message`.
-pub fn response_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
-    let choice = body
-        .get("choices")
-        .and_then(|c| c.get(0))
-        .ok_or_else(|| Error::Invalid("response has no choices".into()))?;
-    if body
-        .get("choices")
-        .and_then(Value::as_array)
-        .is_some_and(|c| c.len() > 1)
-    {
+pub fn response_to_anthropic(body: Value, loss: &mut Loss) -> Result<Value, Error> {
+    let Value::Object(mut body) = body else {
+        return Err(Error::Invalid("response is not a JSON object".into()));
+    };
+    let Value::Array(choices) = take(&mut body, "choices") else {
+        return Err(Error::Invalid("response has no choices".into()));
+    };
+    if choices.len() > 1 {
         loss.push("choices[1..]");
     }
-    let msg = choice.get("message").cloned().unwrap_or_default();
+    let Some(Value::Object(mut choice)) = choices.into_iter().next() else {
+        return Err(Error::Invalid("response has no choices".into()));
+    };
+    let mut msg = match take(&mut choice, "message") {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
     let mut content = Vec::new();
-    if let Some(r) = msg
-        .get("reasoning_content")
-        .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-    {
-        content.push(json!({"type": "thinking", "thinking": r, "signature": ""}));
+    let reasoning = take_str(&mut msg, "reasoning_content");
+    if !reasoning.is_empty() {
+        content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
     }
-    if let Some(t) = msg
-        .get("content")
-        .and_then(Value::as_str)
-        .filter(|t| !t.is_empty())
-    {
-        content.push(json!({"type": "text", "text": t}));
+    let text = take_str(&mut msg, "content");
+    if !text.is_empty() {
+        content.push(json!({"type": "text", "text": text}));
     }
-    for tc in msg
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let f = tc.get("function").cloned().unwrap_or_default();
-        let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-        let input = serde_json::from_str(args).unwrap_or_else(|_| json!({"_raw_arguments": args}));
-        content.push(
-            json!({"type": "tool_use", "id": tc.get("id").cloned().unwrap_or_default(),
-                            "name": f.get("name").cloned().unwrap_or_default(), "input": input}),
-        );
+    if let Value::Array(calls) = take(&mut msg, "tool_calls") {
+        for tc in calls {
+            let Value::Object(mut tc) = tc else { continue };
+            let mut f = match take(&mut tc, "function") {
+                Value::Object(f) => f,
+                _ => Map::new(),
+            };
+            let args = take_str(&mut f, "arguments");
+            let args = if args.trim().is_empty() {
+                "{}".to_owned()
+            } else {
+                args
+            };
+            let input =
+                serde_json::from_str(&args).unwrap_or_else(|_| json!({"_raw_arguments": args}));
+            content.push(json!({"type": "tool_use", "id": take(&mut tc, "id"),
+                                "name": take(&mut f, "name"), "input": input}));
+        }
     }
+    let id = match take(&mut body, "id") {
+        Value::Null => json!("msg_ccproxy"),
+        id => id,
+    };
     Ok(json!({
-        "id": body.get("id").cloned().unwrap_or_else(|| json!("msg_ccproxy")),
+        "id": id,
         "type": "message",
         "role": "assistant",
-        "model": body.get("model").cloned().unwrap_or_default(),
+        "model": take(&mut body, "model"),
         "content": content,
         "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
         "stop_sequence": null,
@@ -411,12 +436,13 @@ pub fn response_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Err
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::translate::object;
 
     #[test]
     fn spec_16_1_case_4_request() {
         let body = json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"hello"}],"max_tokens":100});
         let mut loss = Loss::default();
-        let out = request_to_anthropic(&body, &mut loss).unwrap();
+        let out = Value::Object(request_to_anthropic(object(body), &mut loss).unwrap());
         assert_eq!(
             out,
             json!({"model":"claude-haiku-4-5-20251001","messages":[{"role":"user","content":[{"type":"text","text":"hello"}]}],"max_tokens":100,"system":[{"type":"text","text":"You are terse."}]})
@@ -434,7 +460,7 @@ mod tests {
         ], "tools": [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
            "tool_choice": "required", "parallel_tool_calls": false, "stop": "END", "frequency_penalty": 1});
         let mut loss = Loss::default();
-        let out = request_to_anthropic(&body, &mut loss).unwrap();
+        let out = Value::Object(request_to_anthropic(object(body), &mut loss).unwrap());
         assert_eq!(out["max_tokens"], 64000);
         assert_eq!(
             out["messages"][1]["content"][0],
@@ -463,7 +489,7 @@ mod tests {
             {"type": "text", "text": "look", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
         ]}]});
-        let out = request_to_anthropic(&body, &mut Loss::default()).unwrap();
+        let out = Value::Object(request_to_anthropic(object(body), &mut Loss::default()).unwrap());
         let c = &out["messages"][0]["content"];
         assert_eq!(
             c[0]["cache_control"],
@@ -478,7 +504,7 @@ mod tests {
     #[test]
     fn invalid_tool_arguments_are_an_error_not_a_silent_drop() {
         let body = json!({"model": "m", "messages": [{"role": "assistant", "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": "{nope"}}]}]});
-        assert!(request_to_anthropic(&body, &mut Loss::default()).is_err());
+        assert!(request_to_anthropic(object(body), &mut Loss::default()).is_err());
     }
 
     #[test]
@@ -486,7 +512,7 @@ mod tests {
         let body = json!({"id": "chatcmpl-1", "model": "gpt", "choices": [{"index": 0, "finish_reason": "tool_calls",
             "message": {"role": "assistant", "content": "Hi", "tool_calls": [{"id": "call_9", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]}}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 7, "prompt_tokens_details": {"cached_tokens": 2}}});
-        let out = response_to_anthropic(&body, &mut Loss::default()).unwrap();
+        let out = response_to_anthropic(body, &mut Loss::default()).unwrap();
         assert_eq!(out["stop_reason"], "tool_use");
         assert_eq!(
             out["content"][1],

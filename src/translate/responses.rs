@@ -6,30 +6,39 @@
 
 use super::anthropic::now;
 use super::openai::{
-    effort_budget, finish_hub, image_block, push_message, tool_choice_to_anthropic,
+    effort_budget, finish_hub, image_block, parse_arguments, push_message, tool_choice_to_anthropic,
 };
 use super::sse;
-use super::{Error, HubUsage, Loss};
+use super::{take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 
-fn text_block(t: &Value) -> Value {
+fn text_block(t: Value) -> Value {
     json!({"type": "text", "text": t})
 }
 
-fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
+fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
     match content {
-        Value::String(s) => vec![text_block(&Value::String(s.clone()))],
+        s @ Value::String(_) => vec![text_block(s)],
         Value::Array(parts) => parts
-            .iter()
+            .into_iter()
             .enumerate()
-            .filter_map(|(i, p)| match p.get("type").and_then(Value::as_str) {
-                Some("input_text" | "output_text" | "text") => {
-                    Some(text_block(p.get("text").unwrap_or(&Value::Null)))
-                }
-                Some("input_image") => p.get("image_url").and_then(Value::as_str).map(image_block),
-                _ => {
-                    loss.push(format!("{at}[{i}]"));
-                    None
+            .filter_map(|(i, p)| {
+                let mut p = super::object(p);
+                match p.get("type").and_then(Value::as_str) {
+                    Some("input_text" | "output_text" | "text") => {
+                        Some(text_block(take(&mut p, "text")))
+                    }
+                    Some("input_image") => match take(&mut p, "image_url") {
+                        Value::String(url) => Some(image_block(url)),
+                        _ => {
+                            loss.push(format!("{at}[{i}]"));
+                            None
+                        }
+                    },
+                    _ => {
+                        loss.push(format!("{at}[{i}]"));
+                        None
+                    }
                 }
             })
             .collect(),
@@ -38,8 +47,10 @@ fn content_blocks(content: &Value, at: &str, loss: &mut Loss) -> Vec<Value> {
 }
 
 /// Responses API request → Anthropic Messages request.
-pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Error> {
-    let obj = body.as_object().ok_or(Error::NotJson)?;
+pub fn request_to_anthropic(
+    mut obj: Map<String, Value>,
+    loss: &mut Loss,
+) -> Result<Map<String, Value>, Error> {
     if obj
         .get("previous_response_id")
         .is_some_and(|v| !v.is_null())
@@ -49,62 +60,55 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
         ));
     }
     let mut system = Vec::new();
-    if let Some(i) = obj.get("instructions").and_then(Value::as_str) {
-        system.push(text_block(&json!(i)));
+    if let Value::String(i) = take(&mut obj, "instructions") {
+        system.push(text_block(Value::String(i)));
     }
     let mut messages = Vec::new();
-    match obj.get("input") {
-        Some(Value::String(s)) => push_message(&mut messages, "user", vec![text_block(&json!(s))]),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
+    match take(&mut obj, "input") {
+        s @ Value::String(_) => push_message(&mut messages, "user", vec![text_block(s)]),
+        Value::Array(items) => {
+            for (i, item) in items.into_iter().enumerate() {
                 let at = format!("input[{i}]");
-                let kind = item
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("message");
-                match kind {
+                let mut item = super::object(item);
+                let kind = match item.get("type").and_then(Value::as_str) {
+                    Some(k) => k.to_owned(),
+                    None => "message".to_owned(),
+                };
+                match kind.as_str() {
                     "message" => {
-                        let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
+                        let role = take_str(&mut item, "role");
                         let blocks = content_blocks(
-                            item.get("content").unwrap_or(&Value::Null),
+                            take(&mut item, "content"),
                             &format!("{at}.content"),
                             loss,
                         );
-                        match role {
+                        match role.as_str() {
                             "system" | "developer" => system.extend(blocks),
                             "assistant" => push_message(&mut messages, "assistant", blocks),
                             _ => push_message(&mut messages, "user", blocks),
                         }
                     }
                     "function_call" => {
-                        let args = item
-                            .get("arguments")
-                            .and_then(Value::as_str)
-                            .unwrap_or("{}");
-                        let input: Value =
-                            serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-                                .map_err(|_| {
-                                    Error::Invalid(format!("{at}.arguments is not valid JSON"))
-                                })?;
+                        let args = take_str(&mut item, "arguments");
+                        let input = parse_arguments(&args, &format!("{at}.arguments"))?;
                         push_message(
                             &mut messages,
                             "assistant",
-                            vec![json!({"type": "tool_use",
-                            "id": item.get("call_id").cloned().unwrap_or_default(),
-                            "name": item.get("name").cloned().unwrap_or_default(), "input": input})],
+                            vec![json!({"type": "tool_use", "id": take(&mut item, "call_id"),
+                                        "name": take(&mut item, "name"), "input": input})],
                         );
                     }
                     "function_call_output" => {
-                        let output = match item.get("output") {
-                            Some(Value::String(s)) => s.clone(),
-                            Some(other) => other.to_string(),
-                            None => String::new(),
+                        let output = match take(&mut item, "output") {
+                            Value::String(s) => s,
+                            Value::Null => String::new(),
+                            other => other.to_string(),
                         };
                         push_message(
                             &mut messages,
                             "user",
                             vec![json!({"type": "tool_result",
-                            "tool_use_id": item.get("call_id").cloned().unwrap_or_default(), "content": output})],
+                            "tool_use_id": take(&mut item, "call_id"), "content": output})],
                         );
                     }
                     _ => loss.push(at),
@@ -117,42 +121,48 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             ))
         }
     }
-    let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
+    let model = take_str(&mut obj, "model");
+    let max_tokens = obj
+        .get("max_output_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| super::openai::default_max_tokens(&model));
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
-    out.insert(
-        "max_tokens".into(),
-        json!(obj
-            .get("max_output_tokens")
-            .and_then(Value::as_u64)
-            .unwrap_or_else(|| super::openai::default_max_tokens(model))),
-    );
+    out.insert("max_tokens".into(), json!(max_tokens));
+    let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
     for (k, v) in obj {
         match k.as_str() {
-            "model" | "input" | "instructions" | "max_output_tokens" | "previous_response_id" => {}
+            "max_output_tokens" | "previous_response_id" | "parallel_tool_calls" => {}
             "temperature" | "top_p" | "stream" => {
-                out.insert(k.clone(), v.clone());
+                out.insert(k, v);
             }
             "user" => {
                 out.insert("metadata".into(), json!({"user_id": v}));
             }
             "tools" => {
                 let mut tools = Vec::new();
-                for (i, t) in v.as_array().into_iter().flatten().enumerate() {
-                    if t.get("type").and_then(Value::as_str) != Some("function") {
-                        loss.push(format!("tools[{i}]"));
-                        continue;
+                if let Value::Array(list) = v {
+                    for (i, t) in list.into_iter().enumerate() {
+                        let mut t = super::object(t);
+                        if t.get("type").and_then(Value::as_str) != Some("function") {
+                            loss.push(format!("tools[{i}]"));
+                            continue;
+                        }
+                        let schema = match take(&mut t, "parameters") {
+                            Value::Null => json!({"type": "object"}),
+                            p => p,
+                        };
+                        let mut tool =
+                            json!({"name": take(&mut t, "name"), "input_schema": schema});
+                        if let Some(d) = t.shift_remove("description") {
+                            tool["description"] = d;
+                        }
+                        if t.get("strict") == Some(&Value::Bool(true)) {
+                            loss.push(format!("tools[{i}].strict"));
+                        }
+                        tools.push(tool);
                     }
-                    let mut tool = json!({"name": t.get("name").cloned().unwrap_or_default(),
-                        "input_schema": t.get("parameters").cloned().unwrap_or_else(|| json!({"type": "object"}))});
-                    if let Some(d) = t.get("description") {
-                        tool["description"] = d.clone();
-                    }
-                    if t.get("strict") == Some(&Value::Bool(true)) {
-                        loss.push(format!("tools[{i}].strict"));
-                    }
-                    tools.push(tool);
                 }
                 out.insert("tools".into(), Value::Array(tools));
             }
@@ -162,8 +172,6 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
                 }
                 None => loss.push("tool_choice"),
             },
-            // Applied after the loop: it amends tool_choice, whatever the key order.
-            "parallel_tool_calls" => {}
             "reasoning" => match v
                 .get("effort")
                 .and_then(Value::as_str)
@@ -179,10 +187,10 @@ pub fn request_to_anthropic(body: &Value, loss: &mut Loss) -> Result<Value, Erro
             },
             // No effect on a stateless gateway.
             "store" | "include" => {}
-            other => loss.push(other.to_owned()),
+            _ => loss.push(k),
         }
     }
-    Ok(finish_hub(out, obj, system))
+    Ok(finish_hub(out, parallel_off, system))
 }
 
 fn usage(u: &Value) -> Value {
@@ -219,7 +227,8 @@ fn output_item(b: &Value, i: usize, id: &str) -> Option<Value> {
 }
 
 /// Anthropic `message` → Responses `response` object.
-pub fn response_from_anthropic(body: &Value, loss: &mut Loss) -> Value {
+pub fn response_from_anthropic(body: Value, loss: &mut Loss) -> Value {
+    let body = &body;
     let raw_id = body.get("id").and_then(Value::as_str).unwrap_or("ccproxy");
     let mut output = Vec::new();
     for (i, b) in body
@@ -448,7 +457,7 @@ mod tests {
             "tools": [{"type": "function", "name": "get_weather", "parameters": {"type": "object"}}, {"type": "web_search"}],
             "reasoning": {"effort": "low"}, "store": false});
         let mut loss = Loss::default();
-        let a = request_to_anthropic(&body, &mut loss).unwrap();
+        let a = Value::Object(request_to_anthropic(super::super::object(body), &mut loss).unwrap());
         assert_eq!(a["system"], json!([{"type": "text", "text": "Be brief."}]));
         assert_eq!(a["max_tokens"], 300);
         assert_eq!(
@@ -463,7 +472,7 @@ mod tests {
     #[test]
     fn previous_response_id_is_refused() {
         let body = json!({"model": "m", "input": "hi", "previous_response_id": "resp_1"});
-        assert!(request_to_anthropic(&body, &mut Loss::default()).is_err());
+        assert!(request_to_anthropic(super::super::object(body), &mut Loss::default()).is_err());
     }
 
     #[test]
@@ -471,7 +480,7 @@ mod tests {
         let m = json!({"id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
             "content": [{"type": "text", "text": "Checking."}, {"type": "tool_use", "id": "toolu_1", "name": "f", "input": {"a": 1}}],
             "usage": {"input_tokens": 10, "output_tokens": 4}});
-        let r = response_from_anthropic(&m, &mut Loss::default());
+        let r = response_from_anthropic(m, &mut Loss::default());
         assert_eq!(r["object"], "response");
         assert_eq!(r["status"], "completed");
         assert_eq!(r["output"][0]["content"][0]["text"], "Checking.");

@@ -11,10 +11,33 @@ pub struct Event {
     pub data: String,
 }
 
-/// Incremental SSE decoder.
-#[derive(Debug, Default)]
+/// An event grew past the decoder's limit without ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventTooLarge {
+    pub limit: usize,
+}
+
+impl std::fmt::Display for EventTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "an SSE event exceeds {} bytes", self.limit)
+    }
+}
+
+/// Incremental SSE decoder. Each byte is scanned once, however the stream is chunked, and an
+/// incomplete event is held only up to `limit` bytes.
+#[derive(Debug)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the search for the next separator resumes (everything before it has no newline
+    /// that could still end an event).
+    scanned: usize,
+    limit: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::with_limit(usize::MAX)
+    }
 }
 
 impl Decoder {
@@ -22,49 +45,73 @@ impl Decoder {
         Self::default()
     }
 
-    /// Feed bytes; returns the events completed by them.
-    pub fn push(&mut self, chunk: &[u8]) -> Vec<Event> {
+    /// A decoder that refuses events larger than `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            scanned: 0,
+            limit,
+        }
+    }
+
+    /// Feed bytes; returns the events completed by them, or an error when an unfinished event
+    /// outgrows the limit (the decoder then holds nothing).
+    pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Event>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         let mut start = 0;
-        while let Some((end, sep)) = find_boundary(&self.buf[start..]) {
-            if let Some(ev) = parse_event(&self.buf[start..start + end]) {
+        while let Some((end, next)) = find_boundary(&self.buf, self.scanned.max(start)) {
+            if let Some(ev) = parse_event(&self.buf[start..end]) {
                 out.push(ev);
             }
-            start += end + sep;
+            start = next;
+            self.scanned = next;
         }
-        self.buf.drain(..start);
-        out
+        if start > 0 {
+            self.buf.drain(..start);
+            self.scanned -= start.min(self.scanned);
+        }
+        // Resume after the last newline that could not be decided yet.
+        self.scanned = self.scanned.max(pending_from(&self.buf));
+        if self.buf.len() > self.limit {
+            self.buf = Vec::new();
+            self.scanned = 0;
+            return Err(EventTooLarge { limit: self.limit });
+        }
+        Ok(out)
     }
 
     /// End of stream: a final event without its blank line is still delivered.
     pub fn finish(&mut self) -> Option<Event> {
+        self.scanned = 0;
         let rest = std::mem::take(&mut self.buf);
         parse_event(&rest)
     }
 }
 
-/// Position and length of the first event separator (`\n\n`, `\r\n\r\n`, or `\r\r`).
-fn find_boundary(b: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\n' if b.get(i + 1) == Some(&b'\n') => return Some((i, 2)),
-            b'\r'
-                if b.get(i + 1) == Some(&b'\n')
-                    && b.get(i + 2) == Some(&b'\r')
-                    && b.get(i + 3) == Some(&b'\n') =>
-            {
-                return Some((i, 4))
-            }
-            b'\n' if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') => {
-                return Some((i, 3))
-            }
-            _ => {}
+/// The first event separator at or after `from`: `(end of the event, start of the next)`. A
+/// separator is a newline followed by another (`\n\n`), or by `\r\n` (`\r\n\r\n`, `\n\r\n`).
+fn find_boundary(b: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut i = from;
+    while let Some(off) = memchr::memchr(b'\n', b.get(i..)?) {
+        let j = i + off;
+        match (b.get(j + 1), b.get(j + 2)) {
+            (Some(b'\n'), _) => return Some((j, j + 2)),
+            (Some(b'\r'), Some(b'\n')) => return Some((j, j + 3)),
+            _ => i = j + 1,
         }
-        i += 1;
     }
     None
+}
+
+/// Where scanning must resume in `b` (a buffer with no complete separator): the last newline
+/// whose following bytes have not all arrived yet, else the end.
+fn pending_from(b: &[u8]) -> usize {
+    let tail = b.len().saturating_sub(2);
+    match memchr::memrchr(b'\n', &b[tail..]) {
+        Some(off) => tail + off,
+        None => b.len(),
+    }
 }
 
 fn parse_event(block: &[u8]) -> Option<Event> {
@@ -116,7 +163,7 @@ mod tests {
 
     fn all(chunks: &[&[u8]]) -> Vec<Event> {
         let mut d = Decoder::new();
-        let mut out: Vec<Event> = chunks.iter().flat_map(|c| d.push(c)).collect();
+        let mut out: Vec<Event> = chunks.iter().flat_map(|c| d.push(c).unwrap()).collect();
         out.extend(d.finish());
         out
     }
@@ -126,8 +173,8 @@ mod tests {
         let ev = all(&[b"data: {\"type\":\ndata: \"ping\"}\n\n"]);
         assert_eq!(ev[0].data, "{\"type\":\n\"ping\"}");
         let mut d = Decoder::new();
-        assert!(d.push(b"data: {\"type\":\"part").is_empty());
-        let ev = d.push(b"ial\"}\n\n");
+        assert!(d.push(b"data: {\"type\":\"part").unwrap().is_empty());
+        let ev = d.push(b"ial\"}\n\n").unwrap();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].data, "{\"type\":\"partial\"}");
     }
@@ -164,5 +211,27 @@ mod tests {
         let ev = all(&[wire.as_bytes()]);
         assert_eq!(ev[0].event.as_deref(), Some("message_delta"));
         assert_eq!(ev[0].data, "{\"a\":1}\nsecond");
+    }
+
+    #[test]
+    fn a_large_event_in_tiny_chunks_is_scanned_once() {
+        // Quadratic rescanning would make this take seconds; linear is instant.
+        let big = format!("data: {}\n\n", "x".repeat(2_000_000));
+        let mut d = Decoder::new();
+        let mut events = Vec::new();
+        for c in big.as_bytes().chunks(7) {
+            events.extend(d.push(c).unwrap());
+        }
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data.len(), 2_000_000);
+    }
+
+    #[test]
+    fn an_event_over_the_limit_is_an_error_and_nothing_is_kept() {
+        let mut d = Decoder::with_limit(64);
+        assert!(d.push(b"data: short\n\n").unwrap().len() == 1);
+        let err = d.push(&[b'x'; 100]).unwrap_err();
+        assert_eq!(err.limit, 64);
+        assert!(d.finish().is_none());
     }
 }

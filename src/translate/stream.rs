@@ -7,7 +7,6 @@ use super::anthropic::{finish_reason, now, usage_to_openai};
 use super::openai::usage_to_anthropic;
 use super::sse::{self, Decoder};
 use super::Format;
-use crate::config::file::ApiFamily;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -17,15 +16,19 @@ pub struct StreamTranslator {
     source: Source,
     sink: Sink,
     finished: bool,
+    /// An event outgrew the decoder's limit: the client got an error event; the rest of the
+    /// provider's stream is dropped.
+    failed: bool,
 }
 
 impl StreamTranslator {
     /// `None` when the pair is not supported.
-    pub fn new(provider: ApiFamily, client: Format, model: &str) -> Option<Self> {
+    pub fn new(provider: Format, client: Format, model: &str) -> Option<Self> {
         let source = match provider {
-            ApiFamily::Anthropic => Source::Anthropic,
-            ApiFamily::Openai => Source::OpenAi(OpenAiSource::default()),
-            ApiFamily::Gemini => Source::Gemini(GeminiSource::new(model)),
+            Format::Anthropic => Source::Anthropic,
+            Format::OpenAi => Source::OpenAi(OpenAiSource::default()),
+            Format::Gemini => Source::Gemini(GeminiSource::new(model)),
+            Format::Responses => return None,
         };
         let sink = Sink::for_client(client, model);
         Some(Self {
@@ -33,15 +36,34 @@ impl StreamTranslator {
             source,
             sink,
             finished: false,
+            failed: false,
         })
+    }
+
+    /// Refuse provider events larger than `limit` bytes (the client gets an error event).
+    pub fn with_event_limit(mut self, limit: usize) -> Self {
+        self.decoder = Decoder::with_limit(limit);
+        self
     }
 
     /// Feed provider bytes; returns client bytes (possibly empty).
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
-        let events = self.decoder.push(chunk);
+        if self.failed {
+            return Vec::new();
+        }
         let mut out = String::new();
-        for ev in events {
-            self.event(&ev, &mut out);
+        match self.decoder.push(chunk) {
+            Ok(events) => {
+                for ev in events {
+                    self.event(&ev, &mut out);
+                }
+            }
+            Err(e) => {
+                self.failed = true;
+                let error = json!({"type": "error", "error": {"type": "api_error",
+                    "message": format!("ccproxy cannot translate this stream: {e} (max_response_buffer_bytes)")}});
+                self.sink.emit(&error, &mut out);
+            }
         }
         out.into_bytes()
     }
@@ -49,7 +71,7 @@ impl StreamTranslator {
     /// End of the provider stream: flush and close the client stream exactly once.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut out = String::new();
-        if let Some(ev) = self.decoder.finish() {
+        if let Some(ev) = self.decoder.finish().filter(|_| !self.failed) {
             self.event(&ev, &mut out);
         }
         if !self.finished {
@@ -546,7 +568,7 @@ impl GeminiSource {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        for block in super::gemini::parts_to_blocks(&parts, &mut self.tools) {
+        for block in super::gemini::parts_to_blocks(parts, &mut self.tools) {
             match block.get("type").and_then(Value::as_str) {
                 Some("thinking") => {
                     let idx = self.blocks.ensure(
@@ -685,7 +707,7 @@ impl GeminiSink {
                     b["input"] =
                         serde_json::from_str(if args.trim().is_empty() { "{}" } else { &args })
                             .unwrap_or_else(|_| json!({}));
-                    if let Some(p) = super::gemini::block_to_part(&b) {
+                    if let Some(p) = super::gemini::block_to_part(b) {
                         self.chunk(vec![p], None, out);
                     }
                 }
@@ -730,6 +752,7 @@ mod tests {
     fn data_events(s: &str) -> Vec<Value> {
         let mut d = Decoder::new();
         d.push(s.as_bytes())
+            .unwrap()
             .into_iter()
             .filter(|e| e.data != "[DONE]")
             .map(|e| serde_json::from_str(&e.data).unwrap())
@@ -753,7 +776,7 @@ mod tests {
     #[test]
     fn anthropic_stream_to_openai_streams_tool_args_incrementally_and_ends_with_done() {
         for split in [1, 7, 64, 10_000] {
-            let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+            let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap();
             let out = run(&mut t, ANTHROPIC_STREAM.as_bytes(), split);
             assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
             assert_eq!(out.matches("[DONE]").count(), 1);
@@ -796,7 +819,7 @@ mod tests {
     #[test]
     fn openai_stream_to_anthropic_has_contiguous_indexes_and_grammar() {
         for split in [1, 5, 100_000] {
-            let mut t = StreamTranslator::new(ApiFamily::Openai, Format::Anthropic, "m").unwrap();
+            let mut t = StreamTranslator::new(Format::OpenAi, Format::Anthropic, "m").unwrap();
             let out = run(&mut t, OPENAI_STREAM.as_bytes(), split);
             let ev = data_events(&out);
             let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
@@ -840,7 +863,7 @@ mod tests {
     fn stream_translation_matches_the_buffered_response_translation() {
         // Joining the translated OpenAI stream gives the same content as translating the whole
         // Anthropic message at once.
-        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap();
         let out = run(&mut t, ANTHROPIC_STREAM.as_bytes(), 3);
         let mut text = String::new();
         let mut args = String::new();
@@ -858,7 +881,8 @@ mod tests {
         let whole = json!({"id": "msg_1", "model": "claude-x", "stop_reason": "tool_use",
             "content": [{"type": "text", "text": "Hel"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
             "usage": {"input_tokens": 12, "output_tokens": 7}});
-        let buffered = super::super::anthropic::response_to_openai(&whole, &mut Default::default());
+        let buffered =
+            super::super::anthropic::response_to_openai(whole.clone(), &mut Default::default());
         let m = &buffered["choices"][0]["message"];
         assert_eq!(text, m["content"].as_str().unwrap());
         assert_eq!(
@@ -883,8 +907,7 @@ mod tests {
         );
         for split in [1, 9, 4096] {
             let mut t =
-                StreamTranslator::new(ApiFamily::Gemini, Format::Anthropic, "gemini-2.5-pro")
-                    .unwrap();
+                StreamTranslator::new(Format::Gemini, Format::Anthropic, "gemini-2.5-pro").unwrap();
             let ev = data_events(&run(&mut t, g.as_bytes(), split));
             let types: Vec<&str> = ev.iter().map(|e| e["type"].as_str().unwrap()).collect();
             assert_eq!(
@@ -916,7 +939,7 @@ mod tests {
 
     #[test]
     fn anthropic_stream_to_gemini_chunks() {
-        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::Gemini, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::Anthropic, Format::Gemini, "m").unwrap();
         let ev = data_events(&run(&mut t, ANTHROPIC_STREAM.as_bytes(), 11));
         assert_eq!(ev[0]["candidates"][0]["content"]["parts"][0]["text"], "Hel");
         assert_eq!(
@@ -933,7 +956,7 @@ mod tests {
             "content": [{"type": "text", "text": "Hel"}, {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}],
             "usage": {"input_tokens": 12, "output_tokens": 7}});
         let out = String::from_utf8(stream_from_message(Format::OpenAi, &m, "m")).unwrap();
-        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap();
         let streamed = run(&mut t, ANTHROPIC_STREAM.as_bytes(), 64);
         let strip = |s: &str| -> Vec<Value> {
             data_events(s)
@@ -955,11 +978,11 @@ mod tests {
 
     #[test]
     fn truncated_provider_stream_still_closes_the_client_stream_once() {
-        let mut t = StreamTranslator::new(ApiFamily::Openai, Format::Anthropic, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::OpenAi, Format::Anthropic, "m").unwrap();
         let cut = &OPENAI_STREAM.as_bytes()[..OPENAI_STREAM.find("finish_reason").unwrap()];
         let out = run(&mut t, cut, 50);
         assert_eq!(out.matches("event: message_stop").count(), 1);
-        let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap();
+        let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap();
         let out = run(&mut t, b"", 1);
         assert_eq!(out.matches("[DONE]").count(), 1);
     }
@@ -1060,12 +1083,12 @@ mod properties {
             }
             let bytes = wire.as_bytes();
             let mut whole = Decoder::new();
-            let expected = whole.push(bytes);
+            let expected = whole.push(bytes).unwrap();
             prop_assert_eq!(expected.len(), datas.len());
             let mut d = Decoder::new();
             let mut got = Vec::new();
             for part in split_at_points(bytes, &points) {
-                got.extend(d.push(&part));
+                got.extend(d.push(&part).unwrap());
             }
             got.extend(d.finish());
             prop_assert_eq!(got, expected);
@@ -1081,7 +1104,7 @@ mod properties {
             let args_json = json!({"city": city, "n": 3}).to_string();
             let args = fragments(&args_json, &arg_points);
             let (stream, whole) = anthropic_stream(&text, &args);
-            let mut t = StreamTranslator::new(ApiFamily::Anthropic, Format::OpenAi, "m").unwrap_or_else(|| unreachable!());
+            let mut t = StreamTranslator::new(Format::Anthropic, Format::OpenAi, "m").unwrap_or_else(|| unreachable!());
             let mut out = Vec::new();
             for c in stream.as_bytes().chunks(split) {
                 out.extend(t.push(c));
@@ -1089,7 +1112,7 @@ mod properties {
             out.extend(t.finish());
             let mut d = Decoder::new();
             let (mut joined_text, mut joined_args, mut finish) = (String::new(), String::new(), String::new());
-            for e in d.push(&out) {
+            for e in d.push(&out).unwrap() {
                 if e.data == "[DONE]" { continue; }
                 let v: Value = serde_json::from_str(&e.data).unwrap_or_default();
                 let delta = &v["choices"][0]["delta"];
@@ -1097,7 +1120,7 @@ mod properties {
                 joined_args.push_str(delta["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or(""));
                 if let Some(f) = v["choices"][0]["finish_reason"].as_str() { finish = f.to_owned(); }
             }
-            let buffered = super::super::anthropic::response_to_openai(&whole, &mut Default::default());
+            let buffered = super::super::anthropic::response_to_openai(whole.clone(), &mut Default::default());
             let m = &buffered["choices"][0]["message"];
             prop_assert_eq!(joined_text, m["content"].as_str().unwrap_or("").to_owned());
             let a: Value = serde_json::from_str(&joined_args).unwrap_or_default();

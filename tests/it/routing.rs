@@ -234,21 +234,96 @@ async fn failing_credential_command_is_502_naming_provider() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn untranslatable_pair_answers_501_naming_both_formats() {
+async fn unknown_api_paths_are_forwarded_with_the_credential() {
+    // Embeddings, files, model lookups: nothing to translate, so the request goes to the
+    // provider as it is, with the provider's credential and the client's path and query.
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::with_provider("o", "openai", &mock, "      auth: echo tok-o\n");
+    let r = sentinel_bearer(&gw, "/v1/embeddings?x=1", "o")
+        .json(&json!({"model": "text-embedding-3-small", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(gw.url("/v1/models/ft:gpt-4o-mini:acme::abc123"))
+        .bearer_auth("sk-ant-oat-ccproxy-o")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = mock.requests();
+    assert_eq!(seen[0].path, "/v1/embeddings?x=1");
+    assert_eq!(seen[0].header("authorization"), Some("Bearer tok-o"));
+    assert_eq!(
+        seen[0].json(),
+        json!({"model": "text-embedding-3-small", "input": "hi"})
+    );
+    assert_eq!(seen[1].method, "GET");
+    assert_eq!(seen[1].path, "/v1/models/ft:gpt-4o-mini:acme::abc123");
+    assert_eq!(seen[1].header("authorization"), Some("Bearer tok-o"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_api_paths_keep_the_providers_base_path() {
+    // A provider mounted under a prefix (DeepSeek's /anthropic, Zhipu's /api/paas/v4): an
+    // unknown path goes below that base.
+    let a = MockUpstream::start(Reply::Echo).await;
+    let o = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&providers(&[
+        provider(
+            "ds",
+            "anthropic",
+            &a,
+            "      path: /anthropic/v1/messages\n      auth: echo tok-a\n",
+        ),
+        provider(
+            "zp",
+            "openai",
+            &o,
+            "      path: /api/paas/v4/chat/completions\n      auth: echo tok-z\n",
+        ),
+    ]));
+    let r = sentinel_post(&gw, "/v1/files", "ds")
+        .body("raw upload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = sentinel_bearer(&gw, "/v1/embeddings", "zp")
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(a.requests()[0].path, "/anthropic/v1/files");
+    assert_eq!(a.requests()[0].body_text(), "raw upload");
+    assert_eq!(
+        a.requests()[0].header("authorization"),
+        Some("Bearer tok-a")
+    );
+    assert_eq!(o.requests()[0].path, "/api/paas/v4/embeddings");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_endpoint_without_a_translation_answers_501() {
+    // Gemini countTokens is a Gemini API endpoint, but not one ccproxy translates to Anthropic.
     let mock = MockUpstream::start(ok_json()).await;
     let gw = Gateway::with_provider("a", "anthropic", &mock, "      auth: echo tok\n");
-    // The legacy completions API is no format ccproxy translates.
-    let r = sentinel_bearer(&gw, "/v1/completions", "a")
-        .json(&json!({"model": "m", "prompt": "hi"}))
+    let r = client()
+        .post(gw.url("/v1beta/models/gemini-2.5-flash:countTokens"))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 501);
     let v = json(r).await;
+    assert_eq!(v["error"]["status"], "UNIMPLEMENTED", "Gemini shape: {v}");
     let msg = v["error"]["message"].as_str().unwrap();
     assert!(msg.starts_with("translation not available"), "{msg}");
     assert!(
-        msg.contains("unrecognised API format") && msg.contains("anthropic"),
+        msg.contains(":countTokens") && msg.contains("anthropic"),
         "{msg}"
     );
     assert_eq!(mock.request_count(), 0);

@@ -1,0 +1,407 @@
+//! The outbound stage: one upstream attempt, from choosing the peer to the bytes on the wire.
+//!
+//! - `upstream_peer` ([`Gateway::begin_attempt`]): a new [`Attempt`] from the frozen client
+//!   request: route ([`route::resolve`]), the provider's credential (resolved per attempt, so a
+//!   retry picks up a refreshed one), the address and the peer.
+//! - `upstream_request_filter` ([`Gateway::outbound`]): path and `Host`; the credential injected
+//!   into this attempt's copy of the headers (the client's headers are never rewritten);
+//!   translation; the `outbound` hooks; `Content-Length` for the buffered body; `x-ccproxy-*`
+//!   stripped; a sentinel key never leaves (502).
+//! - `request_body_filter` ([`body`]): the attempt's bytes when they are not the client's.
+//! - `error_while_proxy` / `fail_to_connect` ([`Gateway::may_retry`]): whether Pingora may make
+//!   another attempt (it calls `upstream_peer` again, which rebuilds everything above).
+
+use super::attempt::{Attempt, ResponseMode, TranslationState};
+use super::ctx::RequestCtx;
+use super::error::GatewayError;
+use super::route::{self, Translation};
+use super::{upstream, Gateway, ANTHROPIC_VERSION, INTERNAL_HEADER_PREFIX};
+use crate::creds;
+use crate::hooks::{Body, Stage};
+use crate::translate::{self, Format};
+use bytes::Bytes;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::Result;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Most upstream attempts per request (the first try and one retry).
+pub const MAX_ATTEMPTS: u32 = 2;
+
+impl Gateway {
+    /// `upstream_peer`: start attempt `n` (route, credential, peer).
+    pub(super) async fn begin_attempt(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        ctx.attempts += 1;
+        let n = ctx.attempts;
+        let route = route::resolve(
+            self.config(),
+            session.req_header(),
+            &ctx.client.body,
+            &ctx.client.meta,
+        )
+        .map_err(|e| self.reject(ctx, e))?;
+        let route = Arc::new(route);
+        let credential = match route
+            .provider
+            .as_ref()
+            .and_then(|p| self.shared.creds.get(&p.name).map(|s| (p, s)))
+        {
+            Some((p, source)) => match source.resolve().await {
+                Ok(secret) => Some(secret),
+                Err(e) => {
+                    tracing::warn!(
+                        request_id = %ctx.client.meta.request_id,
+                        provider = %p.name,
+                        error = %e,
+                        "could not resolve the provider credential"
+                    );
+                    // The client learns the provider and a summary; command output and file
+                    // paths stay in the log.
+                    let message = format!(
+                        "could not resolve the credential of provider '{}' ({}); see the ccproxy log",
+                        p.name,
+                        e.summary()
+                    );
+                    return Err(self.reject(ctx, GatewayError::new(502, "credential", message)));
+                }
+            },
+            None => None,
+        };
+        let addr = self
+            .shared
+            .resolver
+            .lookup(&route.dest.host, route.dest.port)
+            .await
+            .map_err(|e| self.reject(ctx, e))?;
+        let peer = upstream::peer(
+            &route,
+            addr,
+            &self.config().timeouts,
+            self.config().trust.as_ref(),
+        );
+        ctx.client.meta.routed_provider = route.provider.as_ref().map(|p| p.name.to_string());
+        let mut attempt = Attempt::new(n, route, credential, ctx.client.body.fork());
+        attempt.peer_chosen = Some(Instant::now());
+        ctx.attempt = Some(attempt);
+        Ok(peer)
+    }
+
+    /// `upstream_request_filter`: fit the attempt's request for its destination.
+    pub(super) async fn outbound(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.attempt.as_ref().map(|a| a.route.clone()) else {
+            return Err(self.reject(
+                ctx,
+                GatewayError::new(500, "internal", "request reached upstream without a route"),
+            ));
+        };
+        if let Some(path) = &route.path {
+            let uri = path.parse::<http::Uri>().map_err(|e| {
+                self.reject(
+                    ctx,
+                    GatewayError::new(
+                        502,
+                        "bad_destination",
+                        format!("upstream path {path:?} is not valid: {e}"),
+                    ),
+                )
+            })?;
+            upstream_request.set_uri(uri);
+        }
+        upstream_request.insert_header(http::header::HOST, &*route.dest.authority)?;
+        self.authorize(upstream_request, ctx, &route)?;
+
+        if let Some(tr) = &route.translation {
+            self.translate_request(upstream_request, ctx, tr)?;
+        }
+
+        self.run_hooks(Stage::Outbound, upstream_request, ctx)
+            .await?;
+
+        let wire = self.wire_body(ctx)?;
+        if ctx.replay.is_some() || wire.is_some() {
+            let len = match &wire {
+                Some(w) => w.len(),
+                None => ctx.client.body.raw().len(),
+            };
+            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream_request.insert_header(http::header::CONTENT_LENGTH, len)?;
+        }
+
+        strip_internal_headers(upstream_request);
+        if creds::carries_sentinel(upstream_request) {
+            return Err(self.reject(
+                ctx,
+                GatewayError::new(
+                    502,
+                    "sentinel_leak",
+                    "refusing to forward a ccproxy sentinel key upstream; is forward_oauth disabled for this request?",
+                ),
+            ));
+        }
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return Ok(());
+        };
+        attempt.wire = wire;
+        if let Some(flow) = ctx.flow.as_mut() {
+            let bytes = attempt.wire.as_ref().unwrap_or(ctx.client.body.raw());
+            flow.upstream_request(attempt.n, upstream_request, bytes);
+        }
+        attempt.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Put the attempt's credential on the request: the provider's (or none, removing the
+    /// client's keys, when it has no `auth`); for a destination without a provider only a
+    /// sentinel the client sent is removed (its real keys go through).
+    fn authorize(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+        route: &route::Route,
+    ) -> Result<()> {
+        let Some(p) = &route.provider else {
+            if ctx.client.meta.sentinel_provider.is_some() {
+                creds::strip_sentinels(req);
+            }
+            return Ok(());
+        };
+        let secret = ctx.attempt.as_ref().and_then(|a| a.credential.clone());
+        match (&p.auth, secret) {
+            (Some(spec), Some(secret)) => {
+                creds::inject(req, p.family, spec.header.as_ref(), &secret).map_err(|e| {
+                    self.reject(
+                        ctx,
+                        GatewayError::new(
+                            502,
+                            "credential",
+                            format!("cannot use the credential of provider '{}': {e}", p.name),
+                        ),
+                    )
+                })
+            }
+            _ => {
+                creds::strip_client_keys(req);
+                Ok(())
+            }
+        }
+    }
+
+    /// The bytes to send when they are not the replayed client bytes.
+    fn wire_body(&self, ctx: &mut RequestCtx) -> Result<Option<Bytes>> {
+        let Some(attempt) = ctx.attempt.as_ref() else {
+            return Ok(None);
+        };
+        if attempt.body.is_dirty() {
+            return match attempt.body.to_wire() {
+                Ok(w) => Ok(Some(w)),
+                Err(e) => Err(self.reject(
+                    ctx,
+                    GatewayError::new(500, "internal", format!("cannot serialize body: {e}")),
+                )),
+            };
+        }
+        Ok(ctx.client.rewritten.then(|| ctx.client.body.raw().clone()))
+    }
+
+    /// Replace the attempt's body with its translation and fit the headers to the provider.
+    fn translate_request(
+        &self,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+        tr: &Translation,
+    ) -> Result<()> {
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return Ok(());
+        };
+        if tr.is_identity() {
+            // Same format: only a rule's dest_model changes the body.
+            if let (Some(m), Some(Format::OpenAi | Format::Anthropic | Format::Responses)) =
+                (&tr.model, Some(tr.provider))
+            {
+                if let Some(serde_json::Value::Object(o)) = attempt.body.json_mut() {
+                    o.insert("model".into(), serde_json::Value::String(m.clone()));
+                }
+            }
+            return Ok(());
+        }
+        let (from, to) = (tr.client.as_str(), tr.provider.as_str());
+        let path_model = route::routing_model(&attempt.body, upstream_request.uri.path())
+            .map(|m| m.into_owned());
+        let info = translate::RequestInfo {
+            model: tr
+                .model
+                .clone()
+                .or(path_model)
+                .or_else(|| ctx.client.meta.client_model.clone())
+                .unwrap_or_default(),
+            path_stream: ctx.client.meta.client_stream_path,
+        };
+        let translated = match attempt.body.take_json() {
+            Some(body) => translate::request(tr.client, tr.provider, body, &info),
+            None => Err(translate::Error::NotJson),
+        };
+        let mut t = match translated {
+            Ok(t) => t,
+            Err(e) => {
+                let err = GatewayError::new(
+                    400,
+                    "translation",
+                    format!("cannot translate this {from} request for a {to} provider: {e}"),
+                );
+                return Err(self.reject(ctx, err));
+            }
+        };
+        if let (Some(m), Some(o)) = (&tr.model, t.body.as_object_mut()) {
+            // A rule's dest_model replaces the client's model (Gemini carries it in the path).
+            if tr.provider != Format::Gemini {
+                o.insert("model".into(), serde_json::Value::String(m.clone()));
+            }
+        }
+        for p in &t.loss.0 {
+            self.shared
+                .metrics
+                .translation_loss
+                .with_label_values(&[from, to, &translate::Loss::label(p)])
+                .inc();
+        }
+        if !t.loss.is_empty() {
+            tracing::debug!(request_id = %ctx.client.meta.request_id, from, to, lost = %t.loss.header_value(), "translation dropped fields");
+        }
+        if tr.provider == Format::Gemini {
+            // Gemini names the model and the streaming mode in the path.
+            let action = if t.stream {
+                "streamGenerateContent"
+            } else {
+                "generateContent"
+            };
+            let template = attempt.route.provider.as_ref().and_then(|p| p.path.clone());
+            let path = match template {
+                Some(tpl) => route::fill_template(&tpl, Some(&info.model), Some(action)),
+                None => format!("/v1beta/models/{}:{action}", info.model),
+            };
+            let path = if t.stream {
+                format!("{path}?alt=sse")
+            } else {
+                path
+            };
+            match path.parse::<http::Uri>() {
+                Ok(uri) => upstream_request.set_uri(uri),
+                Err(e) => {
+                    let err = GatewayError::new(
+                        502,
+                        "bad_destination",
+                        format!("upstream path {path:?} is not valid: {e}"),
+                    );
+                    return Err(self.reject(ctx, err));
+                }
+            }
+        }
+        attempt.translation = Some(TranslationState {
+            route: tr.clone(),
+            stream: t.stream,
+            model: info.model,
+            loss: std::mem::take(&mut t.loss),
+            response: ResponseMode::Pending,
+        });
+        attempt.body = Body::replaced(t.body);
+        // The gateway must read the provider's response to translate it.
+        upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        upstream_request.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        if tr.provider == Format::Anthropic {
+            if !upstream_request.headers.contains_key("anthropic-version") {
+                upstream_request.insert_header("anthropic-version", ANTHROPIC_VERSION)?;
+            }
+        } else {
+            for h in [
+                "anthropic-version",
+                "anthropic-beta",
+                "anthropic-dangerous-direct-browser-access",
+            ] {
+                upstream_request.remove_header(h);
+            }
+        }
+        Ok(())
+    }
+
+    /// `error_while_proxy` and `fail_to_connect`: may Pingora make another attempt? Only while
+    /// nothing has reached the client, within [`MAX_ATTEMPTS`], and when the failure says a
+    /// resend can help (a pooled connection the provider had closed, the one case Pingora marks
+    /// retryable for a request that was sent).
+    pub(super) fn may_retry(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<pingora::Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<pingora::Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        // The request body is buffered whole (or empty), so a POST can be sent again.
+        e.retry.decide_reuse(client_reused);
+        if ctx.attempts >= MAX_ATTEMPTS || session.response_written().is_some() {
+            e.set_retry(false);
+        }
+        if e.retry() {
+            let provider = ctx.provider_label().to_owned();
+            self.shared
+                .metrics
+                .upstream_retries
+                .with_label_values(&[&provider, "stale_connection"])
+                .inc();
+            tracing::info!(
+                request_id = %ctx.client.meta.request_id,
+                attempt = ctx.attempts,
+                provider,
+                error = %e,
+                "upstream connection failed before answering; sending the request again"
+            );
+        }
+        e
+    }
+}
+
+/// `connected_to_upstream`: connect time counts as upstream time, not the gateway's.
+pub(super) fn connected(ctx: &mut RequestCtx, reused: bool) {
+    if let (false, Some(t)) = (reused, ctx.attempt.as_ref().and_then(|a| a.peer_chosen)) {
+        ctx.connect_time += t.elapsed();
+    }
+}
+
+/// `request_body_filter`: the attempt's bytes replace the replayed client bytes when they
+/// differ.
+pub(super) fn body(body: &mut Option<Bytes>, ctx: &RequestCtx) {
+    if body.is_some() {
+        if let Some(w) = ctx.attempt.as_ref().and_then(|a| a.wire.as_ref()) {
+            *body = Some(w.clone());
+        }
+    }
+}
+
+fn strip_internal_headers(req: &mut RequestHeader) {
+    if !req
+        .headers
+        .keys()
+        .any(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
+    {
+        return;
+    }
+    let internal: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|k| k.as_str().starts_with(INTERNAL_HEADER_PREFIX))
+        .cloned()
+        .collect();
+    for k in internal {
+        req.remove_header(&k);
+    }
+}
