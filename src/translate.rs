@@ -361,7 +361,7 @@ pub fn error_json(format: Format, status: u16, message: &str, kind: Option<&str>
 
 fn anthropic_error_type(status: u16) -> &'static str {
     match status {
-        400 | 422 => "invalid_request_error",
+        400 | 408 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -390,7 +390,7 @@ fn gemini_status(status: u16) -> &'static str {
 
 fn openai_error_type(status: u16) -> &'static str {
     match status {
-        400 | 413 | 422 => "invalid_request_error",
+        400 | 408 | 413 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

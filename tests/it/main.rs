@@ -5,11 +5,14 @@
 
 mod support;
 
+mod attempts;
 mod body;
 mod cli;
 mod errors;
 mod golden;
 mod hooks;
+mod hostile;
 mod metrics;
 mod routing;
+mod sdk;
 mod translation;

@@ -7,8 +7,10 @@ pub mod mock;
 pub mod tls;
 
 use ccproxy::config::{Config, ConfigLocation};
-use ccproxy::proxy::server::{spawn, GatewayHandle};
+use ccproxy::proxy::flow::FlowRecorder;
+use ccproxy::proxy::server::{spawn_with, GatewayHandle, Options};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A port for a ccproxy listener: below the kernel's ephemeral range (32768+), so no mock
@@ -68,6 +70,18 @@ impl Gateway {
 
     /// Start with the config written into `dir` (which may hold files the config names).
     pub fn start_in(dir: tempfile::TempDir, body: &str) -> Self {
+        Self::start_full(dir, body, Options::default)
+    }
+
+    /// Start with a flow recorder.
+    pub fn start_recording(body: &str, recorder: Arc<dyn FlowRecorder>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::start_full(dir, body, move || Options {
+            recorder: recorder.clone(),
+        })
+    }
+
+    fn start_full(dir: tempfile::TempDir, body: &str, options: impl Fn() -> Options) -> Self {
         for _ in 0..5 {
             let (port, mport) = (gateway_port(), gateway_port());
             let file = dir.path().join("ccproxy.yaml");
@@ -77,7 +91,7 @@ impl Gateway {
                 file,
             };
             let config = Config::load(loc).unwrap_or_else(|e| panic!("config: {e}"));
-            match spawn(config) {
+            match spawn_with(config, options()) {
                 Ok(handle) => {
                     return Self {
                         handle: Some(handle),
@@ -194,7 +208,7 @@ pub mod raw {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
     use tokio::net::TcpStream;
 
-    pub struct Conn(BufReader<TcpStream>);
+    pub struct Conn(pub BufReader<TcpStream>);
 
     pub struct Response {
         pub status: u16,
@@ -203,6 +217,11 @@ pub mod raw {
     }
 
     impl Response {
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body)
+                .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+        }
+
         pub fn header(&self, name: &str) -> Option<&str> {
             self.headers
                 .iter()
@@ -219,12 +238,47 @@ pub mod raw {
         /// Send one request with a body; read one Content-Length-framed response.
         pub async fn exchange(&mut self, head: &str, body: &[u8]) -> Response {
             let req = format!("{head}\r\ncontent-length: {}\r\n\r\n", body.len());
-            let s = self.0.get_mut();
-            s.write_all(req.as_bytes()).await.unwrap();
-            s.write_all(body).await.unwrap();
+            self.send(req.as_bytes()).await;
+            self.send(body).await;
+            self.read_response().await
+        }
+
+        /// Write raw bytes.
+        pub async fn send(&mut self, bytes: &[u8]) {
+            self.0.get_mut().write_all(bytes).await.unwrap();
+        }
+
+        /// Write raw bytes, ignoring a peer that already closed (for uploads the gateway may
+        /// cut short).
+        pub async fn send_lossy(&mut self, bytes: &[u8]) -> bool {
+            self.0.get_mut().write_all(bytes).await.is_ok()
+        }
+
+        /// Close the sending half (the gateway sees end of input).
+        pub async fn shutdown_write(&mut self) {
+            let _ = self.0.get_mut().shutdown().await;
+        }
+
+        /// Read one response head (an interim `100 Continue` is a response too) and its
+        /// Content-Length body, within 20 s.
+        pub async fn read_response(&mut self) -> Response {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                self.read_response_inner(),
+            )
+            .await
+            .expect("no response within 20 s")
+        }
+
+        async fn read_response_inner(&mut self) -> Response {
             let mut line = String::new();
             self.0.read_line(&mut line).await.unwrap();
-            let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+            let status = line
+                .split(' ')
+                .nth(1)
+                .unwrap_or_else(|| panic!("not a status line: {line:?}"))
+                .parse()
+                .unwrap();
             let mut headers = Vec::new();
             loop {
                 line.clear();
@@ -239,14 +293,26 @@ pub mod raw {
             let len: usize = headers
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .map(|(_, v)| v.parse().unwrap())
-                .expect("response without content-length");
+                .map_or(0, |(_, v)| v.parse().unwrap());
             let mut body = vec![0; len];
             self.0.read_exact(&mut body).await.unwrap();
             Response {
                 status,
                 headers,
                 body,
+            }
+        }
+
+        /// Whether the gateway closes the connection (EOF, or a reset after everything was
+        /// read) within 20 s, with no further bytes.
+        pub async fn closed(&mut self) -> bool {
+            let mut b = [0u8; 1];
+            match tokio::time::timeout(std::time::Duration::from_secs(20), self.0.read(&mut b))
+                .await
+            {
+                Ok(Ok(0)) | Ok(Err(_)) => true,
+                Ok(Ok(_)) => false,
+                Err(_) => false,
             }
         }
     }
