@@ -4,6 +4,7 @@
 #   make test    run the whole test suite (unit, integration, doc tests)
 #   make lint    rustfmt check + clippy with warnings denied
 #   make bench   run the benchmarks
+#   make fuzz    run every fuzz target for FUZZ_SECONDS (default 60) each (cargo-fuzz, nightly)
 #   make deps    install the system packages the build needs (Debian/Ubuntu)
 
 CARGO ?= cargo
@@ -22,7 +23,11 @@ DEP_PKGS := libclang-dev ca-certificates
 
 export DEBIAN_FRONTEND := noninteractive
 
-.PHONY: all deps build start test lint fmt clippy bench clean help
+# Fuzz targets (tests/fuzz/fuzz_targets/*.rs) and how long each runs.
+FUZZ_TARGETS := sse_decoder translate_request translate_response translate_stream tool_schema config request_body
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps build start test lint fmt clippy bench fuzz clean help
 
 all: build
 
@@ -88,6 +93,16 @@ clippy: deps
 
 bench: deps
 	$(CARGO) bench $(LOCKED)
+
+fuzz: deps
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p tests/fuzz/corpus/$$t; \
+	  echo "==> fuzz $$t for $(FUZZ_SECONDS) s"; \
+	  $(CARGO) +nightly fuzz run --fuzz-dir tests/fuzz $$t tests/fuzz/corpus/$$t tests/fuzz/seeds/$$t \
+	    -- -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -6,16 +6,21 @@
 //! S1 added latency at c=1 (direct and gateway rounds alternate), S2 throughput at p99 < 5 ms
 //! with the gateway pinned to one core, S3 SSE time to first event / frame gaps / stall-free
 //! concurrent streams, S4 a 300 KB Claude-Code-like request, S5 memory, S6 cold start, S7 a
-//! translated OpenAI → Anthropic request (buffered and streamed). Peers
-//! (LiteLLM) run in the same session on the same mock when installed; each is reported as a ratio
-//! to ccproxy. Prints tables and writes `benches/results/latest.json`. Never part of `make test`.
+//! translated OpenAI → Anthropic request (buffered and streamed), S8 peak memory per MB of request
+//! body. A bare Pingora pass-through with the same body buffering ([`floor`]) is the floor for S1
+//! and S2; peers (LiteLLM) run in the same session on the same mock when installed; each is
+//! reported as a ratio to ccproxy. `CCPROXY_BENCH_BIN` runs another ccproxy binary (an older
+//! build, for before/after). Prints tables and writes `benches/results/latest.json`. Never part
+//! of `make test`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod floor;
 mod load;
 mod mock_llm;
 mod peers;
 mod relay;
+mod wrk;
 #[path = "../../tests/it/support/tls.rs"]
 mod tls;
 
@@ -101,11 +106,11 @@ impl Gateway {
             "ccproxy:\n  port: {port}\n  metrics: 127.0.0.1:{metrics_port}\n  log_level: WARNING\n  log_file: null\n  threads: {threads}\n  timeouts: {{shutdown_seconds: 0}}\n  providers:\n    openai:\n      host: {mock}\n      scheme: http\n      provider: openai\n      auth: echo sk-bench\n    anthropic:\n      host: {mock}\n      scheme: http\n      provider: anthropic\n      auth: echo sk-bench\n{extra}"
         );
         std::fs::write(dir.path().join("ccproxy.yaml"), yaml).unwrap();
-        let bin = env!("CARGO_BIN_EXE_ccproxy");
+        let bin = ccproxy_bin();
         let mut cmd = match pin_core {
             Some(c) => {
                 let mut cmd = Command::new("taskset");
-                cmd.args(["-c", &c.to_string(), bin]);
+                cmd.args(["-c", &c.to_string(), &bin]);
                 cmd
             }
             None => Command::new(bin),
@@ -166,16 +171,52 @@ impl Drop for Gateway {
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// The ccproxy binary under test: `CCPROXY_BENCH_BIN`, else this build's.
+fn ccproxy_bin() -> String {
+    std::env::var("CCPROXY_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ccproxy").to_owned())
+}
+
+/// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
+fn status_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|v| v.parse().ok())
         })
         .unwrap_or(0)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    status_kib(pid, "VmRSS:")
+}
+
+/// The floor proxy as a child process.
+struct FloorProc {
+    child: Child,
+    port: u16,
+}
+
+impl FloorProc {
+    fn start(upstream: SocketAddr, threads: usize, core: Option<usize>) -> Self {
+        let port = free_port();
+        let child = floor::spawn(port, upstream, threads, core);
+        assert!(wait_port(port, Duration::from_secs(20)), "floor proxy did not start");
+        Self { child, port }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for FloorProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn http_get(port: u16, path: &str) -> String {
@@ -372,6 +413,16 @@ fn pin_self(core: usize) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve-floor") {
+        let arg = |k: usize| args.get(i + k).cloned().unwrap_or_default();
+        floor::serve(
+            arg(1).parse().expect("floor port"),
+            arg(2).parse().expect("floor upstream"),
+            arg(3).parse().expect("floor threads"),
+        );
+        return;
+    }
     let opts = Opts::parse();
     let _ = Command::new("prlimit")
         .args([
@@ -458,7 +509,20 @@ fn main() {
             hop.mean_added_us(),
             (inband / own - 1.0) * 100.0
         );
+        // The floor: a bare Pingora pass-through with the same body buffering, same mock.
+        let floor = FloorProc::start(mock, cores, None);
+        let via_floor = openai_target(floor.addr(), "sk-bench", "instant");
+        let fl = rt.block_on(added_latency(&direct, &via_floor, rounds, per_round));
+        drop(floor);
+        println!("  floor (bare Pingora pass-through, same body buffering):");
+        fl.print("");
+        println!(
+            "  ccproxy added − floor added: p50 {:+.1} µs, p99 {:+.1} µs",
+            added.row(50.0).2 - fl.row(50.0).2,
+            added.row(99.0).2 - fl.row(99.0).2
+        );
         let mut s1 = added.json();
+        s1["floor"] = fl.json();
         s1["inband_overhead_mean_us"] = json!(inband);
         s1["measured_added_mean_us"] = json!(measured);
         s1["relay_added_mean_us"] = json!(hop.mean_added_us());
@@ -644,10 +708,17 @@ fn main() {
             rate *= 1.25;
         }
         println!("  max rate with p99 < 5 ms: {best:.0} req/s");
+        drop(gw);
+        let closed = closed_loop_vs_floor(&rt, mock, cores, opts.quick);
         results.insert(
             "S2_throughput".into(),
-            json!({"max_rate_p99_under_5ms": best, "steps": steps, "peak_rss_kib": peak_rss}),
+            json!({"max_rate_p99_under_5ms": best, "steps": steps, "peak_rss_kib": peak_rss,
+                   "closed_loop_c16": closed}),
         );
+    }
+
+    if opts.wants("S8") {
+        results.insert("S8_memory_per_body_mb".into(), memory_per_body_mb(&rt, mock));
     }
 
     if opts.wants("S5") {
@@ -686,6 +757,93 @@ fn main() {
     let _ = std::fs::write(out_dir.join(format!("{stamp}.json")), &text);
     let _ = std::fs::write(out_dir.join("latest.json"), &text);
     println!("\nresults: {}", out_dir.join("latest.json").display());
+}
+
+/// S2, closed loop: requests per second at c=16 with the proxy pinned to one core (one worker),
+/// ccproxy against the floor, alternating rounds. With `wrk` and `nginx` on PATH they are the
+/// load generator and the upstream (both on the other core), otherwise the in-repo ones.
+fn closed_loop_vs_floor(
+    rt: &tokio::runtime::Runtime,
+    mock: SocketAddr,
+    cores: usize,
+    quick: bool,
+) -> Value {
+    let tools = wrk::Tools::find();
+    let other = usize::from(cores > 1);
+    let nginx = tools.as_ref().and_then(|t| t.nginx(other).ok());
+    let upstream = nginx.as_ref().map_or(mock, wrk::Nginx::addr);
+    let secs = if quick { 2 } else { 5 };
+    let rounds = if quick { 2 } else { 3 };
+    let driver = if nginx.is_some() {
+        "wrk -t1 -c16 against nginx"
+    } else {
+        "in-repo closed loop (16 connections) against the mock"
+    };
+    println!("\nS2 closed loop, c=16, proxy on one pinned core: ccproxy vs the floor ({driver}, {rounds} × {secs} s each, target ≥ 90 %)");
+    let measure = |addr: SocketAddr, key: &str| -> f64 {
+        let t = openai_target(addr, key, "instant");
+        match (&tools, &nginx) {
+            (Some(tools), Some(_)) => tools.run(&t, other, 16, secs),
+            _ => {
+                let run = rt.block_on(load::closed_loop(&t, 16, 3000 * secs as usize));
+                run.latencies.len() as f64 / run.elapsed.as_secs_f64()
+            }
+        }
+    };
+    let (mut ours, mut floors) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let gw = Gateway::start(upstream, 1, Some(0));
+        measure(gw.addr(), "sk-ant-oat-ccproxy-openai"); // warm-up
+        ours.push(measure(gw.addr(), "sk-ant-oat-ccproxy-openai"));
+        drop(gw);
+        let fl = FloorProc::start(upstream, 1, Some(0));
+        measure(fl.addr(), "sk-bench");
+        floors.push(measure(fl.addr(), "sk-bench"));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (o, f) = (median(&mut ours), median(&mut floors));
+    println!(
+        "  ccproxy {o:.0} req/s, floor {f:.0} req/s: ccproxy = {:.1} % of the floor (rounds: {ours:.0?} / {floors:.0?})",
+        o / f * 100.0
+    );
+    json!({"driver": driver, "ccproxy_rps": o, "floor_rps": f, "ratio": o / f, "rounds_ccproxy": ours, "rounds_floor": floors})
+}
+
+/// S8: peak RSS a request body costs, per MB of body (target ≤ 3×): a fresh gateway per case
+/// (peak RSS is the process's high-water mark), four sequential requests, peak minus idle.
+fn memory_per_body_mb(rt: &tokio::runtime::Runtime, mock: SocketAddr) -> Value {
+    println!("\nS8 peak memory per MB of request body (fresh gateway per case; target ≤ 3× the body)");
+    let mut rows = Vec::new();
+    for mb in [1usize, 2] {
+        for translated in [false, true] {
+            let gw = Gateway::start(mock, 2, None);
+            let idle = status_kib(gw.child.id(), "VmHWM:");
+            let pad = "x".repeat(mb * 1024 * 1024);
+            let (target, label) = if translated {
+                let body = Bytes::from(json!({"model": "claude-x", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": pad}]}).to_string());
+                (openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "instant", body), "translated OpenAI → Anthropic")
+            } else {
+                let body = Bytes::from(json!({"model": "claude-x", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": pad}]}).to_string());
+                (anthropic_target(gw.addr(), body, "instant"), "pass-through")
+            };
+            let run = rt.block_on(load::closed_loop(&target, 1, 4));
+            assert_eq!(run.errors, 0, "S8 {label} requests failed");
+            let peak = status_kib(gw.child.id(), "VmHWM:");
+            let per_mb = (peak.saturating_sub(idle)) as f64 / 1024.0 / target.body.len() as f64 * 1024.0 * 1024.0;
+            println!(
+                "  {mb} MB {label:<32} idle {:.1} MB, peak {:.1} MB: {per_mb:.1} MB per MB of body",
+                idle as f64 / 1024.0,
+                peak as f64 / 1024.0
+            );
+            rows.push(json!({"body_mb": mb, "case": label, "idle_kib": idle, "peak_kib": peak, "peak_per_body_mb": per_mb}));
+        }
+    }
+    Value::Array(rows)
 }
 
 /// S7: OpenAI client → Anthropic provider through translation, buffered and streamed, against a
