@@ -51,7 +51,7 @@ impl Stage {
 #[derive(Debug, Default)]
 pub struct Body {
     raw: Bytes,
-    index: OnceLock<Option<Members>>,
+    index: OnceLock<Option<Arc<Members>>>,
     parsed: OnceLock<Option<Value>>,
     dirty: bool,
 }
@@ -161,9 +161,10 @@ impl Body {
                 let mut de = serde_json::Deserializer::from_slice(&self.raw);
                 serde::de::DeserializeSeed::deserialize(&mut top, &mut de).ok()?;
                 de.end().ok()?;
-                Some(top.members)
+                Some(Arc::new(top.members))
             })
             .as_deref()
+            .map(Vec::as_slice)
     }
 
     /// Whether the body is a JSON object.
@@ -235,8 +236,8 @@ pub struct RequestMeta {
     pub sentinel_provider: Option<String>,
     /// Client session id (Claude Code `metadata.user_id`).
     pub session_id: Option<String>,
-    /// Provider the request was routed to (outbound stage).
-    pub routed_provider: Option<String>,
+    /// Provider the current attempt was routed to (outbound stage).
+    pub routed_provider: Option<Arc<str>>,
     /// Model named in the client's path (Gemini), before any rewrite.
     pub client_model: Option<String>,
     /// The client's path asks for a stream (Gemini `streamGenerateContent`).

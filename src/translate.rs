@@ -361,7 +361,7 @@ pub fn error_json(format: Format, status: u16, message: &str, kind: Option<&str>
 
 fn anthropic_error_type(status: u16) -> &'static str {
     match status {
-        400 | 408 | 422 => "invalid_request_error",
+        400 | 405 | 408 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -381,7 +381,8 @@ fn gemini_status(status: u16) -> &'static str {
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
         429 => "RESOURCE_EXHAUSTED",
-        501 => "UNIMPLEMENTED",
+        405 | 501 => "UNIMPLEMENTED",
+        408 => "DEADLINE_EXCEEDED",
         502 | 503 | 529 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
@@ -390,7 +391,7 @@ fn gemini_status(status: u16) -> &'static str {
 
 fn openai_error_type(status: u16) -> &'static str {
     match status {
-        400 | 408 | 413 | 422 => "invalid_request_error",
+        400 | 405 | 408 | 413 | 422 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

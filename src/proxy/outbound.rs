@@ -85,7 +85,7 @@ impl Gateway {
             &self.config().timeouts,
             self.config().trust.as_ref(),
         );
-        ctx.client.meta.routed_provider = route.provider.as_ref().map(|p| p.name.to_string());
+        ctx.client.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
         let mut attempt = Attempt::new(n, route, credential, ctx.client.body.fork());
         attempt.peer_chosen = Some(Instant::now());
         ctx.attempt = Some(attempt);
