@@ -118,6 +118,8 @@ pub struct Destination {
     pub port: u16,
     /// `host[:port]` as it goes in the `Host` header (port only when not the scheme's default).
     pub authority: Arc<str>,
+    /// The same, ready to put on a request.
+    pub host_header: http::HeaderValue,
 }
 
 impl Destination {
@@ -133,11 +135,13 @@ impl Destination {
         } else {
             format!("{}:{port}", bracket(&host))
         };
+        let host_header = http::HeaderValue::from_str(&authority).ok()?;
         Some(Self {
             scheme,
             host: host.into(),
             port,
             authority: authority.into(),
+            host_header,
         })
     }
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a credential command may run.
@@ -28,8 +28,13 @@ pub const DEFAULT_COMMAND_CACHE: Duration = Duration::from_secs(30);
 /// Prefix of a sentinel key; the rest names the provider.
 pub const SENTINEL_PREFIX: &str = "sk-ant-oat-ccproxy-";
 
+/// `x-api-key` (Anthropic).
+pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+/// `x-goog-api-key` (Gemini).
+pub const X_GOOG_API_KEY: HeaderName = HeaderName::from_static("x-goog-api-key");
+
 /// Headers that may carry a client API key, in sentinel lookup order.
-pub const AUTH_HEADERS: [&str; 3] = ["x-api-key", "x-goog-api-key", "authorization"];
+pub const AUTH_HEADERS: [HeaderName; 3] = [X_API_KEY, X_GOOG_API_KEY, AUTHORIZATION];
 
 /// Anthropic OAuth (subscription) access tokens start with this.
 pub const ANTHROPIC_OAUTH_TOKEN_PREFIX: &str = "sk-ant-oat";
@@ -43,15 +48,23 @@ pub const ANTHROPIC_OAUTH_BETA: &str = "oauth-2025-04-20";
 /// The provider named by a sentinel key in the request's auth headers, if any
 /// (`x-api-key`, then `x-goog-api-key`, then `Authorization: Bearer`, case-insensitive scheme).
 pub fn sentinel_provider(headers: &RequestHeader) -> Option<&str> {
-    AUTH_HEADERS.iter().find_map(|h| {
-        let v = headers.headers.get(*h)?.to_str().ok()?.trim();
-        let v = if *h == "authorization" {
-            strip_bearer(v)?
-        } else {
-            v
+    // One pass over the headers; the first of the three (in lookup order) with a sentinel wins.
+    let mut found: [Option<&str>; 3] = [None; 3];
+    for (name, value) in &headers.headers {
+        let Some(slot) = AUTH_HEADERS.iter().position(|h| h == name) else {
+            continue;
         };
-        v.strip_prefix(SENTINEL_PREFIX).filter(|n| !n.is_empty())
-    })
+        if found[slot].is_some() {
+            continue;
+        }
+        let Ok(v) = value.to_str() else { continue };
+        let v = v.trim();
+        let v = if slot == 2 { strip_bearer(v) } else { Some(v) };
+        found[slot] = v
+            .and_then(|v| v.strip_prefix(SENTINEL_PREFIX))
+            .filter(|n| !n.is_empty());
+    }
+    found.into_iter().flatten().next()
 }
 
 fn strip_bearer(v: &str) -> Option<&str> {
@@ -61,33 +74,39 @@ fn strip_bearer(v: &str) -> Option<&str> {
 
 /// Whether any auth header still carries a sentinel key.
 pub fn carries_sentinel(headers: &RequestHeader) -> bool {
-    AUTH_HEADERS.iter().any(|h| {
-        headers
-            .headers
-            .get_all(*h)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)))
+    headers.headers.iter().any(|(name, v)| {
+        AUTH_HEADERS.contains(name) && v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX))
     })
+}
+
+fn has_sentinel(headers: &RequestHeader, name: &HeaderName) -> bool {
+    headers
+        .headers
+        .get_all(name)
+        .iter()
+        .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)))
 }
 
 /// Remove every auth header that carries a sentinel key (the client's other keys stay).
 pub fn strip_sentinels(headers: &mut RequestHeader) {
-    for h in AUTH_HEADERS {
-        let has = headers
-            .headers
-            .get_all(h)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|s| s.contains(SENTINEL_PREFIX)));
-        if has {
+    for h in &AUTH_HEADERS {
+        if has_sentinel(headers, h) {
             headers.remove_header(h);
         }
     }
 }
 
+/// Remove `name` if present (Pingora's `remove_header` hashes the name twice even when absent).
+fn remove_if_present(headers: &mut RequestHeader, name: &HeaderName) {
+    if headers.headers.contains_key(name) {
+        headers.remove_header(name);
+    }
+}
+
 /// Remove every client key (`x-api-key`, `x-goog-api-key`, `authorization`).
 pub fn strip_client_keys(headers: &mut RequestHeader) {
-    for h in AUTH_HEADERS {
-        headers.remove_header(h);
+    for h in &AUTH_HEADERS {
+        remove_if_present(headers, h);
     }
 }
 
@@ -114,26 +133,21 @@ pub fn inject(
     secret: &Secret,
 ) -> Result<(), InjectError> {
     let raw = secret.expose();
-    let goog = HeaderName::from_static("x-goog-api-key");
     let target = match header {
         Some(h) => Some(h),
         None if family == Format::Gemini && !raw.starts_with(GOOGLE_OAUTH_TOKEN_PREFIX) => {
-            Some(&goog)
+            Some(&X_GOOG_API_KEY)
         }
         None => None,
     };
     let (name, value) = match target {
-        Some(h) => (h.clone(), HeaderValue::from_str(raw)),
-        None => (
-            AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {raw}")),
-        ),
+        Some(h) => (h.clone(), secret.raw_header()),
+        None => (AUTHORIZATION, secret.bearer_header()),
     };
-    let mut value = value.map_err(|_| InjectError::InvalidValue)?;
-    value.set_sensitive(true);
-    for h in AUTH_HEADERS {
-        if h != name.as_str() {
-            headers.remove_header(h);
+    let value = value.ok_or(InjectError::InvalidValue)?;
+    for h in &AUTH_HEADERS {
+        if *h != name {
+            remove_if_present(headers, h);
         }
     }
     headers
@@ -207,18 +221,60 @@ impl Store {
     }
 }
 
-/// A credential value. `Debug` and `Display` never show it.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+/// A credential value. `Debug` and `Display` never show it. The header values made from it are
+/// built once per value (a cached secret serves many requests) and marked sensitive.
+pub struct Secret {
+    value: String,
+    raw: OnceLock<Option<HeaderValue>>,
+    bearer: OnceLock<Option<HeaderValue>>,
+}
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Self::new(self.value.clone())
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.value == other.value
+    }
+}
+
+impl Eq for Secret {}
+
+fn sensitive(v: Result<HeaderValue, http::header::InvalidHeaderValue>) -> Option<HeaderValue> {
+    let mut v = v.ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
 
 impl Secret {
     pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
+        Self {
+            value: value.into(),
+            raw: OnceLock::new(),
+            bearer: OnceLock::new(),
+        }
     }
 
     /// The raw value, for putting on the wire only.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.value
+    }
+
+    /// The value as a header value (`None` if it cannot be one).
+    fn raw_header(&self) -> Option<HeaderValue> {
+        self.raw
+            .get_or_init(|| sensitive(HeaderValue::from_str(&self.value)))
+            .clone()
+    }
+
+    /// `Bearer <value>` as a header value.
+    fn bearer_header(&self) -> Option<HeaderValue> {
+        self.bearer
+            .get_or_init(|| sensitive(HeaderValue::from_str(&format!("Bearer {}", self.value))))
+            .clone()
     }
 }
 
@@ -413,7 +469,7 @@ async fn fetch(
         SourceKind::Command(cmd) => run_command(cmd).await?,
         SourceKind::File(path) => read_file(path).await?,
     };
-    let secret = Arc::new(Secret(value));
+    let secret = Arc::new(Secret::new(value));
     if let Ok(mut c) = state.cached.write() {
         *c = Some(Cached {
             secret: secret.clone(),

@@ -56,13 +56,48 @@ pub struct Body {
     dirty: bool,
 }
 
+/// A top-level member name: where it is in the raw body, or (when it had escapes) its text.
+#[derive(Debug)]
+enum Key {
+    At(Range<usize>),
+    Unescaped(Box<str>),
+}
+
 /// Top-level member names of a JSON object with the byte range of each value.
-type Members = Vec<(String, Range<usize>)>;
+type Members = Vec<(Key, Range<usize>)>;
 
 /// Builds [`Members`] while scanning the raw body.
 struct TopLevel {
     base: usize,
     members: Members,
+}
+
+/// Reads one member name without copying it when it has no escapes.
+struct KeySeed(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Key, E> {
+        let start = v.as_ptr() as usize - self.0;
+        Ok(Key::At(start..start + v.len()))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(Key::Unescaped(v.into()))
+    }
 }
 
 impl<'de> serde::de::DeserializeSeed<'de> for &mut TopLevel {
@@ -81,7 +116,8 @@ impl<'de> serde::de::Visitor<'de> for &mut TopLevel {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+        while let Some(k) = map.next_key_seed(KeySeed(self.base))? {
+            let v: &'de RawValue = map.next_value()?;
             let start = v.get().as_ptr() as usize - self.base;
             self.members.push((k, start..start + v.get().len()));
         }
@@ -143,12 +179,18 @@ impl Body {
         }
     }
 
+    /// Whether the body may contain `needle` verbatim: a cheap pre-check before reading fields
+    /// (always `true` once a hook changed the body, whose bytes are then stale).
+    pub fn may_contain(&self, needle: &memchr::memmem::Finder<'_>) -> bool {
+        self.dirty || needle.find(&self.raw).is_some()
+    }
+
     /// The bytes as received from the client.
     pub fn raw(&self) -> &Bytes {
         &self.raw
     }
 
-    fn index(&self) -> Option<&[(String, Range<usize>)]> {
+    fn index(&self) -> Option<&[(Key, Range<usize>)]> {
         self.index
             .get_or_init(|| {
                 if self.raw.is_empty() {
@@ -174,8 +216,15 @@ impl Body {
 
     /// The raw JSON text of a top-level field of the body as received.
     pub fn field_raw(&self, key: &str) -> Option<&str> {
-        let (_, r) = self.index()?.iter().find(|(k, _)| k == key)?;
+        let (_, r) = self.index()?.iter().find(|(k, _)| self.key_is(k, key))?;
         std::str::from_utf8(self.raw.get(r.clone())?).ok()
+    }
+
+    fn key_is(&self, k: &Key, name: &str) -> bool {
+        match k {
+            Key::At(r) => self.raw.get(r.clone()) == Some(name.as_bytes()),
+            Key::Unescaped(s) => &**s == name,
+        }
     }
 
     /// A top-level field, deserialized; reflects hook changes.
@@ -233,7 +282,7 @@ pub struct RequestMeta {
     /// API format of the client request, from its path.
     pub client_format: Option<Format>,
     /// Provider named by a sentinel key (`sk-ant-oat-ccproxy-{name}`).
-    pub sentinel_provider: Option<String>,
+    pub sentinel_provider: Option<Arc<str>>,
     /// Client session id (Claude Code `metadata.user_id`).
     pub session_id: Option<String>,
     /// Provider the current attempt was routed to (outbound stage).
@@ -480,7 +529,7 @@ pub enum Override {
 pub struct Overrides(Vec<(String, Option<Override>)>);
 
 /// Name of the per-request override header.
-pub const OVERRIDE_HEADER: &str = "x-ccproxy-hooks";
+pub const OVERRIDE_HEADER: http::HeaderName = http::HeaderName::from_static("x-ccproxy-hooks");
 
 impl Overrides {
     pub fn parse(value: &str) -> Self {

@@ -125,9 +125,24 @@ impl RequestIds {
         }
     }
 
-    fn next(&self) -> String {
+    /// The next id, as text and as a header value.
+    fn next(&self) -> (String, http::HeaderValue) {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}{:08x}", self.prefix, n)
+        let id = if n <= u64::from(u32::MAX) {
+            // The common case without the formatting machinery: 16 lower-case hex digits.
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut buf = [0u8; 16];
+            let v = (u64::from(self.prefix) << 32) | n;
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        } else {
+            format!("{:08x}{:08x}", self.prefix, n)
+        };
+        let value = http::HeaderValue::from_str(&id)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+        (id, value)
     }
 }
 

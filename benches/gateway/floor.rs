@@ -76,8 +76,7 @@ pub fn serve(port: u16, upstream: SocketAddr, threads: usize) {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut svc =
-        pingora_proxy::http_proxy_service(&server.configuration, Floor { upstream });
+    let mut svc = pingora_proxy::http_proxy_service(&server.configuration, Floor { upstream });
     svc.add_tcp(&format!("127.0.0.1:{port}"));
     server.add_service(svc);
     server.run(RunArgs {

@@ -20,12 +20,17 @@ mod load;
 mod mock_llm;
 mod peers;
 mod relay;
-mod wrk;
 #[path = "../../tests/it/support/tls.rs"]
 mod tls;
+mod wrk;
 
 use bytes::Bytes;
 use load::{pct_us, Conn, Target};
+
+/// The same allocator as the ccproxy binary, so the floor proxy (which runs in this binary)
+/// is compared on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use serde_json::{json, Value};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
@@ -203,7 +208,10 @@ impl FloorProc {
     fn start(upstream: SocketAddr, threads: usize, core: Option<usize>) -> Self {
         let port = free_port();
         let child = floor::spawn(port, upstream, threads, core);
-        assert!(wait_port(port, Duration::from_secs(20)), "floor proxy did not start");
+        assert!(
+            wait_port(port, Duration::from_secs(20)),
+            "floor proxy did not start"
+        );
         Self { child, port }
     }
 
@@ -718,7 +726,10 @@ fn main() {
     }
 
     if opts.wants("S8") {
-        results.insert("S8_memory_per_body_mb".into(), memory_per_body_mb(&rt, mock));
+        results.insert(
+            "S8_memory_per_body_mb".into(),
+            memory_per_body_mb(&rt, mock),
+        );
     }
 
     if opts.wants("S5") {
@@ -815,7 +826,9 @@ fn closed_loop_vs_floor(
 /// S8: peak RSS a request body costs, per MB of body (target ≤ 3×): a fresh gateway per case
 /// (peak RSS is the process's high-water mark), four sequential requests, peak minus idle.
 fn memory_per_body_mb(rt: &tokio::runtime::Runtime, mock: SocketAddr) -> Value {
-    println!("\nS8 peak memory per MB of request body (fresh gateway per case; target ≤ 3× the body)");
+    println!(
+        "\nS8 peak memory per MB of request body (fresh gateway per case; target ≤ 3× the body)"
+    );
     let mut rows = Vec::new();
     for mb in [1usize, 2] {
         for translated in [false, true] {
@@ -823,18 +836,29 @@ fn memory_per_body_mb(rt: &tokio::runtime::Runtime, mock: SocketAddr) -> Value {
             let idle = status_kib(gw.child.id(), "VmHWM:");
             let pad = "x".repeat(mb * 1024 * 1024);
             let (target, label) = if translated {
-                let body = Bytes::from(json!({"model": "claude-x", "max_tokens": 16,
-                    "messages": [{"role": "user", "content": pad}]}).to_string());
-                (openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "instant", body), "translated OpenAI → Anthropic")
+                let body = Bytes::from(
+                    json!({"model": "claude-x", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": pad}]})
+                    .to_string(),
+                );
+                (
+                    openai_target_body(gw.addr(), "sk-ant-oat-ccproxy-anthropic", "instant", body),
+                    "translated OpenAI → Anthropic",
+                )
             } else {
-                let body = Bytes::from(json!({"model": "claude-x", "max_tokens": 16,
-                    "messages": [{"role": "user", "content": pad}]}).to_string());
+                let body = Bytes::from(
+                    json!({"model": "claude-x", "max_tokens": 16,
+                    "messages": [{"role": "user", "content": pad}]})
+                    .to_string(),
+                );
                 (anthropic_target(gw.addr(), body, "instant"), "pass-through")
             };
             let run = rt.block_on(load::closed_loop(&target, 1, 4));
             assert_eq!(run.errors, 0, "S8 {label} requests failed");
             let peak = status_kib(gw.child.id(), "VmHWM:");
-            let per_mb = (peak.saturating_sub(idle)) as f64 / 1024.0 / target.body.len() as f64 * 1024.0 * 1024.0;
+            let per_mb = (peak.saturating_sub(idle)) as f64 / 1024.0 / target.body.len() as f64
+                * 1024.0
+                * 1024.0;
             println!(
                 "  {mb} MB {label:<32} idle {:.1} MB, peak {:.1} MB: {per_mb:.1} MB per MB of body",
                 idle as f64 / 1024.0,

@@ -115,12 +115,7 @@ impl Tools {
         let out = Command::new("taskset")
             .args(["-c", &core.to_string()])
             .arg(&self.wrk)
-            .args([
-                "-t1",
-                &format!("-c{conns}"),
-                &format!("-d{secs}s"),
-                "-s",
-            ])
+            .args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "-s"])
             .arg(&path)
             .arg(format!("http://{}{}", t.addr, t.path))
             .output();

@@ -61,6 +61,8 @@ pub struct RequestCtx {
     /// When `request_filter` started (headers read).
     pub started: Option<Instant>,
     pub client: ClientRequest,
+    /// The request id as a header value (`x-ccproxy-request-id` on every answer).
+    pub request_id_header: http::HeaderValue,
     /// The current upstream attempt, if one started.
     pub attempt: Option<Attempt>,
     /// Upstream attempts made so far.
@@ -91,6 +93,7 @@ impl RequestCtx {
             ingress,
             started: None,
             client: ClientRequest::default(),
+            request_id_header: http::HeaderValue::from_static(""),
             attempt: None,
             attempts: 0,
             connect_time: Duration::ZERO,

@@ -31,7 +31,9 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
         ctx.started = Some(Instant::now());
-        ctx.client.meta.request_id = self.shared.ids.next();
+        let (id, header) = self.shared.ids.next();
+        ctx.client.meta.request_id = id;
+        ctx.request_id_header = header;
         self.shared.metrics.in_flight.inc();
         ctx.in_flight = true;
         ctx.flow = self

@@ -84,6 +84,7 @@ impl Gateway {
             addr,
             &self.config().timeouts,
             self.config().trust.as_ref(),
+            ctx.client.body.raw().len(),
         );
         ctx.client.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
         let mut attempt = Attempt::new(n, route, credential, ctx.client.body.fork());
@@ -117,7 +118,7 @@ impl Gateway {
             })?;
             upstream_request.set_uri(uri);
         }
-        upstream_request.insert_header(http::header::HOST, &*route.dest.authority)?;
+        upstream_request.insert_header(http::header::HOST, route.dest.host_header.clone())?;
         self.authorize(upstream_request, ctx, &route)?;
 
         if let Some(tr) = &route.translation {
@@ -133,8 +134,7 @@ impl Gateway {
                 Some(w) => w.len(),
                 None => ctx.client.body.raw().len(),
             };
-            upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
-            upstream_request.insert_header(http::header::CONTENT_LENGTH, len)?;
+            set_content_length(upstream_request, len)?;
         }
 
         strip_internal_headers(upstream_request);
@@ -151,6 +151,11 @@ impl Gateway {
         let Some(attempt) = ctx.attempt.as_mut() else {
             return Ok(());
         };
+        if let Some(w) = &wire {
+            // The bytes are final: drop the JSON tree they were made from (it would otherwise
+            // live as long as the response stream).
+            attempt.body = Body::new(w.clone());
+        }
         attempt.wire = wire;
         if let Some(flow) = ctx.flow.as_mut() {
             let bytes = attempt.wire.as_ref().unwrap_or(ctx.client.body.raw());
@@ -385,6 +390,25 @@ pub(super) fn body(body: &mut Option<Bytes>, ctx: &RequestCtx) {
             *body = Some(w.clone());
         }
     }
+}
+
+/// Frame the buffered body with `Content-Length: len` (no chunking); left alone when the
+/// client already sent exactly that.
+fn set_content_length(req: &mut RequestHeader, len: usize) -> Result<()> {
+    let chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    let same = req
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        == Some(len);
+    if chunked {
+        req.remove_header(&http::header::TRANSFER_ENCODING);
+    }
+    if chunked || !same {
+        req.insert_header(http::header::CONTENT_LENGTH, len)?;
+    }
+    Ok(())
 }
 
 fn strip_internal_headers(req: &mut RequestHeader) {

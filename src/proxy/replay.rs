@@ -137,10 +137,12 @@ pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> Slot {
     slot
 }
 
-/// A stand-in session on a dead in-memory pipe, held only for the instant of a swap.
+/// A stand-in session on an empty in-memory stream, held only for the instant of a swap (no
+/// pipe, no buffer: it is never read or written).
 fn placeholder() -> Box<ServerSession> {
-    let (io, _) = tokio::io::duplex(1);
-    Box::new(ServerSession::new_http1(Box::new(io)))
+    Box::new(ServerSession::new_http1(Box::new(std::io::Cursor::new(
+        Vec::<u8>::new(),
+    ))))
 }
 
 /// Put the original session back (drops the replay session, which hands it over).

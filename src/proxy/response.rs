@@ -54,7 +54,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.status = head.status.as_u16();
-        head.insert_header(REQUEST_ID_HEADER, ctx.client.meta.request_id.as_str())?;
+        head.insert_header(REQUEST_ID_HEADER, ctx.request_id_header.clone())?;
         let cap = self.config().max_response_buffer_bytes;
         if let Some(t) = ctx.attempt.as_mut().and_then(|a| a.translation.as_mut()) {
             translated_head(head, t, cap, &ctx.client.meta.request_id)?;
@@ -435,7 +435,7 @@ pub(super) async fn respond(
     }
     resp.insert_header(http::header::CONTENT_TYPE, content_type)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(REQUEST_ID_HEADER, ctx.client.meta.request_id.as_str())?;
+    resp.insert_header(REQUEST_ID_HEADER, ctx.request_id_header.clone())?;
     if let Some(flow) = ctx.flow.as_mut() {
         flow.client_response(&resp);
         flow.client_body(if head_only { &[] } else { &body }, true);

@@ -327,22 +327,22 @@ pub fn resolve(
     let Some(name) = &meta.sentinel_provider else {
         return Err(GatewayError::no_route());
     };
-    let Some(p) = cfg.providers.get(name) else {
+    let Some(p) = cfg.providers.get(&**name) else {
         return Err(GatewayError::unknown_provider(name));
     };
     let path = req.uri.path();
-    let (format, model, action) = (
-        meta.client_format,
-        routing_model(body, path),
-        path_action(path),
-    );
+    let format = meta.client_format;
+    // The model and action are looked up only when something needs them (a translation or a
+    // path template).
+    let model = || routing_model(body, path);
     let route_path = match format {
         Some(f) if f.family() != p.family => {
-            return transform_route(p, path, f, model.as_deref(), action, None)
+            return transform_route(p, path, f, model().as_deref(), path_action(path), None)
         }
         Some(f) => p.path.as_ref().map(|t| {
             with_query(
-                fill_template(t, model.as_deref(), action) + endpoint_suffix(path, Some(f)),
+                fill_template(t, model().as_deref(), path_action(path))
+                    + endpoint_suffix(path, Some(f)),
                 req,
             )
         }),

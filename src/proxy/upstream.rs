@@ -2,7 +2,9 @@
 //!
 //! DNS answers are cached per `host:port` for a minute so the hot path never blocks on the
 //! resolver (Pingora's `HttpPeer::new` would resolve synchronously); a cache hit allocates
-//! nothing. TLS peers verify the certificate against the system roots, or the provider's trust
+//! nothing. Pooled connections carry no idle timer: Pingora drops one as soon as the provider
+//! closes it, and the rare request that still races a closing connection is retried (see
+//! `outbound::may_retry`). TLS peers verify the certificate against the system roots, or the provider's trust
 //! list when a `ca_file` applies, offer h2 and http/1.1 via ALPN, and use the route host as SNI.
 //! This is the place a per-provider connector (browser TLS fingerprints via `custom_l4`) plugs in.
 
@@ -19,7 +21,10 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 const DNS_TTL: Duration = Duration::from_secs(60);
-const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// A request body up to this size goes into the socket's send buffer in one write, which cannot
+/// stall; only larger bodies get a write timeout (each timed write costs a timer).
+const UNTIMED_WRITE_BYTES: usize = 64 * 1024;
 
 /// One cached answer: port, address, when it was resolved.
 type Answer = (u16, SocketAddr, Instant);
@@ -74,15 +79,21 @@ impl Resolver {
     }
 }
 
-/// The Pingora peer for `route` at `addr`.
+/// The Pingora peer for `route` at `addr`, for a request body of `body_len` bytes.
 pub fn peer(
     route: &Route,
     addr: SocketAddr,
     timeouts: &Timeouts,
     default_trust: Option<&Arc<CaList>>,
+    body_len: usize,
 ) -> Box<HttpPeer> {
     let tls = route.dest.scheme == Scheme::Https;
-    let mut peer = HttpPeer::new(addr, tls, route.dest.host.to_string());
+    let sni = if tls {
+        route.dest.host.to_string()
+    } else {
+        String::new()
+    };
+    let mut peer = HttpPeer::new(addr, tls, sni);
     // Pingora's connection pool key ignores the per-peer CA list; keying the pool by provider
     // keeps a connection verified against one provider's trust from serving another.
     if let Some(p) = &route.provider {
@@ -92,8 +103,9 @@ pub fn peer(
     o.connection_timeout = Some(timeouts.connect);
     o.total_connection_timeout = Some(timeouts.connect);
     o.read_timeout = Some(timeouts.read);
-    o.write_timeout = Some(timeouts.read);
-    o.idle_timeout = Some(POOL_IDLE);
+    if body_len > UNTIMED_WRITE_BYTES {
+        o.write_timeout = Some(timeouts.read);
+    }
     if tls {
         o.alpn = ALPN::H2H1;
         let trust = route.provider.as_ref().and_then(|p| p.trust.as_ref());

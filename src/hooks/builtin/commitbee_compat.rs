@@ -43,11 +43,14 @@ fn matches(system: &Value) -> bool {
 #[async_trait::async_trait]
 impl Hook for CommitbeeCompat {
     fn guard(&self, cx: &HookContext<'_>) -> bool {
-        // Cheap pre-check on the raw text (the marker has no characters JSON escapes).
-        if !cx
-            .body
-            .field_raw("system")
-            .is_some_and(|s| s.contains(MARKER))
+        // Cheap pre-checks on the raw text (the marker has no characters JSON escapes).
+        static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new(MARKER));
+        if !cx.body.may_contain(&FINDER)
+            || !cx
+                .body
+                .field_raw("system")
+                .is_some_and(|s| s.contains(MARKER))
         {
             return false;
         }

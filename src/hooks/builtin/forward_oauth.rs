@@ -33,7 +33,7 @@ impl Hook for ForwardOauth {
     fn guard(&self, cx: &HookContext<'_>) -> bool {
         crate::creds::AUTH_HEADERS
             .iter()
-            .any(|h| cx.header(h).is_some_and(|v| !v.is_empty()))
+            .any(|h| cx.headers.headers.get(h).is_some_and(|v| !v.is_empty()))
     }
 
     async fn run(&self, cx: &mut HookContext<'_>) -> Result<(), HookError> {
@@ -48,7 +48,7 @@ impl Hook for ForwardOauth {
                 ),
             ));
         }
-        cx.meta.sentinel_provider = Some(name.to_owned());
+        cx.meta.sentinel_provider = cx.providers.get(name).map(|p| p.name.clone());
         Ok(())
     }
 }

@@ -61,7 +61,9 @@ pub fn filter_betas(value: &str, prefixes: &[String]) -> Option<String> {
 #[async_trait::async_trait]
 impl Hook for VerboseMode {
     fn guard(&self, cx: &HookContext<'_>) -> bool {
-        cx.headers.headers.contains_key("anthropic-version")
+        const ANTHROPIC_VERSION: http::HeaderName =
+            http::HeaderName::from_static("anthropic-version");
+        cx.headers.headers.contains_key(ANTHROPIC_VERSION)
     }
 
     async fn run(&self, cx: &mut HookContext<'_>) -> Result<(), HookError> {
