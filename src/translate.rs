@@ -116,6 +116,17 @@ impl Loss {
     }
 }
 
+/// A JSON object from `(key, value)` pairs, moving the values in. (`serde_json::json!` copies
+/// every interpolated value: `json!({"text": s})` clones `s`, which for message texts, images
+/// and schemas is most of a request.)
+pub(crate) fn obj<const N: usize>(pairs: [(&str, Value); N]) -> Value {
+    let mut m = Map::with_capacity(N);
+    for (k, v) in pairs {
+        m.insert(k.to_owned(), v);
+    }
+    Value::Object(m)
+}
+
 /// Move a member out of a JSON object (`Null` when absent). Order of the remaining members is
 /// kept.
 pub(crate) fn take(o: &mut Map<String, Value>, key: &str) -> Value {

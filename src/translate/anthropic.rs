@@ -3,7 +3,8 @@
 //!
 //! Translators consume their input; texts and images are moved, not copied.
 
-use super::{into_text, take, take_str, Error, HubUsage, Loss};
+use super::openai::text_block;
+use super::{into_text, obj, take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 
 /// An OpenAI `image_url` part for an Anthropic image block's source.
@@ -26,7 +27,10 @@ fn image_part(src: Value) -> Value {
     } else {
         take_str(&mut src, "url")
     };
-    json!({"type": "image_url", "image_url": {"url": url}})
+    obj([
+        ("type", "image_url".into()),
+        ("image_url", obj([("url", url.into())])),
+    ])
 }
 
 /// Anthropic blocks → the JSON text of tool-call arguments.
@@ -37,30 +41,63 @@ fn arguments(input: Value) -> String {
     }
 }
 
+/// An OpenAI tool call for an Anthropic `tool_use` block.
+fn tool_call(mut b: Map<String, Value>) -> Value {
+    let function = obj([
+        ("name", take(&mut b, "name")),
+        ("arguments", arguments(take(&mut b, "input")).into()),
+    ]);
+    obj([
+        ("id", take(&mut b, "id")),
+        ("type", "function".into()),
+        ("function", function),
+    ])
+}
+
+/// Text values joined by newlines into one string value (a single one is moved as it is).
+fn into_text_lines(texts: Vec<Value>) -> Value {
+    let mut texts = texts.into_iter().map(|t| match t {
+        Value::String(s) => s,
+        _ => String::new(),
+    });
+    let Some(first) = texts.next() else {
+        return Value::String(String::new());
+    };
+    Value::String(texts.fold(first, |mut acc, t| {
+        acc.push('\n');
+        acc.push_str(&t);
+        acc
+    }))
+}
+
 /// Anthropic Messages request → OpenAI Chat Completions request.
-pub fn request_to_openai(mut obj: Map<String, Value>, loss: &mut Loss) -> Result<Value, Error> {
+pub fn request_to_openai(mut obj_in: Map<String, Value>, loss: &mut Loss) -> Result<Value, Error> {
     let mut messages = Vec::new();
-    match take(&mut obj, "system") {
-        s @ Value::String(_) => messages.push(json!({"role": "system", "content": s})),
+    match take(&mut obj_in, "system") {
+        s @ Value::String(_) => messages.push(obj([("role", "system".into()), ("content", s)])),
         Value::Array(blocks) => {
             for (i, b) in blocks.iter().enumerate() {
                 if b.get("cache_control").is_some() {
                     loss.push(format!("system[{i}].cache_control"));
                 }
             }
-            messages.push(json!({"role": "system", "content": into_text(Value::Array(blocks))}));
+            messages.push(obj([
+                ("role", "system".into()),
+                ("content", into_text(Value::Array(blocks)).into()),
+            ]));
         }
         _ => {}
     }
-    let Value::Array(msgs) = take(&mut obj, "messages") else {
+    let Value::Array(msgs) = take(&mut obj_in, "messages") else {
         return Err(Error::Invalid("`messages` must be an array".into()));
     };
+    messages.reserve(msgs.len());
     for (i, m) in msgs.into_iter().enumerate() {
-        let at = format!("messages[{i}].content");
+        let at = |j: usize| format!("messages[{i}].content[{j}]");
         let mut m = super::object(m);
         let role = take_str(&mut m, "role");
         let blocks: Vec<Value> = match take(&mut m, "content") {
-            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::String(s) => vec![text_block(s)],
             Value::Array(a) => a,
             _ => Vec::new(),
         };
@@ -71,17 +108,20 @@ pub fn request_to_openai(mut obj: Map<String, Value>, loss: &mut Loss) -> Result
             for (j, b) in blocks.into_iter().enumerate() {
                 let mut b = super::object(b);
                 match b.get("type").and_then(Value::as_str) {
-                    Some("text") => text.push_str(&take_str(&mut b, "text")),
-                    Some("tool_use") => tool_calls.push(json!({
-                        "id": take(&mut b, "id"),
-                        "type": "function",
-                        "function": {"name": take(&mut b, "name"), "arguments": arguments(take(&mut b, "input"))},
-                    })),
+                    Some("text") => {
+                        let t = take_str(&mut b, "text");
+                        if text.is_empty() {
+                            text = t;
+                        } else {
+                            text.push_str(&t);
+                        }
+                    }
+                    Some("tool_use") => tool_calls.push(tool_call(b)),
                     Some("thinking") => {
                         reasoning.push_str(&take_str(&mut b, "thinking"));
-                        loss.push(format!("{at}[{j}].signature"));
+                        loss.push(format!("{}.signature", at(j)));
                     }
-                    _ => loss.push(format!("{at}[{j}]")),
+                    _ => loss.push(at(j)),
                 }
             }
             let content = if text.is_empty() {
@@ -89,68 +129,64 @@ pub fn request_to_openai(mut obj: Map<String, Value>, loss: &mut Loss) -> Result
             } else {
                 Value::String(text)
             };
-            let mut msg = json!({"role": "assistant", "content": content});
+            let mut msg = Map::with_capacity(4);
+            msg.insert("role".into(), "assistant".into());
+            msg.insert("content".into(), content);
             if !tool_calls.is_empty() {
-                msg["tool_calls"] = Value::Array(tool_calls);
+                msg.insert("tool_calls".into(), Value::Array(tool_calls));
             }
             if !reasoning.is_empty() {
-                msg["reasoning_content"] = Value::String(reasoning);
+                msg.insert("reasoning_content".into(), Value::String(reasoning));
             }
-            messages.push(msg);
+            messages.push(Value::Object(msg));
         } else {
             // Tool results become `tool` messages, which must directly follow the assistant turn;
             // the rest of the turn follows them as one user message.
             let mut parts = Vec::new();
             for (j, b) in blocks.into_iter().enumerate() {
-                let here = format!("{at}[{j}]");
                 let mut b = super::object(b);
-                if b.contains_key("cache_control")
-                    && b.get("type").and_then(Value::as_str) != Some("tool_result")
-                {
-                    loss.push(format!("{here}.cache_control"));
+                let kind = b.get("type").and_then(Value::as_str);
+                if kind != Some("tool_result") && b.contains_key("cache_control") {
+                    loss.push(format!("{}.cache_control", at(j)));
                 }
-                match b.get("type").and_then(Value::as_str) {
+                match kind {
                     Some("tool_result") => {
                         if b.get("is_error") == Some(&Value::Bool(true)) {
-                            loss.push(format!("{here}.is_error"));
+                            loss.push(format!("{}.is_error", at(j)));
                         }
                         if b.contains_key("cache_control") {
-                            loss.push(format!("{here}.cache_control"));
+                            loss.push(format!("{}.cache_control", at(j)));
                         }
-                        messages.push(json!({
-                            "role": "tool",
-                            "tool_call_id": take(&mut b, "tool_use_id"),
-                            "content": into_text(take(&mut b, "content")),
-                        }));
+                        messages.push(obj([
+                            ("role", "tool".into()),
+                            ("tool_call_id", take(&mut b, "tool_use_id")),
+                            ("content", into_text(take(&mut b, "content")).into()),
+                        ]));
                     }
-                    Some("text") => {
-                        parts.push(json!({"type": "text", "text": take(&mut b, "text")}))
-                    }
+                    Some("text") => parts.push(text_block(take(&mut b, "text"))),
                     Some("image") => parts.push(image_part(take(&mut b, "source"))),
-                    _ => loss.push(here),
+                    _ => loss.push(at(j)),
                 }
             }
             if !parts.is_empty() {
                 let content = if parts.iter().all(|p| p["type"] == "text") {
-                    let texts: Vec<String> = parts
+                    let texts: Vec<Value> = parts
                         .into_iter()
-                        .map(|p| {
-                            into_text(super::object(p).shift_remove("text").unwrap_or_default())
-                        })
+                        .map(|p| super::object(p).shift_remove("text").unwrap_or_default())
                         .collect();
-                    Value::String(texts.join("\n"))
+                    into_text_lines(texts)
                 } else {
                     Value::Array(parts)
                 };
-                messages.push(json!({"role": "user", "content": content}));
+                messages.push(obj([("role", "user".into()), ("content", content)]));
             }
         }
     }
 
     let mut out = Map::new();
-    out.insert("model".into(), take(&mut obj, "model"));
+    out.insert("model".into(), take(&mut obj_in, "model"));
     out.insert("messages".into(), Value::Array(messages));
-    for (k, v) in obj {
+    for (k, v) in obj_in {
         match k.as_str() {
             "max_tokens" | "temperature" | "top_p" => {
                 out.insert(k, v);
@@ -183,11 +219,11 @@ pub fn request_to_openai(mut obj: Map<String, Value>, loss: &mut Loss) -> Result
                         if t.contains_key("cache_control") {
                             loss.push(format!("tools[{i}].cache_control"));
                         }
-                        let mut f = json!({"name": take(&mut t, "name"), "parameters": schema});
+                        let mut f = obj([("name", take(&mut t, "name")), ("parameters", schema)]);
                         if let Some(d) = t.shift_remove("description") {
                             f["description"] = d;
                         }
-                        tools.push(json!({"type": "function", "function": f}));
+                        tools.push(obj([("type", "function".into()), ("function", f)]));
                     }
                 }
                 out.insert("tools".into(), Value::Array(tools));
@@ -283,11 +319,7 @@ pub fn response_to_openai(body: Value, loss: &mut Loss) -> Value {
                     reasoning.push_str(&take_str(&mut b, "thinking"));
                     loss.push(format!("content[{i}].signature"));
                 }
-                Some("tool_use") => tool_calls.push(json!({
-                    "id": take(&mut b, "id"),
-                    "type": "function",
-                    "function": {"name": take(&mut b, "name"), "arguments": arguments(take(&mut b, "input"))},
-                })),
+                Some("tool_use") => tool_calls.push(tool_call(b)),
                 _ => loss.push(format!("content[{i}]")),
             }
         }
@@ -297,7 +329,7 @@ pub fn response_to_openai(body: Value, loss: &mut Loss) -> Value {
     } else {
         Value::String(text)
     };
-    let mut message = json!({"role": "assistant", "content": content});
+    let mut message = obj([("role", "assistant".into()), ("content", content)]);
     if !tool_calls.is_empty() {
         message["tool_calls"] = Value::Array(tool_calls);
     }
@@ -308,15 +340,21 @@ pub fn response_to_openai(body: Value, loss: &mut Loss) -> Value {
         Value::Null => json!("chatcmpl-ccproxy"),
         id => id,
     };
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": now(),
-        "model": take(&mut body, "model"),
-        "choices": [{"index": 0, "message": message,
-                     "finish_reason": finish_reason(body.get("stop_reason").and_then(Value::as_str))}],
-        "usage": usage_to_openai(body.get("usage").unwrap_or(&Value::Null)),
-    })
+    let finish = finish_reason(body.get("stop_reason").and_then(Value::as_str));
+    let usage = usage_to_openai(body.get("usage").unwrap_or(&Value::Null));
+    let choice = obj([
+        ("index", 0.into()),
+        ("message", message),
+        ("finish_reason", finish.into()),
+    ]);
+    obj([
+        ("id", id),
+        ("object", "chat.completion".into()),
+        ("created", now().into()),
+        ("model", take(&mut body, "model")),
+        ("choices", Value::Array(vec![choice])),
+        ("usage", usage),
+    ])
 }
 
 #[cfg(test)]

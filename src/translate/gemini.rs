@@ -8,7 +8,8 @@
 //! normalised to camelCase ([`normalize_request`]) before they are read. Tool schemas are
 //! converted between Gemini's OpenAPI subset and JSON Schema by [`super::schema`].
 
-use super::{into_text, schema, take, take_str, Error, HubUsage, Loss};
+use super::openai::text_block;
+use super::{into_text, obj, schema, take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -126,28 +127,28 @@ fn normalize_tool(t: Map<String, Value>) -> Map<String, Value> {
 /// A Gemini request with every proto field name in camelCase (`system_instruction` →
 /// `systemInstruction`, `function_declarations` → `functionDeclarations`, …). Payloads that are
 /// the user's data (function `args`, `response`, schema property names) are left alone.
-pub fn normalize_request(obj: Map<String, Value>) -> Map<String, Value> {
-    let mut obj = camel_keys(obj);
-    map_each(&mut obj, "contents", normalize_content);
-    map_member(&mut obj, "systemInstruction", normalize_content);
-    map_member(&mut obj, "generationConfig", |g| {
+pub fn normalize_request(req: Map<String, Value>) -> Map<String, Value> {
+    let mut req = camel_keys(req);
+    map_each(&mut req, "contents", normalize_content);
+    map_member(&mut req, "systemInstruction", normalize_content);
+    map_member(&mut req, "generationConfig", |g| {
         let mut g = camel_keys(g);
         map_member(&mut g, "thinkingConfig", camel_keys);
         g
     });
-    map_each(&mut obj, "tools", normalize_tool);
-    map_member(&mut obj, "toolConfig", |t| {
+    map_each(&mut req, "tools", normalize_tool);
+    map_member(&mut req, "toolConfig", |t| {
         let mut t = camel_keys(t);
         map_member(&mut t, "functionCallingConfig", camel_keys);
         t
     });
-    obj
+    req
 }
 
 /// The `generationConfig` of a Gemini request, in either spelling.
-pub fn generation_config(obj: &Map<String, Value>) -> Option<&Map<String, Value>> {
-    obj.get("generationConfig")
-        .or_else(|| obj.get("generation_config"))
+pub fn generation_config(req: &Map<String, Value>) -> Option<&Map<String, Value>> {
+    req.get("generationConfig")
+        .or_else(|| req.get("generation_config"))
         .and_then(Value::as_object)
 }
 
@@ -162,19 +163,26 @@ fn hub_block_to_part(
         loss.push(format!("{at}.cache_control"));
     }
     match b.get("type").and_then(Value::as_str) {
-        Some("text") => Some(json!({"text": take(&mut b, "text")})),
+        Some("text") => Some(obj([("text", take(&mut b, "text"))])),
         Some("image") => {
             let mut src = super::object(take(&mut b, "source"));
             if src.get("type").and_then(Value::as_str) == Some("base64") {
-                Some(
-                    json!({"inlineData": {"mimeType": take(&mut src, "media_type"), "data": take(&mut src, "data")}}),
-                )
+                Some(obj([(
+                    "inlineData",
+                    obj([
+                        ("mimeType", take(&mut src, "media_type")),
+                        ("data", take(&mut src, "data")),
+                    ]),
+                )]))
             } else {
-                Some(json!({"fileData": {"fileUri": take(&mut src, "url")}}))
+                Some(obj([(
+                    "fileData",
+                    obj([("fileUri", take(&mut src, "url"))]),
+                )]))
             }
         }
         Some("thinking") => {
-            let mut p = json!({"text": take(&mut b, "thinking"), "thought": true});
+            let mut p = obj([("text", take(&mut b, "thinking")), ("thought", true.into())]);
             let sig = take_str(&mut b, "signature");
             if !sig.is_empty() {
                 p["thoughtSignature"] = Value::String(sig);
@@ -188,7 +196,10 @@ fn hub_block_to_part(
                 Value::Null => json!({}),
                 v => v,
             };
-            let mut p = json!({"functionCall": {"name": name.clone(), "args": args}});
+            let mut p = obj([(
+                "functionCall",
+                obj([("name", name.clone().into()), ("args", args)]),
+            )]);
             if let Some(sig) = signature_from_id(&id) {
                 p["thoughtSignature"] = json!(sig);
             }
@@ -200,11 +211,14 @@ fn hub_block_to_part(
             let name = tool_names.get(&id).cloned().unwrap_or_default();
             let text = into_text(take(&mut b, "content"));
             let response = if b.get("is_error") == Some(&Value::Bool(true)) {
-                json!({"error": text})
+                obj([("error", text.into())])
             } else {
-                json!({"content": text})
+                obj([("content", text.into())])
             };
-            Some(json!({"functionResponse": {"name": name, "response": response}}))
+            Some(obj([(
+                "functionResponse",
+                obj([("name", name.into()), ("response", response)]),
+            )]))
         }
         _ => {
             loss.push(at.to_owned());
@@ -215,10 +229,10 @@ fn hub_block_to_part(
 
 /// Anthropic Messages request → Gemini `generateContent` body.
 pub fn request_from_anthropic(
-    mut obj: Map<String, Value>,
+    mut req: Map<String, Value>,
     loss: &mut Loss,
 ) -> Result<Value, Error> {
-    let Value::Array(msgs) = take(&mut obj, "messages") else {
+    let Value::Array(msgs) = take(&mut req, "messages") else {
         return Err(Error::Invalid("`messages` must be an array".into()));
     };
     let mut tool_names: HashMap<String, String> = HashMap::new();
@@ -232,7 +246,7 @@ pub fn request_from_anthropic(
             "user"
         };
         let blocks: Vec<Value> = match take(&mut m, "content") {
-            Value::String(s) => vec![json!({"type": "text", "text": s})],
+            Value::String(s) => vec![text_block(s)],
             Value::Array(a) => a,
             _ => Vec::new(),
         };
@@ -249,15 +263,18 @@ pub fn request_from_anthropic(
             })
             .collect();
         if !parts.is_empty() {
-            contents.push(json!({"role": role, "parts": parts}));
+            contents.push(obj([("role", role.into()), ("parts", Value::Array(parts))]));
         }
     }
 
     let mut out = Map::new();
     out.insert("contents".into(), Value::Array(contents));
-    match take(&mut obj, "system") {
+    match take(&mut req, "system") {
         Value::String(s) => {
-            out.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
+            out.insert(
+                "systemInstruction".into(),
+                obj([("parts", Value::Array(vec![obj([("text", s.into())])]))]),
+            );
         }
         Value::Array(blocks) => {
             let mut parts = Vec::with_capacity(blocks.len());
@@ -267,15 +284,18 @@ pub fn request_from_anthropic(
                     loss.push(format!("system[{i}].cache_control"));
                 }
                 if let Some(t) = b.shift_remove("text") {
-                    parts.push(json!({"text": t}));
+                    parts.push(obj([("text", t)]));
                 }
             }
-            out.insert("systemInstruction".into(), json!({"parts": parts}));
+            out.insert(
+                "systemInstruction".into(),
+                obj([("parts", Value::Array(parts))]),
+            );
         }
         _ => {}
     }
     let mut gen = Map::new();
-    for (k, v) in obj {
+    for (k, v) in req {
         match k.as_str() {
             "model" | "stream" => {}
             "max_tokens" => {
@@ -311,7 +331,7 @@ pub fn request_from_anthropic(
                             loss.push(format!("tools[{i}]"));
                             continue;
                         };
-                        let mut d = json!({"name": take(&mut t, "name")});
+                        let mut d = obj([("name", take(&mut t, "name"))]);
                         if let Some(desc) = t.shift_remove("description") {
                             d["description"] = desc;
                         }
@@ -387,12 +407,12 @@ fn declaration_to_tool(d: Value, at: &str, loss: &mut Loss) -> Option<Value> {
 
 /// Gemini `generateContent` body → Anthropic Messages request (`model` comes from the path).
 pub fn request_to_anthropic(
-    obj: Map<String, Value>,
+    req: Map<String, Value>,
     model: &str,
     loss: &mut Loss,
 ) -> Result<Map<String, Value>, Error> {
-    let mut obj = normalize_request(obj);
-    let Value::Array(contents) = take(&mut obj, "contents") else {
+    let mut req = normalize_request(req);
+    let Value::Array(contents) = take(&mut req, "contents") else {
         return Err(Error::Invalid("`contents` must be an array".into()));
     };
     let mut messages: Vec<Value> = Vec::with_capacity(contents.len());
@@ -431,7 +451,12 @@ pub fn request_to_anthropic(
                     Value::Null => json!({}),
                     a => a,
                 };
-                blocks.push(json!({"type": "tool_use", "id": id, "name": name, "input": args}));
+                blocks.push(obj([
+                    ("type", "tool_use".into()),
+                    ("id", id.into()),
+                    ("name", name.into()),
+                    ("input", args),
+                ]));
             } else if let Some(Value::Object(mut fr)) = p.shift_remove("functionResponse") {
                 let name = take_str(&mut fr, "name");
                 let id = match pending_ids.iter().position(|(n, _)| *n == name) {
@@ -447,32 +472,41 @@ pub fn request_to_anthropic(
                     Some(other) => other.to_string(),
                     None => resp.to_string(),
                 };
-                blocks.push(json!({"type": "tool_result", "tool_use_id": id, "content": text}));
+                blocks.push(obj([
+                    ("type", "tool_result".into()),
+                    ("tool_use_id", id.into()),
+                    ("content", text.into()),
+                ]));
             } else if p.get("thought") == Some(&Value::Bool(true)) {
                 let sig = match take(&mut p, "thoughtSignature") {
                     Value::Null => json!(""),
                     s => s,
                 };
-                blocks.push(
-                    json!({"type": "thinking", "thinking": take(&mut p, "text"), "signature": sig}),
-                );
+                blocks.push(thinking_block(take(&mut p, "text"), sig));
             } else if let Some(t) = p.shift_remove("text") {
-                blocks.push(json!({"type": "text", "text": t}));
+                blocks.push(text_block(t));
             } else if let Some(Value::Object(mut d)) = p.shift_remove("inlineData") {
-                blocks.push(json!({"type": "image", "source": {"type": "base64",
-                    "media_type": take(&mut d, "mimeType"), "data": take(&mut d, "data")}}));
+                let source = obj([
+                    ("type", "base64".into()),
+                    ("media_type", take(&mut d, "mimeType")),
+                    ("data", take(&mut d, "data")),
+                ]);
+                blocks.push(obj([("type", "image".into()), ("source", source)]));
             } else {
                 loss.push(at);
             }
         }
         if !blocks.is_empty() {
-            messages.push(json!({"role": role, "content": blocks}));
+            messages.push(obj([
+                ("role", role.into()),
+                ("content", Value::Array(blocks)),
+            ]));
         }
     }
     let mut out = Map::new();
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
-    let gen = match take(&mut obj, "generationConfig") {
+    let gen = match take(&mut req, "generationConfig") {
         Value::Object(g) => g,
         _ => Map::new(),
     };
@@ -481,7 +515,7 @@ pub fn request_to_anthropic(
         .and_then(Value::as_u64)
         .unwrap_or_else(|| super::openai::default_max_tokens(model));
     out.insert("max_tokens".into(), json!(max));
-    if let Value::Object(mut sys) = take(&mut obj, "systemInstruction") {
+    if let Value::Object(mut sys) = take(&mut req, "systemInstruction") {
         let parts: Vec<Value> = match take(&mut sys, "parts") {
             Value::Array(p) => p
                 .into_iter()
@@ -523,7 +557,7 @@ pub fn request_to_anthropic(
         }
     }
     let mut tools = Vec::new();
-    if let Value::Array(list) = take(&mut obj, "tools") {
+    if let Value::Array(list) = take(&mut req, "tools") {
         for (i, t) in list.into_iter().enumerate() {
             let mut t = super::object(t);
             match t.shift_remove("functionDeclarations") {
@@ -543,7 +577,7 @@ pub fn request_to_anthropic(
     if !tools.is_empty() {
         out.insert("tools".into(), Value::Array(tools));
     }
-    if let Value::Object(mut tc) = take(&mut obj, "toolConfig") {
+    if let Value::Object(mut tc) = take(&mut req, "toolConfig") {
         if let Value::Object(cfg) = take(&mut tc, "functionCallingConfig") {
             let choice = match cfg.get("mode").and_then(Value::as_str) {
                 Some("ANY") => match cfg
@@ -560,7 +594,7 @@ pub fn request_to_anthropic(
             out.insert("tool_choice".into(), choice);
         }
     }
-    for k in obj.keys() {
+    for k in req.keys() {
         loss.push(k.clone());
     }
     Ok(out)
@@ -609,26 +643,36 @@ pub fn parts_to_blocks(parts: Vec<Value>, counter: &mut usize) -> Vec<Value> {
                 Value::Null => json!({}),
                 a => a,
             };
-            blocks.push(
-                json!({"type": "tool_use", "id": id, "name": take(&mut fc, "name"), "input": args}),
-            );
+            blocks.push(obj([
+                ("type", "tool_use".into()),
+                ("id", id.into()),
+                ("name", take(&mut fc, "name")),
+                ("input", args),
+            ]));
         } else if p.get("thought") == Some(&Value::Bool(true)) {
             let sig = match take(&mut p, "thoughtSignature") {
                 Value::Null => json!(""),
                 s => s,
             };
-            blocks.push(
-                json!({"type": "thinking", "thinking": take(&mut p, "text"), "signature": sig}),
-            );
+            blocks.push(thinking_block(take(&mut p, "text"), sig));
         } else if let Some(t) = p.shift_remove("text") {
             if let Some(sig) = p.shift_remove("thoughtSignature") {
                 // A signature on a plain text part: keep it in an empty thinking block.
-                blocks.push(json!({"type": "thinking", "thinking": "", "signature": sig}));
+                blocks.push(thinking_block("".into(), sig));
             }
-            blocks.push(json!({"type": "text", "text": t}));
+            blocks.push(text_block(t));
         }
     }
     blocks
+}
+
+/// An Anthropic thinking block.
+fn thinking_block(thinking: Value, signature: Value) -> Value {
+    obj([
+        ("type", "thinking".into()),
+        ("thinking", thinking),
+        ("signature", signature),
+    ])
 }
 
 /// Gemini response → Anthropic `message`.
@@ -664,15 +708,20 @@ pub fn response_to_anthropic(body: Value, model: &str, loss: &mut Loss) -> Resul
         Value::Null => json!(model),
         m => m,
     };
-    Ok(json!({
-        "id": id,
-        "type": "message", "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": stop_reason(cand.get("finishReason").and_then(Value::as_str), has_tool),
-        "stop_sequence": null,
-        "usage": usage_to_anthropic(body.get("usageMetadata").unwrap_or(&Value::Null)),
-    }))
+    let stop = stop_reason(cand.get("finishReason").and_then(Value::as_str), has_tool);
+    Ok(obj([
+        ("id", id),
+        ("type", "message".into()),
+        ("role", "assistant".into()),
+        ("model", model),
+        ("content", Value::Array(content)),
+        ("stop_reason", stop.into()),
+        ("stop_sequence", Value::Null),
+        (
+            "usage",
+            usage_to_anthropic(body.get("usageMetadata").unwrap_or(&Value::Null)),
+        ),
+    ]))
 }
 
 /// Gemini `finishReason` for an Anthropic stop reason.
@@ -699,9 +748,9 @@ pub fn usage_from_anthropic(u: &Value) -> Value {
 pub fn block_to_part(b: Value) -> Option<Value> {
     let mut b = super::object(b);
     match b.get("type").and_then(Value::as_str) {
-        Some("text") => Some(json!({"text": take(&mut b, "text")})),
+        Some("text") => Some(obj([("text", take(&mut b, "text"))])),
         Some("thinking") => {
-            let mut p = json!({"text": take(&mut b, "thinking"), "thought": true});
+            let mut p = obj([("text", take(&mut b, "thinking")), ("thought", true.into())]);
             let sig = take_str(&mut b, "signature");
             if !sig.is_empty() {
                 p["thoughtSignature"] = Value::String(sig);
@@ -714,7 +763,8 @@ pub fn block_to_part(b: Value) -> Option<Value> {
                 Value::Null => json!({}),
                 a => a,
             };
-            let mut p = json!({"functionCall": {"name": take(&mut b, "name"), "args": args}});
+            let call = obj([("name", take(&mut b, "name")), ("args", args)]);
+            let mut p = obj([("functionCall", call)]);
             if let Some(sig) = signature_from_id(&id) {
                 p["thoughtSignature"] = json!(sig);
             }
@@ -736,13 +786,22 @@ pub fn response_from_anthropic(body: Value, loss: &mut Loss) -> Value {
             }
         }
     }
-    json!({
-        "candidates": [{"content": {"role": "model", "parts": parts}, "index": 0,
-                        "finishReason": finish_reason(body.get("stop_reason").and_then(Value::as_str))}],
-        "usageMetadata": usage_from_anthropic(body.get("usage").unwrap_or(&Value::Null)),
-        "modelVersion": take(&mut body, "model"),
-        "responseId": take(&mut body, "id"),
-    })
+    let finish = finish_reason(body.get("stop_reason").and_then(Value::as_str));
+    let content = obj([("role", "model".into()), ("parts", Value::Array(parts))]);
+    let candidate = obj([
+        ("content", content),
+        ("index", 0.into()),
+        ("finishReason", finish.into()),
+    ]);
+    obj([
+        ("candidates", Value::Array(vec![candidate])),
+        (
+            "usageMetadata",
+            usage_from_anthropic(body.get("usage").unwrap_or(&Value::Null)),
+        ),
+        ("modelVersion", take(&mut body, "model")),
+        ("responseId", take(&mut body, "id")),
+    ])
 }
 
 #[cfg(test)]

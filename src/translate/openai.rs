@@ -4,7 +4,7 @@
 //! Translators consume their input: message texts, base64 images and tool schemas are moved into
 //! the output, never copied.
 
-use super::{take, take_str, Error, Loss};
+use super::{obj, take, take_str, Error, Loss};
 use serde_json::{json, Map, Value};
 
 /// Default `max_tokens` when an OpenAI request has none (Anthropic requires it): the model's
@@ -23,30 +23,36 @@ pub fn default_max_tokens(model: &str) -> u64 {
     }
 }
 
-/// OpenAI content (string or parts) → Anthropic content blocks.
-fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
+/// OpenAI content (string or parts) → Anthropic content blocks. `at` names the content for
+/// the loss report (built only when something is lost).
+fn content_blocks(content: Value, at: &dyn Fn() -> String, loss: &mut Loss) -> Vec<Value> {
     match content {
-        Value::String(s) => vec![json!({"type": "text", "text": s})],
+        Value::String(s) => vec![text_block(s)],
         Value::Array(parts) => parts
             .into_iter()
             .enumerate()
-            .filter_map(|(i, p)| part_block(p, &format!("{at}[{i}]"), loss))
+            .filter_map(|(i, p)| part_block(p, &|| format!("{}[{i}]", at()), loss))
             .collect(),
         Value::Null => Vec::new(),
         _ => {
-            loss.push(at.to_owned());
+            loss.push(at());
             Vec::new()
         }
     }
 }
 
-fn part_block(part: Value, at: &str, loss: &mut Loss) -> Option<Value> {
+/// `{"type": "text", "text": …}`.
+pub(crate) fn text_block(text: impl Into<Value>) -> Value {
+    obj([("type", "text".into()), ("text", text.into())])
+}
+
+fn part_block(part: Value, at: &dyn Fn() -> String, loss: &mut Loss) -> Option<Value> {
     let Value::Object(mut part) = part else {
-        loss.push(at.to_owned());
+        loss.push(at());
         return None;
     };
     let mut block = match part.get("type").and_then(Value::as_str) {
-        Some("text") => json!({"type": "text", "text": take(&mut part, "text")}),
+        Some("text") => text_block(take(&mut part, "text")),
         Some("image_url") => {
             let url = match take(&mut part, "image_url") {
                 Value::Object(mut u) => take_str(&mut u, "url"),
@@ -56,12 +62,12 @@ fn part_block(part: Value, at: &str, loss: &mut Loss) -> Option<Value> {
             image_block(url)
         }
         _ => {
-            loss.push(at.to_owned());
+            loss.push(at());
             return None;
         }
     };
-    if let Some(cc) = part.remove("cache_control") {
-        block["cache_control"] = cc;
+    if let (Some(cc), Value::Object(b)) = (part.shift_remove("cache_control"), &mut block) {
+        b.insert("cache_control".into(), cc);
     }
     Some(block)
 }
@@ -74,9 +80,15 @@ pub(crate) fn image_block(url: String) -> Value {
         let mut data = url;
         // Keep the (possibly megabytes of) base64 in place: drop the `data:…,` prefix.
         data.drain(..skip);
-        return json!({"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}});
+        let source = obj([
+            ("type", "base64".into()),
+            ("media_type", media_type.into()),
+            ("data", data.into()),
+        ]);
+        return obj([("type", "image".into()), ("source", source)]);
     }
-    json!({"type": "image", "source": {"type": "url", "url": url}})
+    let source = obj([("type", "url".into()), ("url", url.into())]);
+    obj([("type", "image".into()), ("source", source)])
 }
 
 /// Append blocks as a turn of `role`, merging into the previous turn of the same role.
@@ -94,46 +106,55 @@ pub(crate) fn push_message(out: &mut Vec<Value>, role: &str, mut blocks: Vec<Val
             }
         }
     }
-    out.push(json!({"role": role, "content": blocks}));
+    out.push(obj([
+        ("role", role.into()),
+        ("content", Value::Array(blocks)),
+    ]));
 }
 
-/// Parse tool-call arguments (a JSON text; empty means `{}`).
-pub(crate) fn parse_arguments(args: &str, at: &str) -> Result<Value, Error> {
+/// Parse tool-call arguments (a JSON text; empty means `{}`); `at` names them in the error.
+pub(crate) fn parse_arguments(args: &str, at: &dyn Fn() -> String) -> Result<Value, Error> {
     let text = if args.trim().is_empty() { "{}" } else { args };
-    serde_json::from_str(text).map_err(|_| Error::Invalid(format!("{at} is not valid JSON")))
+    serde_json::from_str(text).map_err(|_| Error::Invalid(format!("{} is not valid JSON", at())))
+}
+
+/// `{"type": "tool_use", "id", "name", "input"}`.
+pub(crate) fn tool_use_block(id: Value, name: Value, input: Value) -> Value {
+    obj([
+        ("type", "tool_use".into()),
+        ("id", id),
+        ("name", name),
+        ("input", input),
+    ])
 }
 
 /// OpenAI Chat Completions request → Anthropic Messages request.
 pub fn request_to_anthropic(
-    mut obj: Map<String, Value>,
+    mut obj_in: Map<String, Value>,
     loss: &mut Loss,
 ) -> Result<Map<String, Value>, Error> {
-    let Value::Array(msgs) = take(&mut obj, "messages") else {
+    let Value::Array(msgs) = take(&mut obj_in, "messages") else {
         return Err(Error::Invalid("`messages` must be an array".into()));
     };
     let mut system: Vec<Value> = Vec::new();
-    let mut messages: Vec<Value> = Vec::new();
+    let mut messages: Vec<Value> = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.into_iter().enumerate() {
-        let at = format!("messages[{i}]");
+        let at = || format!("messages[{i}]");
+        let content_at = || format!("messages[{i}].content");
         let Value::Object(mut m) = m else {
-            loss.push(at);
+            loss.push(at());
             continue;
         };
         if m.contains_key("name") {
-            loss.push(format!("{at}.name"));
+            loss.push(format!("{}.name", at()));
         }
         let role = take_str(&mut m, "role");
         match role.as_str() {
             "system" | "developer" => {
-                system.extend(content_blocks(
-                    take(&mut m, "content"),
-                    &format!("{at}.content"),
-                    loss,
-                ));
+                system.extend(content_blocks(take(&mut m, "content"), &content_at, loss));
             }
             "user" => {
-                let blocks =
-                    content_blocks(take(&mut m, "content"), &format!("{at}.content"), loss);
+                let blocks = content_blocks(take(&mut m, "content"), &content_at, loss);
                 push_message(&mut messages, "user", blocks);
             }
             "assistant" => {
@@ -144,22 +165,20 @@ pub fn request_to_anthropic(
                     // history has none unless a client kept `reasoning_signature`.
                     let sig = take_str(&mut m, "reasoning_signature");
                     if sig.is_empty() {
-                        loss.push(format!("{at}.reasoning_content"));
+                        loss.push(format!("{}.reasoning_content", at()));
                     } else {
-                        blocks.push(
-                            json!({"type": "thinking", "thinking": reasoning, "signature": sig}),
-                        );
+                        blocks.push(obj([
+                            ("type", "thinking".into()),
+                            ("thinking", reasoning.into()),
+                            ("signature", sig.into()),
+                        ]));
                     }
                 }
-                blocks.extend(content_blocks(
-                    take(&mut m, "content"),
-                    &format!("{at}.content"),
-                    loss,
-                ));
+                blocks.extend(content_blocks(take(&mut m, "content"), &content_at, loss));
                 if let Value::Array(calls) = take(&mut m, "tool_calls") {
                     for (j, tc) in calls.into_iter().enumerate() {
                         let Value::Object(mut tc) = tc else {
-                            loss.push(format!("{at}.tool_calls[{j}]"));
+                            loss.push(format!("{}.tool_calls[{j}]", at()));
                             continue;
                         };
                         let mut f = match take(&mut tc, "function") {
@@ -167,57 +186,53 @@ pub fn request_to_anthropic(
                             _ => Map::new(),
                         };
                         let args = take_str(&mut f, "arguments");
-                        let input = parse_arguments(
-                            &args,
-                            &format!("{at}.tool_calls[{j}].function.arguments"),
-                        )?;
-                        blocks.push(json!({
-                            "type": "tool_use",
-                            "id": take(&mut tc, "id"),
-                            "name": take(&mut f, "name"),
-                            "input": input,
-                        }));
+                        let input = parse_arguments(&args, &|| {
+                            format!("{}.tool_calls[{j}].function.arguments", at())
+                        })?;
+                        blocks.push(tool_use_block(
+                            take(&mut tc, "id"),
+                            take(&mut f, "name"),
+                            input,
+                        ));
                     }
                 }
                 if m.contains_key("function_call") {
-                    loss.push(format!("{at}.function_call"));
+                    loss.push(format!("{}.function_call", at()));
                 }
                 push_message(&mut messages, "assistant", blocks);
             }
             "tool" => {
                 let content = match take(&mut m, "content") {
                     s @ Value::String(_) => s,
-                    c @ Value::Array(_) => {
-                        Value::Array(content_blocks(c, &format!("{at}.content"), loss))
-                    }
+                    c @ Value::Array(_) => Value::Array(content_blocks(c, &content_at, loss)),
                     _ => Value::String(String::new()),
                 };
-                let block = json!({
-                    "type": "tool_result",
-                    "tool_use_id": take(&mut m, "tool_call_id"),
-                    "content": content,
-                });
+                let block = obj([
+                    ("type", "tool_result".into()),
+                    ("tool_use_id", take(&mut m, "tool_call_id")),
+                    ("content", content),
+                ]);
                 push_message(&mut messages, "user", vec![block]);
             }
-            _ => loss.push(at),
+            _ => loss.push(at()),
         }
     }
 
     let mut out = Map::new();
-    let model = match take(&mut obj, "model") {
+    let model = match take(&mut obj_in, "model") {
         Value::String(s) => s,
         _ => String::new(),
     };
-    let max_tokens = obj
+    let max_tokens = obj_in
         .get("max_completion_tokens")
-        .or_else(|| obj.get("max_tokens"))
+        .or_else(|| obj_in.get("max_tokens"))
         .and_then(Value::as_u64)
         .unwrap_or_else(|| default_max_tokens(&model));
     out.insert("model".into(), Value::String(model));
     out.insert("messages".into(), Value::Array(messages));
-    out.insert("max_tokens".into(), json!(max_tokens));
-    let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    for (k, v) in obj {
+    out.insert("max_tokens".into(), max_tokens.into());
+    let parallel_off = obj_in.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    for (k, v) in obj_in {
         match k.as_str() {
             "max_tokens" | "max_completion_tokens" | "parallel_tool_calls" => {}
             "temperature" | "top_p" | "top_k" | "stream" | "thinking" => {
@@ -251,21 +266,22 @@ pub fn request_to_anthropic(
                             Value::Null => json!({"type": "object"}),
                             p => p,
                         };
-                        let mut tool =
-                            json!({"name": take(&mut f, "name"), "input_schema": schema});
-                        if let Some(d) = f.remove("description") {
-                            tool["description"] = d;
+                        let mut tool = Map::with_capacity(4);
+                        tool.insert("name".into(), take(&mut f, "name"));
+                        tool.insert("input_schema".into(), schema);
+                        if let Some(d) = f.shift_remove("description") {
+                            tool.insert("description".into(), d);
                         }
                         if let Some(cc) = t
-                            .remove("cache_control")
-                            .or_else(|| f.remove("cache_control"))
+                            .shift_remove("cache_control")
+                            .or_else(|| f.shift_remove("cache_control"))
                         {
-                            tool["cache_control"] = cc;
+                            tool.insert("cache_control".into(), cc);
                         }
                         if f.contains_key("strict") {
                             loss.push(format!("tools[{i}].function.strict"));
                         }
-                        tools.push(tool);
+                        tools.push(Value::Object(tool));
                     }
                 }
                 out.insert("tools".into(), Value::Array(tools));
@@ -277,7 +293,7 @@ pub fn request_to_anthropic(
                 None => loss.push("tool_choice"),
             },
             "user" => {
-                out.insert("metadata".into(), json!({"user_id": v}));
+                out.insert("metadata".into(), obj([("user_id", v)]));
             }
             "reasoning_effort" => match v.as_str().and_then(effort_budget) {
                 Some(b) => {
@@ -308,7 +324,7 @@ pub(crate) fn tool_choice_to_anthropic(v: Value) -> Option<Value> {
                 Some(Value::Object(mut f)) => f.remove("name"),
                 _ => o.remove("name"),
             }?;
-            Some(json!({"type": "tool", "name": name}))
+            Some(obj([("type", "tool".into()), ("name", name)]))
         }
         _ => None,
     }
@@ -392,11 +408,15 @@ pub fn response_to_anthropic(body: Value, loss: &mut Loss) -> Result<Value, Erro
     let mut content = Vec::new();
     let reasoning = take_str(&mut msg, "reasoning_content");
     if !reasoning.is_empty() {
-        content.push(json!({"type": "thinking", "thinking": reasoning, "signature": ""}));
+        content.push(obj([
+            ("type", "thinking".into()),
+            ("thinking", reasoning.into()),
+            ("signature", "".into()),
+        ]));
     }
     let text = take_str(&mut msg, "content");
     if !text.is_empty() {
-        content.push(json!({"type": "text", "text": text}));
+        content.push(text_block(text));
     }
     if let Value::Array(calls) = take(&mut msg, "tool_calls") {
         for tc in calls {
@@ -413,24 +433,29 @@ pub fn response_to_anthropic(body: Value, loss: &mut Loss) -> Result<Value, Erro
             };
             let input =
                 serde_json::from_str(&args).unwrap_or_else(|_| json!({"_raw_arguments": args}));
-            content.push(json!({"type": "tool_use", "id": take(&mut tc, "id"),
-                                "name": take(&mut f, "name"), "input": input}));
+            content.push(tool_use_block(
+                take(&mut tc, "id"),
+                take(&mut f, "name"),
+                input,
+            ));
         }
     }
     let id = match take(&mut body, "id") {
         Value::Null => json!("msg_ccproxy"),
         id => id,
     };
-    Ok(json!({
-        "id": id,
-        "type": "message",
-        "role": "assistant",
-        "model": take(&mut body, "model"),
-        "content": content,
-        "stop_reason": stop_reason(choice.get("finish_reason").and_then(Value::as_str)),
-        "stop_sequence": null,
-        "usage": usage_to_anthropic(body.get("usage").unwrap_or(&Value::Null)),
-    }))
+    let stop = stop_reason(choice.get("finish_reason").and_then(Value::as_str));
+    let usage = usage_to_anthropic(body.get("usage").unwrap_or(&Value::Null));
+    Ok(obj([
+        ("id", id),
+        ("type", "message".into()),
+        ("role", "assistant".into()),
+        ("model", take(&mut body, "model")),
+        ("content", Value::Array(content)),
+        ("stop_reason", stop.into()),
+        ("stop_sequence", Value::Null),
+        ("usage", usage),
+    ]))
 }
 
 #[cfg(test)]

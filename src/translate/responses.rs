@@ -6,15 +6,12 @@
 
 use super::anthropic::now;
 use super::openai::{
-    effort_budget, finish_hub, image_block, parse_arguments, push_message, tool_choice_to_anthropic,
+    effort_budget, finish_hub, image_block, parse_arguments, push_message, text_block,
+    tool_choice_to_anthropic,
 };
 use super::sse;
-use super::{take, take_str, Error, HubUsage, Loss};
+use super::{obj, take, take_str, Error, HubUsage, Loss};
 use serde_json::{json, Map, Value};
-
-fn text_block(t: Value) -> Value {
-    json!({"type": "text", "text": t})
-}
 
 fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
     match content {
@@ -48,10 +45,10 @@ fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
 
 /// Responses API request → Anthropic Messages request.
 pub fn request_to_anthropic(
-    mut obj: Map<String, Value>,
+    mut req: Map<String, Value>,
     loss: &mut Loss,
 ) -> Result<Map<String, Value>, Error> {
-    if obj
+    if req
         .get("previous_response_id")
         .is_some_and(|v| !v.is_null())
     {
@@ -60,11 +57,11 @@ pub fn request_to_anthropic(
         ));
     }
     let mut system = Vec::new();
-    if let Value::String(i) = take(&mut obj, "instructions") {
+    if let Value::String(i) = take(&mut req, "instructions") {
         system.push(text_block(Value::String(i)));
     }
     let mut messages = Vec::new();
-    match take(&mut obj, "input") {
+    match take(&mut req, "input") {
         s @ Value::String(_) => push_message(&mut messages, "user", vec![text_block(s)]),
         Value::Array(items) => {
             for (i, item) in items.into_iter().enumerate() {
@@ -90,12 +87,16 @@ pub fn request_to_anthropic(
                     }
                     "function_call" => {
                         let args = take_str(&mut item, "arguments");
-                        let input = parse_arguments(&args, &format!("{at}.arguments"))?;
+                        let input = parse_arguments(&args, &|| format!("{at}.arguments"))?;
                         push_message(
                             &mut messages,
                             "assistant",
-                            vec![json!({"type": "tool_use", "id": take(&mut item, "call_id"),
-                                        "name": take(&mut item, "name"), "input": input})],
+                            vec![obj([
+                                ("type", "tool_use".into()),
+                                ("id", take(&mut item, "call_id")),
+                                ("name", take(&mut item, "name")),
+                                ("input", input),
+                            ])],
                         );
                     }
                     "function_call_output" => {
@@ -107,8 +108,11 @@ pub fn request_to_anthropic(
                         push_message(
                             &mut messages,
                             "user",
-                            vec![json!({"type": "tool_result",
-                            "tool_use_id": take(&mut item, "call_id"), "content": output})],
+                            vec![obj([
+                                ("type", "tool_result".into()),
+                                ("tool_use_id", take(&mut item, "call_id")),
+                                ("content", output.into()),
+                            ])],
                         );
                     }
                     _ => loss.push(at),
@@ -121,8 +125,8 @@ pub fn request_to_anthropic(
             ))
         }
     }
-    let model = take_str(&mut obj, "model");
-    let max_tokens = obj
+    let model = take_str(&mut req, "model");
+    let max_tokens = req
         .get("max_output_tokens")
         .and_then(Value::as_u64)
         .unwrap_or_else(|| super::openai::default_max_tokens(&model));
@@ -130,8 +134,8 @@ pub fn request_to_anthropic(
     out.insert("model".into(), json!(model));
     out.insert("messages".into(), Value::Array(messages));
     out.insert("max_tokens".into(), json!(max_tokens));
-    let parallel_off = obj.get("parallel_tool_calls") == Some(&Value::Bool(false));
-    for (k, v) in obj {
+    let parallel_off = req.get("parallel_tool_calls") == Some(&Value::Bool(false));
+    for (k, v) in req {
         match k.as_str() {
             "max_output_tokens" | "previous_response_id" | "parallel_tool_calls" => {}
             "temperature" | "top_p" | "stream" => {
@@ -209,35 +213,64 @@ fn response_id(id: &str) -> String {
 }
 
 /// One hub content block → a Responses output item.
-fn output_item(b: &Value, i: usize, id: &str) -> Option<Value> {
-    match b.get("type").and_then(Value::as_str) {
-        Some("text") => Some(
-            json!({"type": "message", "id": format!("msg_{id}_{i}"), "status": "completed", "role": "assistant",
-            "content": [{"type": "output_text", "text": b.get("text").cloned().unwrap_or_default(), "annotations": []}]}),
-        ),
-        Some("tool_use") => Some(
-            json!({"type": "function_call", "id": format!("fc_{id}_{i}"), "status": "completed",
-            "call_id": b.get("id").cloned().unwrap_or_default(), "name": b.get("name").cloned().unwrap_or_default(),
-            "arguments": b.get("input").map(Value::to_string).unwrap_or_else(|| "{}".into())}),
-        ),
-        Some("thinking") => Some(json!({"type": "reasoning", "id": format!("rs_{id}_{i}"),
-            "summary": [{"type": "summary_text", "text": b.get("thinking").cloned().unwrap_or_default()}]})),
+fn output_item(b: Value, i: usize, id: &str) -> Option<Value> {
+    let mut b = super::object(b);
+    let kind = b.get("type").and_then(Value::as_str)?;
+    match kind {
+        "text" => {
+            let part = obj([
+                ("type", "output_text".into()),
+                ("text", take_str(&mut b, "text").into()),
+                ("annotations", Value::Array(Vec::new())),
+            ]);
+            Some(obj([
+                ("type", "message".into()),
+                ("id", format!("msg_{id}_{i}").into()),
+                ("status", "completed".into()),
+                ("role", "assistant".into()),
+                ("content", Value::Array(vec![part])),
+            ]))
+        }
+        "tool_use" => {
+            let arguments = match b.get("input") {
+                Some(input) => input.to_string(),
+                None => "{}".into(),
+            };
+            Some(obj([
+                ("type", "function_call".into()),
+                ("id", format!("fc_{id}_{i}").into()),
+                ("status", "completed".into()),
+                ("call_id", take_str(&mut b, "id").into()),
+                ("name", take_str(&mut b, "name").into()),
+                ("arguments", arguments.into()),
+            ]))
+        }
+        "thinking" => {
+            let summary = obj([
+                ("type", "summary_text".into()),
+                ("text", take_str(&mut b, "thinking").into()),
+            ]);
+            Some(obj([
+                ("type", "reasoning".into()),
+                ("id", format!("rs_{id}_{i}").into()),
+                ("summary", Value::Array(vec![summary])),
+            ]))
+        }
         _ => None,
     }
 }
 
 /// Anthropic `message` → Responses `response` object.
 pub fn response_from_anthropic(body: Value, loss: &mut Loss) -> Value {
-    let body = &body;
+    let mut body = super::object(body);
+    let content = take(&mut body, "content");
     let raw_id = body.get("id").and_then(Value::as_str).unwrap_or("ccproxy");
     let mut output = Vec::new();
-    for (i, b) in body
-        .get("content")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .enumerate()
-    {
+    let blocks = match content {
+        Value::Array(blocks) => blocks,
+        _ => Vec::new(),
+    };
+    for (i, b) in blocks.into_iter().enumerate() {
         match output_item(b, i, raw_id) {
             Some(item) => output.push(item),
             None => loss.push(format!("content[{i}]")),
@@ -248,7 +281,7 @@ pub fn response_from_anthropic(body: Value, loss: &mut Loss) -> Value {
         "id": response_id(raw_id), "object": "response", "created_at": now(),
         "status": if incomplete { "incomplete" } else { "completed" },
         "incomplete_details": if incomplete { json!({"reason": "max_output_tokens"}) } else { Value::Null },
-        "model": body.get("model").cloned().unwrap_or_default(),
+        "model": take(&mut body, "model"),
         "output": output,
         "usage": usage(body.get("usage").unwrap_or(&Value::Null)),
     })
@@ -304,7 +337,7 @@ impl ResponsesSink {
                 let b = ev.get("content_block").cloned().unwrap_or_default();
                 let oi = self.output.len() + self.open.len();
                 let raw = self.id.trim_start_matches("resp_").to_owned();
-                let Some(mut item) = output_item(&b, oi, &raw) else {
+                let Some(mut item) = output_item(b, oi, &raw) else {
                     return;
                 };
                 item["status"] = json!("in_progress");
