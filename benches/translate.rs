@@ -12,6 +12,10 @@ use ccproxy::translate::{self, Format, Loss, RequestInfo};
 use serde_json::{json, Value};
 use std::sync::OnceLock;
 
+/// The gateway binary's allocator, so the numbers are the shipped ones.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     divan::main();
 }
@@ -132,7 +136,7 @@ fn bytes_to_bytes(bencher: divan::Bencher<'_, '_>, from: Format, to: Format, v: 
     bencher.bench(|| {
         let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
         let t = translate::request(from, to, v, &RequestInfo::default()).unwrap();
-        serde_json::to_vec(&t.body).unwrap()
+        translate::serialize::to_vec(&t.body)
     });
 }
 
@@ -161,14 +165,32 @@ fn anthropic_to_gemini_request_from_bytes(bencher: divan::Bencher<'_, '_>, size:
     );
 }
 
-/// The floor under the two above: parsing and serializing the body without translating it.
+/// The floor under the three above: parsing and serializing the body without translating it.
 #[divan::bench(args = ["2KB", "300KB"])]
 fn parse_and_serialize_only(bencher: divan::Bencher<'_, '_>, size: &str) {
     let bytes = serde_json::to_vec(anthropic_body(size)).unwrap();
     bencher.bench(|| {
         let v: Value = serde_json::from_slice(divan::black_box(&bytes)).unwrap();
-        serde_json::to_vec(&v).unwrap()
+        translate::serialize::to_vec(&v)
     });
+}
+
+/// The parse half of the floor (`serde_json::from_slice` into a `Value`).
+#[divan::bench(args = ["2KB", "300KB"])]
+fn parse_only(bencher: divan::Bencher<'_, '_>, size: &str) {
+    let bytes = serde_json::to_vec(anthropic_body(size)).unwrap();
+    bencher.bench(|| serde_json::from_slice::<Value>(divan::black_box(&bytes)).unwrap());
+}
+
+/// The serialize half: ccproxy's writer (what the gateway sends) and `serde_json::to_vec`.
+#[divan::bench(args = ["ccproxy", "serde_json"])]
+fn serialize_300kb(bencher: divan::Bencher<'_, '_>, writer: &str) {
+    let v = anthropic_body("300KB");
+    if writer == "ccproxy" {
+        bencher.bench(|| translate::serialize::to_vec(divan::black_box(v)));
+    } else {
+        bencher.bench(|| serde_json::to_vec(divan::black_box(v)).unwrap());
+    }
 }
 
 #[divan::bench]

@@ -266,10 +266,10 @@ impl Body {
     }
 
     /// The bytes to send upstream: re-serialized JSON when changed, else the original bytes.
-    pub fn to_wire(&self) -> Result<Bytes, serde_json::Error> {
+    pub fn to_wire(&self) -> Bytes {
         match (self.dirty, self.parsed.get()) {
-            (true, Some(Some(v))) => serde_json::to_vec(v).map(Bytes::from),
-            _ => Ok(self.raw.clone()),
+            (true, Some(Some(v))) => Bytes::from(crate::translate::serialize::to_vec(v)),
+            _ => self.raw.clone(),
         }
     }
 }
@@ -576,11 +576,11 @@ mod tests {
         let mut b = Body::new(raw.clone());
         assert_eq!(b.str_field("model").as_deref(), Some("m"));
         assert_eq!(b.field_raw("model"), Some("\"m\""));
-        assert_eq!(b.to_wire().unwrap(), raw, "untouched body keeps its bytes");
+        assert_eq!(b.to_wire(), raw, "untouched body keeps its bytes");
         if let Some(v) = b.json_mut() {
             v["model"] = Value::from("n");
         }
-        assert_eq!(&b.to_wire().unwrap()[..], br#"{"model":"n"}"#);
+        assert_eq!(&b.to_wire()[..], br#"{"model":"n"}"#);
         assert_eq!(
             b.str_field("model").as_deref(),
             Some("n"),
@@ -606,10 +606,10 @@ mod tests {
         let mut b = Body::new(Bytes::from_static(b"not json"));
         assert!(b.json_mut().is_none());
         assert!(!b.is_dirty());
-        assert_eq!(&b.to_wire().unwrap()[..], b"not json");
+        assert_eq!(&b.to_wire()[..], b"not json");
         let mut e = Body::new(Bytes::new());
         assert!(e.json_mut().is_none());
-        assert!(e.to_wire().unwrap().is_empty());
+        assert!(e.to_wire().is_empty());
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod gemini;
 pub mod openai;
 pub mod responses;
 pub mod schema;
+pub mod serialize;
 pub mod sse;
 pub mod stream;
 

@@ -22,7 +22,8 @@ fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// A private nginx instance.
+/// A private nginx instance: one process (`master_process off`), so killing the child leaves
+/// no orphaned worker behind.
 pub struct Nginx {
     child: Child,
     port: u16,
@@ -60,7 +61,7 @@ impl Tools {
         let body = r#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
         let d = dir.path().display();
         let conf = format!(
-            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n  keepalive_requests 1000000;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ default_type application/json; return 200 '{body}'; }}\n  }}\n}}\n"
+            "worker_processes 1;\nmaster_process off;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{ worker_connections 4096; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n  fastcgi_temp_path {d};\n  uwsgi_temp_path {d};\n  scgi_temp_path {d};\n  keepalive_requests 1000000;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{ default_type application/json; return 200 '{body}'; }}\n  }}\n}}\n"
         );
         let path = dir.path().join("nginx.conf");
         std::fs::write(&path, conf).map_err(|e| e.to_string())?;

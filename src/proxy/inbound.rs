@@ -89,13 +89,7 @@ impl Gateway {
             .await?;
         // Freeze the client request: a body an inbound hook changed is serialized once, here.
         if ctx.client.body.is_dirty() {
-            let wire = ctx.client.body.to_wire().map_err(|e| {
-                self.reject(
-                    ctx,
-                    GatewayError::new(500, "internal", format!("cannot serialize body: {e}")),
-                )
-            })?;
-            ctx.client.body = Body::new(wire);
+            ctx.client.body = Body::new(ctx.client.body.to_wire());
             ctx.client.rewritten = true;
         }
         self.record_client_request(session, ctx);

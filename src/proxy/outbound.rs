@@ -128,7 +128,7 @@ impl Gateway {
         self.run_hooks(Stage::Outbound, upstream_request, ctx)
             .await?;
 
-        let wire = self.wire_body(ctx)?;
+        let wire = self.wire_body(ctx);
         if ctx.replay.is_some() || wire.is_some() {
             let len = match &wire {
                 Some(w) => w.len(),
@@ -202,20 +202,12 @@ impl Gateway {
     }
 
     /// The bytes to send when they are not the replayed client bytes.
-    fn wire_body(&self, ctx: &mut RequestCtx) -> Result<Option<Bytes>> {
-        let Some(attempt) = ctx.attempt.as_ref() else {
-            return Ok(None);
-        };
+    fn wire_body(&self, ctx: &RequestCtx) -> Option<Bytes> {
+        let attempt = ctx.attempt.as_ref()?;
         if attempt.body.is_dirty() {
-            return match attempt.body.to_wire() {
-                Ok(w) => Ok(Some(w)),
-                Err(e) => Err(self.reject(
-                    ctx,
-                    GatewayError::new(500, "internal", format!("cannot serialize body: {e}")),
-                )),
-            };
+            return Some(attempt.body.to_wire());
         }
-        Ok(ctx.client.rewritten.then(|| ctx.client.body.raw().clone()))
+        ctx.client.rewritten.then(|| ctx.client.body.raw().clone())
     }
 
     /// Replace the attempt's body with its translation and fit the headers to the provider.

@@ -389,7 +389,7 @@ fn finish_buffered(t: &mut TranslationState, request_id: &str) -> Bytes {
             &parsed,
             &String::from_utf8_lossy(&buf),
         );
-        return Bytes::from(out.to_string());
+        return Bytes::from(translate::serialize::to_vec(&out));
     }
     if as_stream {
         return match translate::response_hub(t.route.provider, parsed, &t.model, &mut t.loss) {
@@ -411,7 +411,7 @@ fn finish_buffered(t: &mut TranslationState, request_id: &str) -> Bytes {
         &t.model,
         &mut t.loss,
     ) {
-        Ok(v) => Bytes::from(v.to_string()),
+        Ok(v) => Bytes::from(translate::serialize::to_vec(&v)),
         Err(e) => {
             tracing::warn!(request_id, error = %e, "provider response could not be translated; passing it through");
             Bytes::from(buf)

@@ -37,7 +37,7 @@ fn image_part(src: Value) -> Value {
 fn arguments(input: Value) -> String {
     match input {
         Value::Null => "{}".to_owned(),
-        v => serde_json::to_string(&v).unwrap_or_else(|_| "{}".into()),
+        v => super::serialize::to_string(&v),
     }
 }
 

@@ -152,15 +152,16 @@ pub fn generation_config(req: &Map<String, Value>) -> Option<&Map<String, Value>
         .and_then(Value::as_object)
 }
 
-/// One Anthropic block → Gemini part(s); `tool_names` maps tool-use ids to names for results.
+/// One Anthropic block (`messages[i].content[j]`) → a Gemini part; `tool_names` maps tool-use
+/// ids to names for results.
 fn hub_block_to_part(
     mut b: Map<String, Value>,
-    at: &str,
+    (i, j): (usize, usize),
     tool_names: &mut HashMap<String, String>,
     loss: &mut Loss,
 ) -> Option<Value> {
     if b.contains_key("cache_control") {
-        loss.push(format!("{at}.cache_control"));
+        loss.push(format!("messages[{i}].content[{j}].cache_control"));
     }
     match b.get("type").and_then(Value::as_str) {
         Some("text") => Some(obj([("text", take(&mut b, "text"))])),
@@ -221,7 +222,7 @@ fn hub_block_to_part(
             )]))
         }
         _ => {
-            loss.push(at.to_owned());
+            loss.push(format!("messages[{i}].content[{j}]"));
             None
         }
     }
@@ -238,7 +239,6 @@ pub fn request_from_anthropic(
     let mut tool_names: HashMap<String, String> = HashMap::new();
     let mut contents = Vec::with_capacity(msgs.len());
     for (i, m) in msgs.into_iter().enumerate() {
-        let at = format!("messages[{i}].content");
         let mut m = super::object(m);
         let role = if m.get("role").and_then(Value::as_str) == Some("assistant") {
             "model"
@@ -253,14 +253,7 @@ pub fn request_from_anthropic(
         let parts: Vec<Value> = blocks
             .into_iter()
             .enumerate()
-            .filter_map(|(j, b)| {
-                hub_block_to_part(
-                    super::object(b),
-                    &format!("{at}[{j}]"),
-                    &mut tool_names,
-                    loss,
-                )
-            })
+            .filter_map(|(j, b)| hub_block_to_part(super::object(b), (i, j), &mut tool_names, loss))
             .collect();
         if !parts.is_empty() {
             contents.push(obj([("role", role.into()), ("parts", Value::Array(parts))]));

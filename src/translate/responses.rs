@@ -9,8 +9,8 @@ use super::openai::{
     effort_budget, finish_hub, image_block, parse_arguments, push_message, text_block,
     tool_choice_to_anthropic,
 };
-use super::sse;
 use super::{obj, take, take_str, Error, HubUsage, Loss};
+use super::{serialize, sse};
 use serde_json::{json, Map, Value};
 
 fn content_blocks(content: Value, at: &str, loss: &mut Loss) -> Vec<Value> {
@@ -307,7 +307,7 @@ impl ResponsesSink {
         data["type"] = json!(name);
         data["sequence_number"] = json!(self.seq);
         self.seq += 1;
-        out.push_str(&sse::encode(Some(name), &data.to_string()));
+        out.push_str(&sse::encode(Some(name), &serialize::to_string(&data)));
     }
 
     fn snapshot(&self, status: &str) -> Value {

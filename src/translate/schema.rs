@@ -69,10 +69,10 @@ fn gemini_to_json(schema: Value, at: &str, loss: &mut Loss, depth: usize) -> Val
     let mut example = None;
     for (k, v) in src {
         let key = camel(&k).into_owned();
-        let here = format!("{at}.{k}");
+        let here = || format!("{at}.{k}");
         match key.as_str() {
             "type" => match v.as_str().map(str::to_ascii_lowercase).as_deref() {
-                Some("type_unspecified") | None => loss.push(here),
+                Some("type_unspecified") | None => loss.push(here()),
                 Some(t) => {
                     out.insert("type".into(), Value::String(t.to_owned()));
                 }
@@ -89,7 +89,7 @@ fn gemini_to_json(schema: Value, at: &str, loss: &mut Loss, depth: usize) -> Val
                 Some(n) => {
                     out.insert(key, n);
                 }
-                None => loss.push(here),
+                None => loss.push(here()),
             },
             "example" => example = Some(v),
             "propertyOrdering" => {
@@ -100,19 +100,19 @@ fn gemini_to_json(schema: Value, at: &str, loss: &mut Loss, depth: usize) -> Val
                 });
             }
             "items" => {
-                out.insert(key, gemini_to_json(v, &here, loss, depth + 1));
+                out.insert(key, gemini_to_json(v, &here(), loss, depth + 1));
             }
             "properties" => {
                 let props: Map<String, Value> = match v {
                     Value::Object(p) => p
                         .into_iter()
                         .map(|(name, s)| {
-                            let path = format!("{here}.{name}");
+                            let path = format!("{at}.{k}.{name}");
                             (name, gemini_to_json(s, &path, loss, depth + 1))
                         })
                         .collect(),
                     _ => {
-                        loss.push(here);
+                        loss.push(here());
                         continue;
                     }
                 };
@@ -123,13 +123,13 @@ fn gemini_to_json(schema: Value, at: &str, loss: &mut Loss, depth: usize) -> Val
                     let list = list
                         .into_iter()
                         .enumerate()
-                        .map(|(i, s)| gemini_to_json(s, &format!("{here}[{i}]"), loss, depth + 1))
+                        .map(|(i, s)| gemini_to_json(s, &format!("{at}.{k}[{i}]"), loss, depth + 1))
                         .collect();
                     out.insert(key, Value::Array(list));
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
-            _ => loss.push(here),
+            _ => loss.push(here()),
         }
     }
     if let Some(e) = example {
@@ -283,7 +283,7 @@ fn json_to_gemini(
         out.insert("type".into(), Value::String(t.to_ascii_uppercase()));
     }
     for (k, v) in src {
-        let here = format!("{at}.{k}");
+        let here = || format!("{at}.{k}");
         match k.as_str() {
             "title" | "description" | "pattern" | "minimum" | "maximum" | "default" => {
                 out.insert(k, v);
@@ -296,7 +296,7 @@ fn json_to_gemini(
                 Some(f) if gemini_format_ok(ty.as_deref(), f) => {
                     out.insert(k, v);
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "enum" => match v {
                 Value::Array(values) => {
@@ -306,7 +306,7 @@ fn json_to_gemini(
                             Value::String(s) => strings.push(Value::String(s)),
                             Value::Null => nullable = true,
                             _ => {
-                                loss.push(here.clone());
+                                loss.push(here());
                             }
                         }
                     }
@@ -316,7 +316,7 @@ fn json_to_gemini(
                         out.entry("type").or_insert_with(|| json!("STRING"));
                     }
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "const" => match v {
                 Value::String(s) => {
@@ -324,7 +324,7 @@ fn json_to_gemini(
                     out.insert("format".into(), json!("enum"));
                     out.entry("type").or_insert_with(|| json!("STRING"));
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "examples" => match v {
                 Value::Array(mut list) if !list.is_empty() => {
@@ -334,19 +334,17 @@ fn json_to_gemini(
             },
             "items" => match v {
                 Value::Object(items) => {
-                    out.insert(
-                        k,
-                        Value::Object(json_to_gemini(items, &here, loss, defs, depth + 1)),
-                    );
+                    let items = json_to_gemini(items, &here(), loss, defs, depth + 1);
+                    out.insert(k, Value::Object(items));
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "properties" => match v {
                 Value::Object(props) => {
                     let props: Map<String, Value> = props
                         .into_iter()
                         .map(|(name, s)| {
-                            let path = format!("{here}.{name}");
+                            let path = format!("{at}.{k}.{name}");
                             let s = match s {
                                 Value::Object(o) => o,
                                 _ => {
@@ -362,13 +360,13 @@ fn json_to_gemini(
                         .collect();
                     out.insert(k, Value::Object(props));
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "anyOf" | "oneOf" => match v {
                 Value::Array(list) => {
                     let mut branches = Vec::with_capacity(list.len());
                     for (i, b) in list.into_iter().enumerate() {
-                        let path = format!("{here}[{i}]");
+                        let path = format!("{at}.{k}[{i}]");
                         match b {
                             // `{"type": "null"}` among the branches is `nullable`.
                             Value::Object(o)
@@ -395,13 +393,13 @@ fn json_to_gemini(
                         out.insert("anyOf".into(), Value::Array(branches));
                     }
                 }
-                _ => loss.push(here),
+                _ => loss.push(here()),
             },
             "required" => {
                 out.insert(k, v);
             }
             _ if is_metadata(&k) => {}
-            _ => loss.push(here),
+            _ => loss.push(here()),
         }
     }
     // Gemini rejects `required` names that are not properties.

@@ -6,7 +6,7 @@
 use super::anthropic::{finish_reason, now, usage_to_openai};
 use super::openai::usage_to_anthropic;
 use super::sse::{self, Decoder};
-use super::Format;
+use super::{serialize, Format};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 
@@ -372,7 +372,7 @@ impl Sink {
         match self {
             Sink::Anthropic => {
                 let name = ev.get("type").and_then(Value::as_str);
-                out.push_str(&sse::encode(name, &ev.to_string()));
+                out.push_str(&sse::encode(name, &serialize::to_string(ev)));
             }
             Sink::OpenAi(s) => s.emit(ev, out),
             Sink::Gemini(s) => s.emit(ev, out),
@@ -415,7 +415,7 @@ impl OpenAiSink {
     fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut String) {
         let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
-        out.push_str(&sse::encode(None, &c.to_string()));
+        out.push_str(&sse::encode(None, &serialize::to_string(&c)));
     }
 
     fn merge_usage(&mut self, u: &Value) {
@@ -485,7 +485,7 @@ impl OpenAiSink {
                 let e = ev.get("error").cloned().unwrap_or_default();
                 let body = json!({"error": {"message": e.get("message").cloned().unwrap_or_default(),
                                             "type": e.get("type").cloned().unwrap_or_else(|| json!("api_error"))}});
-                out.push_str(&sse::encode(None, &body.to_string()));
+                out.push_str(&sse::encode(None, &serialize::to_string(&body)));
             }
             Some("message_stop") => self.finish(out),
             _ => {}
@@ -500,7 +500,7 @@ impl OpenAiSink {
         let usage = usage_to_openai(&self.usage);
         let c = json!({"id": self.id, "object": "chat.completion.chunk", "created": self.created, "model": self.model,
                        "choices": [], "usage": usage});
-        out.push_str(&sse::encode(None, &c.to_string()));
+        out.push_str(&sse::encode(None, &serialize::to_string(&c)));
         out.push_str("data: [DONE]\n\n");
     }
 }
@@ -607,7 +607,7 @@ impl GeminiSource {
                     let idx = self
                         .blocks
                         .ensure(Open::Tool(self.tools as u64), start, &mut out);
-                    out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": input.to_string()}}));
+                    out.push(json!({"type": "content_block_delta", "index": idx, "delta": {"type": "input_json_delta", "partial_json": serialize::to_string(&input)}}));
                     self.blocks.close(&mut out);
                 }
                 _ => {}
@@ -658,7 +658,7 @@ impl GeminiSink {
         if finish.is_some() {
             c["usageMetadata"] = super::gemini::usage_from_anthropic(&self.usage);
         }
-        out.push_str(&sse::encode(None, &c.to_string()));
+        out.push_str(&sse::encode(None, &serialize::to_string(&c)));
     }
 
     fn emit(&mut self, ev: &Value, out: &mut String) {
@@ -729,7 +729,7 @@ impl GeminiSink {
             Some("error") => {
                 let e = ev.get("error").cloned().unwrap_or_default();
                 let body = json!({"error": {"code": 500, "message": e.get("message").cloned().unwrap_or_default(), "status": "INTERNAL"}});
-                out.push_str(&sse::encode(None, &body.to_string()));
+                out.push_str(&sse::encode(None, &serialize::to_string(&body)));
             }
             _ => {}
         }

@@ -13,7 +13,10 @@ fuzz_target!(|data: &[u8]| {
     let raw = String::from_utf8_lossy(data);
     for from in PROVIDERS {
         for to in CLIENTS {
-            let _ = translate::response(from, to, v.clone(), "m", &mut Loss::default());
+            if let Ok(out) = translate::response(from, to, v.clone(), "m", &mut Loss::default()) {
+                let ours = translate::serialize::to_vec(&out);
+                assert_eq!(ours, serde_json::to_vec(&out).unwrap_or_default());
+            }
             let _ = translate::error_body(to, 500, &v, &raw);
             if let Ok(hub) = translate::response_hub(from, v.clone(), "m", &mut Loss::default()) {
                 let _ = translate::stream::stream_from_message(to, &hub, "m");
