@@ -18,7 +18,8 @@ use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
@@ -91,12 +92,60 @@ async fn sniff(stream: Stream, limit: Duration) -> Sniffed {
     }
 }
 
+/// An app built on first use, or earlier by [`Lazy::warm_up`] on a spare thread.
+///
+/// Each Pingora proxy app owns its upstream connector, whose TLS context loads the system CA
+/// bundle (tens of milliseconds of CPU). The reverse listener starts warming its h2c app when
+/// the first connection arrives, so neither the gateway's cold start nor the first h2c client
+/// pays for it in the common case.
+pub struct Lazy<A> {
+    cell: OnceLock<Arc<A>>,
+    warming: AtomicBool,
+    build: Box<dyn Fn() -> A + Send + Sync>,
+}
+
+impl<A> Lazy<A> {
+    pub fn new(build: impl Fn() -> A + Send + Sync + 'static) -> Self {
+        Self {
+            cell: OnceLock::new(),
+            warming: AtomicBool::new(false),
+            build: Box::new(build),
+        }
+    }
+
+    /// The app, built now if nobody has yet (concurrent callers wait for one build).
+    pub fn get(&self) -> &Arc<A> {
+        self.cell.get_or_init(|| Arc::new((self.build)()))
+    }
+
+    /// Build the app on a background thread so its first user does not wait (once; later calls
+    /// cost one atomic load).
+    pub fn warm_up(self: &Arc<Self>)
+    where
+        A: Send + Sync + 'static,
+    {
+        if self.warming.load(Ordering::Relaxed) || self.warming.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ccproxy-warm-up".into())
+            .spawn(move || {
+                me.get();
+            });
+        if let Err(e) = spawned {
+            // Not fatal: the first h2c connection builds it instead.
+            tracing::debug!(error = %e, "cannot start the warm-up thread");
+        }
+    }
+}
+
 /// The reverse listener's application: HTTP/1.1 and h2c on one port.
 pub struct ReverseListener<A> {
     /// HTTP/1 proxy (Pingora's h2c detection off).
     pub http1: Arc<A>,
     /// h2c proxy (Pingora's h2c detection on; it finds the preface already there).
-    pub h2c: Arc<A>,
+    pub h2c: Arc<Lazy<A>>,
     /// How long a new connection may stay silent.
     pub first_bytes_timeout: Duration,
 }
@@ -108,8 +157,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ReverseListener<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        self.h2c.warm_up();
         match sniff(stream, self.first_bytes_timeout).await {
-            Sniffed::H2(s) => self.h2c.process_new(s, shutdown).await,
+            Sniffed::H2(s) => self.h2c.get().process_new(s, shutdown).await,
             Sniffed::H1(s) => self.http1.process_new(s, shutdown).await,
             Sniffed::Gone => None,
         }
@@ -117,6 +167,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ReverseListener<A> {
 
     async fn cleanup(&self) {
         self.http1.cleanup().await;
-        self.h2c.cleanup().await;
+        if let Some(h2c) = self.h2c.cell.get() {
+            h2c.cleanup().await;
+        }
     }
 }

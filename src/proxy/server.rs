@@ -8,7 +8,7 @@
 //! will feed the same `Gateway` through their own ingress).
 
 use super::flow::{FlowRecorder, NoRecorder};
-use super::ingress::{Ingress, ReverseListener};
+use super::ingress::{Ingress, Lazy, ReverseListener};
 use super::outbound::MAX_ATTEMPTS;
 use super::{Gateway, Shared};
 use crate::config::Config;
@@ -117,9 +117,15 @@ pub fn build(
         options.recorder,
     ));
     let conf = server.configuration.clone();
+    let h2c = {
+        let (conf, shared) = (conf.clone(), shared.clone());
+        Arc::new(Lazy::new(move || {
+            proxy_app(&conf, &shared, Ingress::Reverse, true)
+        }))
+    };
     let reverse = ReverseListener {
         http1: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse, false)),
-        h2c: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse, true)),
+        h2c,
         first_bytes_timeout: config.timeouts.client_read,
     };
     let mut proxy = Service::new("ccproxy".to_owned(), reverse);
