@@ -9,19 +9,28 @@
 //! the 24-byte HTTP/2 preface with no timeout, so a connection that sends fewer bytes (a short
 //! `GET / HTTP/1.0` request, a stalled client) would wait forever. [`ReverseListener`] decides at
 //! accept time instead: it reads only as many bytes as it takes to tell (usually one read), with
-//! `timeouts.client_read` as the limit, hands them back to the stream, and passes the connection
-//! to an HTTP/1 proxy or an h2c proxy. A request that cannot be the preface is answered as
-//! HTTP/1 at once.
+//! `timeouts.client_read` as the limit, and hands them back to the stream. One proxy app serves
+//! both protocols: an h2c connection reaches Pingora's detection with the preface already there,
+//! an HTTP/1 one is marked so that detection does not wait for bytes that may never come
+//! ([`KnownHttp1`]). A request that cannot be the preface is answered as HTTP/1 at once.
 
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
 use pingora::protocols::Stream;
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -92,60 +101,130 @@ async fn sniff(stream: Stream, limit: Duration) -> Sniffed {
     }
 }
 
-/// An app built on first use, or earlier by [`Lazy::warm_up`] on a spare thread.
+/// A connection already known to speak HTTP/1.
 ///
-/// Each Pingora proxy app owns its upstream connector, whose TLS context loads the system CA
-/// bundle (tens of milliseconds of CPU). The reverse listener starts warming its h2c app when
-/// the first connection arrives, so neither the gateway's cold start nor the first h2c client
-/// pays for it in the common case.
-pub struct Lazy<A> {
-    cell: OnceLock<Arc<A>>,
-    warming: AtomicBool,
-    build: Box<dyn Fn() -> A + Send + Sync>,
-}
+/// The reverse listener's proxy app has Pingora's h2c detection on, which peeks at the first 24
+/// bytes of every connection and waits until they arrive. For a connection [`sniff`] has already
+/// classified as HTTP/1, the peek answers at once with bytes that are not the preface, so
+/// Pingora goes straight to HTTP/1 and one app (one upstream connector, one set of connection
+/// pools) serves both protocols. Everything else is passed through to the wrapped stream.
+#[derive(Debug)]
+struct KnownHttp1(Stream);
 
-impl<A> Lazy<A> {
-    pub fn new(build: impl Fn() -> A + Send + Sync + 'static) -> Self {
-        Self {
-            cell: OnceLock::new(),
-            warming: AtomicBool::new(false),
-            build: Box::new(build),
-        }
-    }
-
-    /// The app, built now if nobody has yet (concurrent callers wait for one build).
-    pub fn get(&self) -> &Arc<A> {
-        self.cell.get_or_init(|| Arc::new((self.build)()))
-    }
-
-    /// Build the app on a background thread so its first user does not wait (once; later calls
-    /// cost one atomic load).
-    pub fn warm_up(self: &Arc<Self>)
-    where
-        A: Send + Sync + 'static,
-    {
-        if self.warming.load(Ordering::Relaxed) || self.warming.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let me = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("ccproxy-warm-up".into())
-            .spawn(move || {
-                me.get();
-            });
-        if let Err(e) = spawned {
-            // Not fatal: the first h2c connection builds it instead.
-            tracing::debug!(error = %e, "cannot start the warm-up thread");
-        }
+impl AsyncRead for KnownHttp1 {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
     }
 }
 
-/// The reverse listener's application: HTTP/1.1 and h2c on one port.
+impl AsyncWrite for KnownHttp1 {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for KnownHttp1 {
+    async fn shutdown(&mut self) {
+        self.0.shutdown().await;
+    }
+}
+
+impl UniqueID for KnownHttp1 {
+    fn id(&self) -> UniqueIDType {
+        self.0.id()
+    }
+}
+
+impl Ssl for KnownHttp1 {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.0.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.0.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.0.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for KnownHttp1 {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.0.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.0.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.0.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for KnownHttp1 {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.0.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.0.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for KnownHttp1 {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.0.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.0.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for KnownHttp1 {
+    /// "Peeked, and it is not the HTTP/2 preface": zeros never match it.
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        buf.fill(0);
+        Ok(true)
+    }
+}
+
+/// The reverse listener's application: HTTP/1.1 and h2c on one port, served by one proxy app
+/// with Pingora's h2c detection on.
 pub struct ReverseListener<A> {
-    /// HTTP/1 proxy (Pingora's h2c detection off).
-    pub http1: Arc<A>,
-    /// h2c proxy (Pingora's h2c detection on; it finds the preface already there).
-    pub h2c: Arc<Lazy<A>>,
+    pub app: Arc<A>,
     /// How long a new connection may stay silent.
     pub first_bytes_timeout: Duration,
 }
@@ -157,18 +236,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ReverseListener<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.h2c.warm_up();
         match sniff(stream, self.first_bytes_timeout).await {
-            Sniffed::H2(s) => self.h2c.get().process_new(s, shutdown).await,
-            Sniffed::H1(s) => self.http1.process_new(s, shutdown).await,
+            // Pingora's own peek finds the preface in the bytes put back.
+            Sniffed::H2(s) => self.app.process_new(s, shutdown).await,
+            Sniffed::H1(s) => {
+                let s: Stream = Box::new(KnownHttp1(s));
+                self.app.process_new(s, shutdown).await
+            }
             Sniffed::Gone => None,
         }
     }
 
     async fn cleanup(&self) {
-        self.http1.cleanup().await;
-        if let Some(h2c) = self.h2c.cell.get() {
-            h2c.cleanup().await;
-        }
+        self.app.cleanup().await;
     }
 }

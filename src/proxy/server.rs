@@ -8,7 +8,7 @@
 //! will feed the same `Gateway` through their own ingress).
 
 use super::flow::{FlowRecorder, NoRecorder};
-use super::ingress::{Ingress, Lazy, ReverseListener};
+use super::ingress::{Ingress, ReverseListener};
 use super::outbound::MAX_ATTEMPTS;
 use super::{Gateway, Shared};
 use crate::config::Config;
@@ -72,16 +72,16 @@ pub fn pipeline(config: &Config) -> Result<Pipeline, crate::config::Error> {
     Pipeline::build(&config.hooks).map_err(|e| config.invalid(e.path, e.message))
 }
 
-/// The Pingora HTTP proxy app for one listener, HTTP/1 only or with h2c detection.
+/// The Pingora HTTP proxy app for one listener (HTTP/1.1, and h2c after the listener's own
+/// accept-time check, see [`ReverseListener`]).
 fn proxy_app(
     conf: &Arc<ServerConf>,
     shared: &Arc<Shared>,
     ingress: Ingress,
-    h2c: bool,
 ) -> pingora_proxy::HttpProxy<Gateway> {
     let mut app = pingora_proxy::http_proxy(conf, Gateway::new(shared.clone(), ingress));
     let mut options = HttpServerOptions::default();
-    options.h2c = h2c;
+    options.h2c = true;
     // CONNECT reaches the gateway, which refuses it with a JSON error.
     options.allow_connect_method_proxying = true;
     app.server_options = Some(options);
@@ -117,15 +117,8 @@ pub fn build(
         options.recorder,
     ));
     let conf = server.configuration.clone();
-    let h2c = {
-        let (conf, shared) = (conf.clone(), shared.clone());
-        Arc::new(Lazy::new(move || {
-            proxy_app(&conf, &shared, Ingress::Reverse, true)
-        }))
-    };
     let reverse = ReverseListener {
-        http1: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse, false)),
-        h2c,
+        app: Arc::new(proxy_app(&conf, &shared, Ingress::Reverse)),
         first_bytes_timeout: config.timeouts.client_read,
     };
     let mut proxy = Service::new("ccproxy".to_owned(), reverse);
