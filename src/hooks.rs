@@ -54,6 +54,9 @@ pub struct Body {
     index: OnceLock<Option<Arc<Members>>>,
     parsed: OnceLock<Option<Value>>,
     dirty: bool,
+    /// Expected size of the re-serialized body (the bytes it came from), so writing it
+    /// allocates once instead of doubling its way up (a peak of ~3× the body).
+    size_hint: usize,
 }
 
 /// A top-level member name: where it is in the raw body, or (when it had escapes) its text.
@@ -128,6 +131,7 @@ impl<'de> serde::de::Visitor<'de> for &mut TopLevel {
 impl Body {
     pub fn new(raw: Bytes) -> Self {
         Self {
+            size_hint: raw.len(),
             raw,
             index: OnceLock::new(),
             parsed: OnceLock::new(),
@@ -135,8 +139,9 @@ impl Body {
         }
     }
 
-    /// A body replaced wholesale (a translated request): sent re-serialized.
-    pub fn replaced(value: Value) -> Self {
+    /// A body replaced wholesale (a translated request): sent re-serialized. `size_hint` is
+    /// the size of the body it was made from.
+    pub fn replaced(value: Value, size_hint: usize) -> Self {
         let parsed = OnceLock::new();
         let _ = parsed.set(Some(value));
         Self {
@@ -144,6 +149,7 @@ impl Body {
             index: OnceLock::new(),
             parsed,
             dirty: true,
+            size_hint,
         }
     }
 
@@ -159,6 +165,7 @@ impl Body {
             index,
             parsed: OnceLock::new(),
             dirty: false,
+            size_hint: self.size_hint,
         }
     }
 
@@ -268,7 +275,11 @@ impl Body {
     /// The bytes to send upstream: re-serialized JSON when changed, else the original bytes.
     pub fn to_wire(&self) -> Bytes {
         match (self.dirty, self.parsed.get()) {
-            (true, Some(Some(v))) => Bytes::from(crate::translate::serialize::to_vec(v)),
+            (true, Some(Some(v))) => {
+                // A little headroom: translation and hooks usually add a few fields.
+                let capacity = self.size_hint + self.size_hint / 16 + 256;
+                Bytes::from(crate::translate::serialize::to_vec_with_capacity(v, capacity))
+            }
             _ => self.raw.clone(),
         }
     }

@@ -217,6 +217,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         tr: &Translation,
     ) -> Result<()> {
+        let client_body_len = ctx.client.body.raw().len();
         let Some(attempt) = ctx.attempt.as_mut() else {
             return Ok(());
         };
@@ -310,7 +311,7 @@ impl Gateway {
             loss: std::mem::take(&mut t.loss),
             response: ResponseMode::Pending,
         });
-        attempt.body = Body::replaced(t.body);
+        attempt.body = Body::replaced(t.body, client_body_len);
         // The gateway must read the provider's response to translate it.
         upstream_request.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
         upstream_request.insert_header(http::header::CONTENT_TYPE, "application/json")?;

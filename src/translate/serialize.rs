@@ -13,7 +13,13 @@ use serde_json::Value;
 
 /// `v` as compact JSON bytes.
 pub fn to_vec(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(128);
+    to_vec_with_capacity(v, 128)
+}
+
+/// `v` as compact JSON bytes, written into a buffer of `capacity` bytes to start with (the
+/// expected size, when the caller knows it, saves the reallocations of a growing buffer).
+pub fn to_vec_with_capacity(v: &Value, capacity: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     write_value(&mut out, v);
     out
 }
