@@ -194,6 +194,50 @@ pub struct Config {
     pub trust: Option<Arc<CaList>>,
     /// The configured hook lists (built into a pipeline by the server).
     pub hooks: HooksConfig,
+    /// Flow capture, store and admin API.
+    pub inspector: Inspector,
+    /// jq filters `ccproxy flows` applies before its `--jq` ones.
+    pub default_jq_filters: Vec<String>,
+}
+
+/// Where the admin token comes from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSource {
+    /// Written in the config.
+    Literal(String),
+    /// A shell command's output (trimmed).
+    Command(String),
+    /// A file's content (trimmed).
+    File(PathBuf),
+    /// Generated on first start and kept in this file (mode 0600).
+    Generated(PathBuf),
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Literal(_) => f.write_str("Literal(<redacted>)"),
+            Self::Command(c) => f.debug_tuple("Command").field(c).finish(),
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Generated(p) => f.debug_tuple("Generated").field(p).finish(),
+        }
+    }
+}
+
+/// The `inspector:` settings, resolved.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    /// Capture flows at all.
+    pub capture: bool,
+    /// Admin API / web viewer address (`None` = off).
+    pub listen: Option<String>,
+    /// SQLite file (`None` = in memory).
+    pub store: Option<PathBuf>,
+    pub token: TokenSource,
+    pub max_body_bytes: usize,
+    pub max_flows: u64,
+    pub max_age: Duration,
+    pub max_bytes: u64,
 }
 
 impl fmt::Debug for Config {
@@ -559,6 +603,7 @@ fn resolve(
 
     let trust = global_trust;
 
+    let inspector = inspector(&raw.inspector, &dir, fname)?;
     let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
     for (i, r) in raw.inspector.transforms.into_iter().enumerate() {
         let at = |k: &str| format!("inspector.transforms[{i}].{k}");
@@ -637,6 +682,84 @@ fn resolve(
         rules,
         trust,
         hooks,
+        inspector,
+        default_jq_filters: raw.flows.default_jq_filters,
+    })
+}
+
+/// Resolve the `inspector:` settings (everything but the transform rules).
+fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Inspector, Error> {
+    let listen = match raw.listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => match split_authority(l) {
+            Some((_, Some(_))) => Some(l.to_owned()),
+            _ => {
+                return Err(invalid(
+                    fname,
+                    "inspector.listen",
+                    format!("\"{l}\" is not host:port"),
+                ))
+            }
+        },
+    };
+    let store = raw
+        .store
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| paths::relative_to(dir, s));
+    let token = match &raw.token {
+        None => TokenSource::Generated(dir.join("inspector.token")),
+        Some(file::TokenConfig::Literal(t)) if t.trim().is_empty() => {
+            return Err(invalid(fname, "inspector.token", "must not be empty"))
+        }
+        Some(file::TokenConfig::Literal(t)) => TokenSource::Literal(t.trim().to_owned()),
+        Some(file::TokenConfig::Source(src)) => match (&src.command, &src.file) {
+            (Some(c), None) => TokenSource::Command(c.clone()),
+            (None, Some(f)) => TokenSource::File(paths::relative_to(dir, f)),
+            _ => {
+                return Err(invalid(
+                    fname,
+                    "inspector.token",
+                    "give exactly one of `command` or `file` (or the token as a string)",
+                ))
+            }
+        },
+    };
+    if raw.max_body_bytes == 0 {
+        return Err(invalid(fname, "inspector.max_body_bytes", "must be > 0"));
+    }
+    let r = &raw.retention;
+    if r.max_flows == 0 {
+        return Err(invalid(
+            fname,
+            "inspector.retention.max_flows",
+            "must be > 0",
+        ));
+    }
+    if !(r.max_age_hours.is_finite() && r.max_age_hours > 0.0) {
+        return Err(invalid(
+            fname,
+            "inspector.retention.max_age_hours",
+            "must be a positive number of hours",
+        ));
+    }
+    if r.max_bytes == 0 {
+        return Err(invalid(
+            fname,
+            "inspector.retention.max_bytes",
+            "must be > 0",
+        ));
+    }
+    Ok(Inspector {
+        capture: raw.capture,
+        listen,
+        store,
+        token,
+        max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
+        max_flows: r.max_flows,
+        max_age: Duration::from_secs_f64(r.max_age_hours * 3600.0),
+        max_bytes: r.max_bytes,
     })
 }
 

@@ -278,7 +278,9 @@ impl Body {
             (true, Some(Some(v))) => {
                 // A little headroom: translation and hooks usually add a few fields.
                 let capacity = self.size_hint + self.size_hint / 16 + 256;
-                Bytes::from(crate::translate::serialize::to_vec_with_capacity(v, capacity))
+                Bytes::from(crate::translate::serialize::to_vec_with_capacity(
+                    v, capacity,
+                ))
             }
             _ => self.raw.clone(),
         }

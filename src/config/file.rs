@@ -46,8 +46,10 @@ pub struct FileConfig {
     pub timeouts: TimeoutsConfig,
     /// Named upstream providers, in file order.
     pub providers: IndexMap<String, ProviderConfig>,
-    /// Inspector settings; today only the transform rules.
+    /// Inspector: flow capture, store, admin API, transform rules.
     pub inspector: InspectorConfig,
+    /// The `ccproxy flows` command's defaults.
+    pub flows: FlowsConfig,
     /// Hook pipeline; absent = the built-in default pipeline.
     pub hooks: Option<HooksConfig>,
 }
@@ -68,6 +70,7 @@ impl Default for FileConfig {
             timeouts: TimeoutsConfig::default(),
             providers: IndexMap::new(),
             inspector: InspectorConfig::default(),
+            flows: FlowsConfig::default(),
             hooks: None,
         }
     }
@@ -209,11 +212,88 @@ impl<'de> Deserialize<'de> for AuthConfig {
 }
 
 /// `inspector:` section.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InspectorConfig {
+    /// Record every flow (`false`: nothing is captured and capture costs nothing).
+    pub capture: bool,
+    /// `host:port` of the admin API and web viewer; `null` disables it.
+    pub listen: Option<String>,
+    /// SQLite file for flows, relative to the config directory; `null` keeps flows in memory.
+    pub store: Option<String>,
+    /// Admin token: a literal string, `{command: …}` or `{file: …}`; `null` = generated on
+    /// first start and kept in `<config dir>/inspector.token`.
+    pub token: Option<TokenConfig>,
+    /// Bytes kept per captured body (each of the four bodies of a flow); the rest is counted
+    /// and the body marked truncated.
+    pub max_body_bytes: u64,
+    /// How many flows and how much the store keeps.
+    pub retention: RetentionConfig,
     /// Routing rules tried before sentinel keys, first match wins.
     pub transforms: Vec<TransformRuleConfig>,
+}
+
+impl Default for InspectorConfig {
+    fn default() -> Self {
+        Self {
+            capture: true,
+            listen: Some("127.0.0.1:8083".to_owned()),
+            store: Some("flows.db".to_owned()),
+            token: None,
+            max_body_bytes: 4 * 1024 * 1024,
+            retention: RetentionConfig::default(),
+            transforms: Vec::new(),
+        }
+    }
+}
+
+/// `inspector.token`: the admin API's bearer token.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TokenConfig {
+    /// The token itself.
+    Literal(String),
+    /// Read from a command's output or a file (trimmed).
+    Source(TokenSourceConfig),
+}
+
+/// `inspector.token: {command: …}` or `{file: …}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSourceConfig {
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+/// `inspector.retention`: the oldest flows go first when any limit is passed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    pub max_flows: u64,
+    /// Age limit in hours.
+    pub max_age_hours: f64,
+    /// Total stored bytes (bodies and metadata).
+    pub max_bytes: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            max_flows: 10_000,
+            max_age_hours: 24.0 * 7.0,
+            max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// `flows:` section (the `ccproxy flows` command).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// jq filters applied before any `--jq` of the command line.
+    pub default_jq_filters: Vec<String>,
 }
 
 /// One `inspector.transforms[]` rule (spec §2 TransformOverride).

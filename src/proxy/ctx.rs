@@ -138,6 +138,15 @@ impl RequestCtx {
         self.attempt.as_ref().map_or("none", |a| a.route.label())
     }
 
+    /// API format of the provider the current attempt goes to.
+    pub fn provider_format(&self) -> Option<Format> {
+        let attempt = self.attempt.as_ref()?;
+        if let Some(t) = &attempt.translation {
+            return Some(t.route.provider);
+        }
+        attempt.route.provider.as_ref().map(|p| p.family)
+    }
+
     /// Label for metrics: the route action, `synthetic`, or `none`.
     pub fn action_label(&self) -> &'static str {
         if self.synthetic {

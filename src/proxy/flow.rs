@@ -29,21 +29,31 @@ pub trait FlowCapture: Send + Sync {
     /// bytes as they will be forwarded, and what the inbound stage learned.
     fn client_request(&mut self, _head: &RequestHeader, _body: &Bytes, _meta: &RequestMeta) {}
 
-    /// What went upstream on attempt `attempt` (1-based): head after credential injection,
-    /// translation and outbound hooks, and the body bytes sent.
-    fn upstream_request(&mut self, _attempt: u32, _head: &RequestHeader, _body: &Bytes) {}
+    /// What went upstream on attempt `attempt` (1-based) to `origin` (`scheme://authority`):
+    /// head after credential injection, translation and outbound hooks, and the body bytes
+    /// sent.
+    fn upstream_request(
+        &mut self,
+        _attempt: u32,
+        _origin: &str,
+        _head: &RequestHeader,
+        _body: &Bytes,
+    ) {
+    }
 
     /// The provider's response head on attempt `attempt`.
     fn upstream_response(&mut self, _attempt: u32, _head: &ResponseHeader) {}
 
     /// A chunk of the provider's response body, before any translation.
-    fn upstream_body(&mut self, _chunk: &[u8], _end: bool) {}
+    /// Chunks are shared (`Bytes`), so keeping one costs no copy.
+    fn upstream_body(&mut self, _chunk: &Bytes, _end: bool) {}
 
     /// The response head the client gets (the gateway's own answers included).
     fn client_response(&mut self, _head: &ResponseHeader) {}
 
     /// A chunk of the response body the client gets, after translation.
-    fn client_body(&mut self, _chunk: &[u8], _end: bool) {}
+    /// A pass-through chunk is the same `Bytes` the provider sent.
+    fn client_body(&mut self, _chunk: &Bytes, _end: bool) {}
 
     /// The request is over.
     fn finish(self: Box<Self>, _summary: &FlowSummary<'_>) {}
@@ -60,6 +70,11 @@ pub struct FlowSummary<'a> {
     pub action: &'static str,
     /// Upstream attempts made.
     pub attempts: u32,
+    /// API format of the provider the last attempt went to (`None`: not routed, or not an LLM
+    /// API).
+    pub provider_format: Option<crate::translate::Format>,
+    /// Fields translation could not carry over.
+    pub loss: &'a [String],
     /// The gateway error the client got, if any.
     pub error: Option<&'a GatewayError>,
 }

@@ -159,7 +159,9 @@ impl Gateway {
         attempt.wire = wire;
         if let Some(flow) = ctx.flow.as_mut() {
             let bytes = attempt.wire.as_ref().unwrap_or(ctx.client.body.raw());
-            flow.upstream_request(attempt.n, upstream_request, bytes);
+            let dest = &attempt.route.dest;
+            let origin = format!("{}://{}", dest.scheme.as_str(), dest.authority);
+            flow.upstream_request(attempt.n, &origin, upstream_request, bytes);
         }
         attempt.upstream_sent = Some(Instant::now());
         Ok(())

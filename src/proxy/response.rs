@@ -80,7 +80,7 @@ impl Gateway {
         if let Some(flow) = ctx.flow.as_mut() {
             match body {
                 Some(b) => flow.client_body(b, end_of_stream),
-                None if end_of_stream => flow.client_body(&[], true),
+                None if end_of_stream => flow.client_body(&Bytes::new(), true),
                 None => {}
             }
         }
@@ -184,6 +184,12 @@ impl Gateway {
                 provider: ctx.provider_label(),
                 action: ctx.action_label(),
                 attempts: ctx.attempts,
+                provider_format: ctx.provider_format(),
+                loss: ctx
+                    .attempt
+                    .as_ref()
+                    .and_then(|a| a.translation.as_ref())
+                    .map_or(&[][..], |t| &t.loss.0),
                 error: ctx.error.as_ref(),
             });
         }
@@ -213,7 +219,7 @@ pub(super) fn upstream_body(body: &mut Option<Bytes>, end_of_stream: bool, ctx: 
     if let Some(flow) = ctx.flow.as_mut() {
         match body {
             Some(b) => flow.upstream_body(b, end_of_stream),
-            None if end_of_stream => flow.upstream_body(&[], true),
+            None if end_of_stream => flow.upstream_body(&Bytes::new(), true),
             None => {}
         }
     }
@@ -438,7 +444,12 @@ pub(super) async fn respond(
     resp.insert_header(REQUEST_ID_HEADER, ctx.request_id_header.clone())?;
     if let Some(flow) = ctx.flow.as_mut() {
         flow.client_response(&resp);
-        flow.client_body(if head_only { &[] } else { &body }, true);
+        let sent = if head_only {
+            Bytes::new()
+        } else {
+            body.clone()
+        };
+        flow.client_body(&sent, true);
     }
     if head_only {
         session.write_response_header(Box::new(resp), true).await

@@ -13,6 +13,7 @@ use super::outbound::MAX_ATTEMPTS;
 use super::{Gateway, Shared};
 use crate::config::Config;
 use crate::hooks::Pipeline;
+use crate::inspector::Inspector;
 use crate::telemetry::metrics::{Metrics, ScrapeApp};
 use async_trait::async_trait;
 use pingora::apps::HttpServerOptions;
@@ -40,6 +41,8 @@ pub enum Error {
     NotListening(String),
     #[error("the gateway thread could not be started: {0}")]
     Thread(std::io::Error),
+    #[error("{0}")]
+    Inspector(#[from] crate::inspector::Error),
 }
 
 /// Fail early, with a clear message, when a listen address is taken or invalid.
@@ -53,16 +56,28 @@ fn preflight(addr: &str) -> Result<(), Error> {
 }
 
 /// What the server is built with besides the config.
+#[derive(Default)]
 pub struct Options {
-    /// Where flows are recorded (the inspector's store; nothing by default).
-    pub recorder: Arc<dyn FlowRecorder>,
+    /// Where flows are recorded; `None` = the inspector the config describes (or nothing when
+    /// `inspector.capture` is off).
+    pub recorder: Option<Arc<dyn FlowRecorder>>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            recorder: Arc::new(NoRecorder),
-        }
+/// The inspector of a built server, as its users need to reach it.
+#[derive(Clone)]
+pub struct InspectorInfo {
+    /// Admin API address (`None`: not listening).
+    pub listen: Option<String>,
+    pub token: String,
+    pub store: Arc<crate::inspector::store::Store>,
+}
+
+impl std::fmt::Debug for InspectorInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InspectorInfo")
+            .field("listen", &self.listen)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 
@@ -88,18 +103,32 @@ fn proxy_app(
     app
 }
 
-/// A Pingora server with the gateway's services, ready to run.
+/// A Pingora server with the gateway's services, ready to run, and its inspector.
 pub fn build(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
     options: Options,
-) -> Result<Server, Error> {
+) -> Result<(Server, Option<InspectorInfo>), Error> {
     let listen = config.listen_addr();
     let pipeline = pipeline(&config)?;
     preflight(&listen)?;
     if let Some(m) = &config.metrics {
         preflight(m)?;
     }
+    let inspector = match (&options.recorder, config.inspector.capture) {
+        (None, true) => {
+            if let Some(l) = &config.inspector.listen {
+                preflight(l)?;
+            }
+            Some(Inspector::start(&config, metrics.clone())?)
+        }
+        _ => None,
+    };
+    let recorder: Arc<dyn FlowRecorder> = match (options.recorder, &inspector) {
+        (Some(r), _) => r,
+        (None, Some(i)) => i.recorder.clone(),
+        (None, None) => Arc::new(NoRecorder),
+    };
     let conf = ServerConf {
         threads: config.threads,
         grace_period_seconds: Some(0),
@@ -114,7 +143,7 @@ pub fn build(
         config.clone(),
         metrics.clone(),
         pipeline,
-        options.recorder,
+        recorder,
     ));
     let conf = server.configuration.clone();
     let reverse = ReverseListener {
@@ -133,7 +162,19 @@ pub fn build(
         scrape.add_tcp(addr);
         server.add_service(scrape);
     }
-    Ok(server)
+    let info = inspector.map(|i| {
+        if let Some(addr) = &config.inspector.listen {
+            let mut admin = Service::new("ccproxy inspector".to_owned(), i.admin_app());
+            admin.add_tcp(addr);
+            server.add_service(admin);
+        }
+        InspectorInfo {
+            listen: config.inspector.listen.clone(),
+            token: i.token.clone(),
+            store: i.store.clone(),
+        }
+    });
+    Ok((server, info))
 }
 
 /// Shutdown on `SIGTERM` or `SIGINT`, both graceful (in-flight requests get
@@ -162,7 +203,17 @@ impl ShutdownSignalWatch for SignalWatch {
 
 /// Run until `SIGTERM`/`SIGINT` (blocks the calling thread).
 pub fn run(config: Arc<Config>, metrics: Arc<Metrics>) -> Result<(), Error> {
-    let server = build(config, metrics, Options::default())?;
+    let (server, inspector) = build(config, metrics, Options::default())?;
+    if let Some(i) = &inspector {
+        match &i.listen {
+            Some(l) => {
+                tracing::info!(url = %format!("http://{l}/"), store = ?i.store.path, "inspector listening")
+            }
+            None => {
+                tracing::info!(store = ?i.store.path, "inspector capturing (no admin listener)")
+            }
+        }
+    }
     server.run(RunArgs {
         shutdown_signal: Box::new(SignalWatch),
     });
@@ -186,6 +237,8 @@ pub struct GatewayHandle {
     pub addr: String,
     pub metrics_addr: Option<String>,
     pub metrics: Arc<Metrics>,
+    /// The inspector, when the config turned it on.
+    pub inspector: Option<InspectorInfo>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -221,7 +274,7 @@ pub fn spawn(config: Config) -> Result<GatewayHandle, Error> {
 pub fn spawn_with(config: Config, options: Options) -> Result<GatewayHandle, Error> {
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new()?);
-    let server = build(config.clone(), metrics.clone(), options)?;
+    let (server, inspector) = build(config.clone(), metrics.clone(), options)?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let watch = ChannelWatch(tokio::sync::Mutex::new(Some(rx)));
     let thread = std::thread::Builder::new()
@@ -236,12 +289,16 @@ pub fn spawn_with(config: Config, options: Options) -> Result<GatewayHandle, Err
         addr: config.listen_addr(),
         metrics_addr: config.metrics.clone(),
         metrics,
+        inspector,
         stop: Some(tx),
         thread: Some(thread),
     };
     wait_listening(&handle.addr)?;
     if let Some(m) = &handle.metrics_addr {
         wait_listening(m)?;
+    }
+    if let Some(l) = handle.inspector.as_ref().and_then(|i| i.listen.as_ref()) {
+        wait_listening(l)?;
     }
     Ok(handle)
 }

@@ -43,6 +43,11 @@ pub struct Metrics {
     /// `ccproxy_body_budget_rejections_total`: requests refused because the body budget was
     /// used up.
     pub body_budget_rejections: IntCounter,
+    /// `ccproxy_tokens_total{provider,model,kind}`: tokens reported by providers
+    /// (`input`, `output`, `cache_read`, `cache_write`), counted from captured flows.
+    pub tokens: IntCounterVec,
+    /// `ccproxy_flows_dropped_total`: flows not stored because the store's queue was full.
+    pub flows_dropped: IntCounter,
 }
 
 impl Metrics {
@@ -106,6 +111,19 @@ impl Metrics {
         registry.register(Box::new(overhead.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
         registry.register(Box::new(hook_errors.clone()))?;
+        let tokens = IntCounterVec::new(
+            Opts::new(
+                "ccproxy_tokens_total",
+                "Tokens the providers reported, by provider, model and kind (input, output, cache_read, cache_write)",
+            ),
+            &["provider", "model", "kind"],
+        )?;
+        let flows_dropped = IntCounter::new(
+            "ccproxy_flows_dropped_total",
+            "Flows not stored because the flow store's queue was full",
+        )?;
+        registry.register(Box::new(tokens.clone()))?;
+        registry.register(Box::new(flows_dropped.clone()))?;
         Ok(Self {
             registry,
             requests,
@@ -117,7 +135,30 @@ impl Metrics {
             upstream_retries,
             buffered_body_bytes,
             body_budget_rejections,
+            tokens,
+            flows_dropped,
         })
+    }
+
+    /// Add a flow's token usage to `ccproxy_tokens_total`.
+    pub fn count_tokens(
+        &self,
+        provider: &str,
+        model: &str,
+        usage: &crate::inspector::model::Usage,
+    ) {
+        for (kind, n) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_tokens),
+        ] {
+            if n > 0 {
+                self.tokens
+                    .with_label_values(&[provider, model, kind])
+                    .inc_by(n);
+            }
+        }
     }
 
     /// Count one answered request in `ccproxy_requests_total`.

@@ -176,7 +176,13 @@ impl FlowCapture for TapeCapture {
         ));
     }
 
-    fn upstream_request(&mut self, attempt: u32, head: &RequestHeader, body: &Bytes) {
+    fn upstream_request(
+        &mut self,
+        attempt: u32,
+        _origin: &str,
+        head: &RequestHeader,
+        body: &Bytes,
+    ) {
         let auth = head
             .headers
             .get("authorization")
@@ -196,7 +202,7 @@ impl FlowCapture for TapeCapture {
         ));
     }
 
-    fn upstream_body(&mut self, chunk: &[u8], end: bool) {
+    fn upstream_body(&mut self, chunk: &bytes::Bytes, end: bool) {
         self.upstream_body.extend_from_slice(chunk);
         if end {
             self.push(format!(
@@ -215,7 +221,7 @@ impl FlowCapture for TapeCapture {
         self.push(format!("client_response {} {ctype}", head.status.as_u16()));
     }
 
-    fn client_body(&mut self, chunk: &[u8], end: bool) {
+    fn client_body(&mut self, chunk: &bytes::Bytes, end: bool) {
         self.client_body.extend_from_slice(chunk);
         if end {
             self.push(format!(

@@ -52,7 +52,25 @@ pub fn config_yaml(port: u16, metrics_port: u16, body: &str) -> String {
     if !body.contains("timeouts:") {
         y.push_str("  timeouts:\n    shutdown_seconds: 0\n    connect_seconds: 2\n");
     }
-    y.push_str(body);
+    // Capture stays on (every test exercises it) but in memory and without the admin
+    // listener, unless the test's own `inspector:` section says otherwise.
+    let mut body = body.to_owned();
+    let section = "  inspector:\n";
+    let mut defaults = String::new();
+    if !body.contains("    listen:") {
+        defaults.push_str("    listen: null\n");
+    }
+    if !body.contains("    store:") {
+        defaults.push_str("    store: null\n");
+    }
+    match body.find(section) {
+        Some(i) => body.insert_str(i + section.len(), &defaults),
+        None => {
+            body.push_str(section);
+            body.push_str(&defaults);
+        }
+    }
+    y.push_str(&body);
     y
 }
 
@@ -77,7 +95,7 @@ impl Gateway {
     pub fn start_recording(body: &str, recorder: Arc<dyn FlowRecorder>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         Self::start_full(dir, body, move || Options {
-            recorder: recorder.clone(),
+            recorder: Some(recorder.clone()),
         })
     }
 

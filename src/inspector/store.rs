@@ -1,0 +1,684 @@
+//! The flow store: an embedded SQLite database (a file in WAL mode, or in memory), filled by
+//! one writer thread off the request path, read by the admin API, trimmed by retention.
+//!
+//! Captures arrive through a bounded channel ([`Writer::send`] never blocks; a full channel
+//! drops the flow and counts it). The writer batches them into one transaction, turns each
+//! into a [`Flow`] plus its bodies ([`super::enrich`]), and announces every change on the live
+//! feed ([`Store::subscribe`]). The database is opened with an exclusive lock, so a second
+//! gateway on the same file fails at startup with a message naming the file.
+
+use super::enrich;
+use super::model::{Event, Flow, Summary, Timings, PARTS};
+use crate::telemetry::metrics::Metrics;
+use bytes::Bytes;
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::broadcast;
+
+/// Schema version written to `PRAGMA user_version`.
+const SCHEMA_VERSION: i64 = 1;
+/// Captures waiting for the writer; past this, new flows are dropped (and counted).
+const QUEUE: usize = 4096;
+/// Most captures written in one transaction.
+const BATCH: usize = 256;
+/// Retention is checked at most this often.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+
+/// Why the store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("flow store {file}: {message}")]
+pub struct OpenError {
+    pub file: String,
+    pub message: String,
+}
+
+/// A body as captured: shared chunks (at most the per-body cap) and the size seen.
+#[derive(Debug, Default)]
+pub struct CapturedBody {
+    pub chunks: Vec<Bytes>,
+    pub total: u64,
+}
+
+impl CapturedBody {
+    /// The stored bytes, in one buffer.
+    pub fn concat(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.chunks.iter().map(Bytes::len).sum());
+        for c in &self.chunks {
+            out.extend_from_slice(c);
+        }
+        out
+    }
+}
+
+/// One HTTP message as captured.
+#[derive(Debug, Default)]
+pub struct CapturedMessage {
+    pub method: Option<String>,
+    pub url: Option<String>,
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub content_type: Option<String>,
+    pub body: Option<CapturedBody>,
+}
+
+/// Everything a capture collected, handed to the writer.
+#[derive(Debug)]
+pub struct Captured {
+    pub id: String,
+    pub seq: u64,
+    pub ingress: &'static str,
+    pub started_wall: SystemTime,
+    pub host: String,
+    pub path: String,
+    pub url: String,
+    pub session_id: Option<String>,
+    pub client_format: Option<&'static str>,
+    pub client_model: Option<String>,
+    pub client_request: Option<CapturedMessage>,
+    pub forwarded_request: Option<CapturedMessage>,
+    pub provider_response: Option<CapturedMessage>,
+    pub client_response: Option<CapturedMessage>,
+    pub client_same_as_provider: bool,
+    pub attempts: u32,
+    pub timings: Timings,
+    pub status: u16,
+    pub provider: String,
+    pub action: &'static str,
+    pub provider_format: Option<&'static str>,
+    pub loss: Vec<String>,
+    pub error: Option<(String, String)>,
+}
+
+impl Default for Captured {
+    fn default() -> Self {
+        Self {
+            id: String::new(),
+            seq: 0,
+            ingress: "reverse",
+            started_wall: SystemTime::UNIX_EPOCH,
+            host: String::new(),
+            path: String::new(),
+            url: String::new(),
+            session_id: None,
+            client_format: None,
+            client_model: None,
+            client_request: None,
+            forwarded_request: None,
+            provider_response: None,
+            client_response: None,
+            client_same_as_provider: false,
+            attempts: 0,
+            timings: Timings::default(),
+            status: 0,
+            provider: "none".to_owned(),
+            action: "none",
+            provider_format: None,
+            loss: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+impl Captured {
+    /// The list entry of a flow that just arrived.
+    pub fn summary_at_start(&self) -> Summary {
+        let started_ms = epoch_ms(self.started_wall);
+        let (method, user_agent, request_bytes) =
+            self.client_request
+                .as_ref()
+                .map_or((String::new(), None, 0), |m| {
+                    (
+                        m.method.clone().unwrap_or_default(),
+                        m.headers
+                            .iter()
+                            .find(|(k, _)| k == "user-agent")
+                            .map(|(_, v)| v.clone()),
+                        m.body.as_ref().map_or(0, |b| b.total),
+                    )
+                });
+        Summary {
+            id: self.id.clone(),
+            seq: self.seq,
+            started_at: rfc3339_ms(self.started_wall),
+            started_ms,
+            ingress: self.ingress.to_owned(),
+            state: "open".to_owned(),
+            method,
+            host: self.host.clone(),
+            path: self.path.clone(),
+            status: 0,
+            provider: self.provider.clone(),
+            action: self.action.to_owned(),
+            client_format: self.client_format.map(str::to_owned),
+            provider_format: self.provider_format.map(str::to_owned),
+            model: self.client_model.clone(),
+            session_id: self.session_id.clone(),
+            user_agent,
+            request_bytes,
+            ..Summary::default()
+        }
+    }
+}
+
+/// What the writer thread is told.
+pub enum StoreMsg {
+    /// A request arrived (the live feed shows it at once).
+    Begin(Box<Summary>),
+    /// A request is over.
+    Finish(Box<Captured>),
+}
+
+/// The capture side's handle on the writer thread.
+pub struct Writer {
+    tx: SyncSender<StoreMsg>,
+    seq: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    /// The next flow's sequence number.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queue `msg` for the writer; never blocks (a full queue drops the flow, counted in
+    /// `ccproxy_flows_dropped_total`).
+    pub fn send(&self, msg: StoreMsg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.metrics.flows_dropped.inc(),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+}
+
+/// Retention limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_flows: u64,
+    pub max_age: Duration,
+    pub max_bytes: u64,
+}
+
+/// A list query (every field optional).
+#[derive(Debug, Default, Clone)]
+pub struct Query {
+    pub provider: Option<String>,
+    pub model: Option<String>,
+    pub status: Option<u16>,
+    pub session: Option<String>,
+    /// Text searched in the path, the model and every body.
+    pub text: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// The result of looking a flow up by id or id prefix.
+#[derive(Debug)]
+pub enum Lookup<T> {
+    Found(T),
+    NotFound,
+    /// The prefix names more than one flow.
+    Ambiguous,
+}
+
+/// The flow database.
+pub struct Store {
+    conn: Mutex<Connection>,
+    events: broadcast::Sender<Event>,
+    /// Where it lives (`None`: in memory).
+    pub path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+fn db_error(file: &str, e: rusqlite::Error) -> OpenError {
+    let message = match &e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DatabaseBusy => {
+            "the database is locked (is another ccproxy using it?)".to_owned()
+        }
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::NotADatabase => {
+            "not a ccproxy flow database (corrupt or another kind of file); move it away or set inspector.store".to_owned()
+        }
+        _ => e.to_string(),
+    };
+    OpenError {
+        file: file.to_owned(),
+        message,
+    }
+}
+
+fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
+    let err = |e| db_error(file, e);
+    // A gateway that is stopping releases the file within moments; wait that long for it.
+    conn.busy_timeout(Duration::from_secs(3)).map_err(err)?;
+    if on_disk {
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(err)?;
+    }
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(err)?;
+    if version > SCHEMA_VERSION {
+        return Err(OpenError {
+            file: file.to_owned(),
+            message: format!(
+                "written by a newer ccproxy (schema {version}, this one reads {SCHEMA_VERSION})"
+            ),
+        });
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS flows (
+           id TEXT PRIMARY KEY,
+           seq INTEGER NOT NULL,
+           started_ms INTEGER NOT NULL,
+           state TEXT NOT NULL,
+           provider TEXT NOT NULL,
+           model TEXT,
+           status INTEGER NOT NULL,
+           session_id TEXT,
+           path TEXT NOT NULL,
+           size INTEGER NOT NULL,
+           summary TEXT NOT NULL,
+           detail TEXT
+         );
+         CREATE INDEX IF NOT EXISTS flows_seq ON flows(seq);
+         CREATE INDEX IF NOT EXISTS flows_session ON flows(session_id);
+         CREATE TABLE IF NOT EXISTS bodies (
+           flow_id TEXT NOT NULL,
+           part TEXT NOT NULL,
+           data BLOB NOT NULL,
+           PRIMARY KEY (flow_id, part)
+         );
+         PRAGMA user_version = 1;
+         COMMIT;",
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Open (or create) the store, start its writer thread, and return both handles.
+pub fn open(
+    path: Option<&Path>,
+    retention: Retention,
+    metrics: Arc<Metrics>,
+) -> Result<(Arc<Store>, Arc<Writer>), OpenError> {
+    let file = path.map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
+    let conn = match path {
+        Some(p) => {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| OpenError {
+                    file: file.clone(),
+                    message: format!("cannot create its directory: {e}"),
+                })?;
+            }
+            Connection::open(p)
+        }
+        None => Connection::open_in_memory(),
+    }
+    .map_err(|e| db_error(&file, e))?;
+    init(&conn, &file, path.is_some())?;
+    let next: i64 = conn
+        .query_row("SELECT COALESCE(MAX(seq), 0) + 1 FROM flows", [], |r| {
+            r.get(0)
+        })
+        .map_err(|e| db_error(&file, e))?;
+    let (events, _) = broadcast::channel(1024);
+    let store = Arc::new(Store {
+        conn: Mutex::new(conn),
+        events,
+        path: path.map(Path::to_path_buf),
+    });
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    let writer = Arc::new(Writer {
+        tx,
+        seq: AtomicU64::new(u64::try_from(next).unwrap_or(1)),
+        metrics: metrics.clone(),
+    });
+    let thread_store = store.clone();
+    std::thread::Builder::new()
+        .name("ccproxy-flows".to_owned())
+        .spawn(move || write_loop(&thread_store, &rx, retention, &metrics))
+        .map_err(|e| OpenError {
+            file,
+            message: format!("cannot start the writer thread: {e}"),
+        })?;
+    Ok((store, writer))
+}
+
+/// The writer thread: batches of captures, one transaction each, until every sender is gone.
+fn write_loop(store: &Store, rx: &Receiver<StoreMsg>, retention: Retention, metrics: &Metrics) {
+    let mut last_retention = Instant::now();
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(m) => batch.push(m),
+                Err(_) => break,
+            }
+        }
+        // Parsing happens before the lock is taken, so readers wait only for the writes.
+        let prepared: Vec<Prepared> = batch
+            .into_iter()
+            .map(|m| match m {
+                StoreMsg::Begin(s) => Prepared::Begin(s),
+                StoreMsg::Finish(c) => {
+                    let (flow, bodies) = enrich::finish(*c);
+                    if let Some(u) = &flow.summary.usage {
+                        metrics.count_tokens(
+                            &flow.summary.provider,
+                            flow.summary.model.as_deref().unwrap_or(""),
+                            u,
+                        );
+                    }
+                    Prepared::Finish(Box::new(flow), bodies)
+                }
+            })
+            .collect();
+        let events = match store.write(&prepared) {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "flow store: write failed; {} flow(s) not stored", prepared.len());
+                continue;
+            }
+        };
+        for e in events {
+            let _ = store.events.send(e);
+        }
+        if last_retention.elapsed() >= RETENTION_EVERY {
+            last_retention = Instant::now();
+            match store.apply_retention(retention, SystemTime::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "flow store: retention"),
+                Err(e) => tracing::warn!(error = %e, "flow store: retention failed"),
+            }
+        }
+    }
+}
+
+/// A capture made ready for the database.
+enum Prepared {
+    Begin(Box<Summary>),
+    Finish(Box<Flow>, Vec<(&'static str, Vec<u8>)>),
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+impl Store {
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
+        // back), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A receiver of every change from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    fn write(&self, batch: &[Prepared]) -> rusqlite::Result<Vec<Event>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut events = Vec::with_capacity(batch.len());
+        for p in batch {
+            match p {
+                Prepared::Begin(s) => {
+                    let n = tx.execute(
+                        "INSERT OR IGNORE INTO flows (id, seq, started_ms, state, provider, model, status, session_id, path, size, summary)
+                         VALUES (?1, ?2, ?3, 'open', ?4, ?5, 0, ?6, ?7, 0, ?8)",
+                        params![s.id, s.seq, s.started_ms, s.provider, s.model, s.session_id, s.path, json(s)],
+                    )?;
+                    if n > 0 {
+                        events.push(Event::Created(s.clone()));
+                    }
+                }
+                Prepared::Finish(flow, bodies) => {
+                    let s = &flow.summary;
+                    let detail = json(flow);
+                    let size = detail.len() + bodies.iter().map(|(_, b)| b.len()).sum::<usize>();
+                    tx.execute("DELETE FROM bodies WHERE flow_id = ?1", params![s.id])?;
+                    let existed = tx.execute("DELETE FROM flows WHERE id = ?1", params![s.id])? > 0;
+                    tx.execute(
+                        "INSERT INTO flows (id, seq, started_ms, state, provider, model, status, session_id, path, size, summary, detail)
+                         VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        params![s.id, s.seq, s.started_ms, s.provider, s.model, s.status, s.session_id, s.path, size as i64, json(s), detail],
+                    )?;
+                    for (part, data) in bodies {
+                        tx.execute(
+                            "INSERT INTO bodies (flow_id, part, data) VALUES (?1, ?2, ?3)",
+                            params![s.id, part, data],
+                        )?;
+                    }
+                    let s = Box::new(s.clone());
+                    events.push(if existed {
+                        Event::Updated(s)
+                    } else {
+                        Event::Created(s)
+                    });
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(events)
+    }
+
+    /// Remove the oldest flows past any retention limit; returns how many went.
+    pub fn apply_retention(&self, r: Retention, now: SystemTime) -> rusqlite::Result<usize> {
+        let conn = self.lock();
+        let cutoff = epoch_ms(now).saturating_sub(r.max_age.as_millis() as u64);
+        let mut removed = conn.execute(
+            "DELETE FROM flows WHERE started_ms < ?1 OR seq <= (SELECT seq FROM flows ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            params![cutoff as i64, r.max_flows as i64],
+        )?;
+        let total: i64 =
+            conn.query_row("SELECT COALESCE(SUM(size), 0) FROM flows", [], |x| x.get(0))?;
+        if total as u64 > r.max_bytes {
+            // Walk from the oldest until enough is freed.
+            let mut excess = total as u64 - r.max_bytes;
+            let mut last_seq: Option<i64> = None;
+            {
+                let mut stmt = conn.prepare("SELECT seq, size FROM flows ORDER BY seq ASC")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let (seq, size): (i64, i64) = (row.get(0)?, row.get(1)?);
+                    last_seq = Some(seq);
+                    excess = excess.saturating_sub(size as u64);
+                    if excess == 0 {
+                        break;
+                    }
+                }
+            }
+            if let Some(seq) = last_seq {
+                removed += conn.execute("DELETE FROM flows WHERE seq <= ?1", params![seq])?;
+            }
+        }
+        if removed > 0 {
+            conn.execute(
+                "DELETE FROM bodies WHERE flow_id NOT IN (SELECT id FROM flows)",
+                [],
+            )?;
+        }
+        Ok(removed)
+    }
+
+    /// Flows matching `q`, newest first, and how many match in all.
+    pub fn list(&self, q: &Query) -> rusqlite::Result<(Vec<Summary>, u64)> {
+        let mut sql = String::from(" FROM flows WHERE 1=1");
+        let mut args: Vec<rusqlite::types::Value> = Vec::new();
+        let mut add = |clause: &str, v: rusqlite::types::Value| {
+            args.push(v);
+            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+        };
+        if let Some(p) = &q.provider {
+            add(" AND provider = ?", p.clone().into());
+        }
+        if let Some(m) = &q.model {
+            add(" AND model = ?", m.clone().into());
+        }
+        if let Some(s) = q.status {
+            add(" AND status = ?", i64::from(s).into());
+        }
+        if let Some(s) = &q.session {
+            add(" AND session_id = ?", s.clone().into());
+        }
+        if let Some(t) = q.since_ms {
+            add(" AND started_ms >= ?", (t as i64).into());
+        }
+        if let Some(t) = q.until_ms {
+            add(" AND started_ms <= ?", (t as i64).into());
+        }
+        if let Some(text) = q.text.as_ref().filter(|t| !t.is_empty()) {
+            args.push(text.clone().into());
+            let n = args.len();
+            sql.push_str(&format!(
+                " AND (instr(path, ?{n}) > 0 OR instr(COALESCE(model, ''), ?{n}) > 0 OR EXISTS (SELECT 1 FROM bodies WHERE bodies.flow_id = flows.id AND instr(bodies.data, CAST(?{n} AS BLOB)) > 0))"
+            ));
+        }
+        let conn = self.lock();
+        let total: i64 = conn.query_row(
+            &format!("SELECT COUNT(*){sql}"),
+            rusqlite::params_from_iter(args.iter()),
+            |r| r.get(0),
+        )?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT summary{sql} ORDER BY seq DESC LIMIT {} OFFSET {}",
+            q.limit, q.offset
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            r.get::<_, String>(0)
+        })?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Ok(s) = serde_json::from_str::<Summary>(&r?) {
+                out.push(s);
+            }
+        }
+        Ok((out, total as u64))
+    }
+
+    /// The full id of the flow `id` names (the id itself or a unique prefix of one).
+    pub fn resolve(&self, id: &str) -> rusqlite::Result<Lookup<String>> {
+        if id.is_empty() {
+            return Ok(Lookup::NotFound);
+        }
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT id FROM flows WHERE substr(id, 1, length(?1)) = ?1 LIMIT 2")?;
+        let ids: Vec<String> = stmt
+            .query_map(params![id], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(match ids.len() {
+            0 => Lookup::NotFound,
+            1 => ids
+                .into_iter()
+                .next()
+                .map_or(Lookup::NotFound, Lookup::Found),
+            _ if ids.iter().any(|i| i == id) => Lookup::Found(id.to_owned()),
+            _ => Lookup::Ambiguous,
+        })
+    }
+
+    /// The flow with id (or unique prefix) `id`.
+    pub fn get(&self, id: &str) -> rusqlite::Result<Lookup<Flow>> {
+        let full = match self.resolve(id)? {
+            Lookup::Found(f) => f,
+            Lookup::NotFound => return Ok(Lookup::NotFound),
+            Lookup::Ambiguous => return Ok(Lookup::Ambiguous),
+        };
+        let conn = self.lock();
+        let row: Option<(String, Option<String>)> = conn
+            .query_row(
+                "SELECT summary, detail FROM flows WHERE id = ?1",
+                params![full],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((summary, detail)) = row else {
+            return Ok(Lookup::NotFound);
+        };
+        let flow = match detail {
+            Some(d) => serde_json::from_str::<Flow>(&d).ok(),
+            // Still in flight: only the summary exists.
+            None => serde_json::from_str::<Summary>(&summary)
+                .ok()
+                .map(|summary| Flow {
+                    summary,
+                    ..Flow::default()
+                }),
+        };
+        Ok(flow.map_or(Lookup::NotFound, Lookup::Found))
+    }
+
+    /// The stored bytes of body `part` of flow `id` (full id).
+    pub fn body(&self, id: &str, part: &str) -> rusqlite::Result<Option<Vec<u8>>> {
+        if !PARTS.contains(&part) {
+            return Ok(None);
+        }
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT data FROM bodies WHERE flow_id = ?1 AND part = ?2",
+            params![id, part],
+            |r| r.get(0),
+        )
+        .optional()
+    }
+
+    /// Delete flow `id` (full id); returns how many flows went (0 or 1).
+    pub fn delete(&self, id: &str) -> rusqlite::Result<usize> {
+        let n = {
+            let conn = self.lock();
+            conn.execute("DELETE FROM bodies WHERE flow_id = ?1", params![id])?;
+            conn.execute("DELETE FROM flows WHERE id = ?1", params![id])?
+        };
+        if n > 0 {
+            let _ = self.events.send(Event::Deleted(id.to_owned()));
+        }
+        Ok(n)
+    }
+
+    /// Delete every flow; returns how many went.
+    pub fn clear(&self) -> rusqlite::Result<usize> {
+        let n = {
+            let conn = self.lock();
+            conn.execute("DELETE FROM bodies", [])?;
+            conn.execute("DELETE FROM flows", [])?
+        };
+        let _ = self.events.send(Event::Cleared);
+        Ok(n)
+    }
+
+    /// Number of flows stored.
+    pub fn count(&self) -> rusqlite::Result<u64> {
+        let conn = self.lock();
+        conn.query_row("SELECT COUNT(*) FROM flows", [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// RFC 3339 UTC with milliseconds (`2026-12-03T14:00:00.123Z`).
+pub fn rfc3339_ms(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
