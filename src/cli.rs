@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and dispatch; each subcommand lives in `cli/<name>.rs`
 //! with one `run` function returning the process exit code.
 
+pub mod flows;
 pub mod init;
 pub mod logs;
 pub mod run;
@@ -40,7 +41,7 @@ pub enum Command {
     },
     /// Show whether the gateway is up, and its hook pipeline.
     ///
-    /// Exit code is a bitmask of what is down: 1 = proxy.
+    /// Exit code is a bitmask of what is down: 1 = proxy, 2 = inspector.
     Status {
         /// Print machine-readable JSON.
         #[arg(long)]
@@ -48,6 +49,9 @@ pub enum Command {
         /// Health check only: print nothing, exit 1 if the proxy is down.
         #[arg(long)]
         proxy: bool,
+        /// Health check only: print nothing, exit 2 if the inspector is down.
+        #[arg(long)]
+        inspect: bool,
     },
     /// Print the gateway's log file.
     Logs {
@@ -57,6 +61,14 @@ pub enum Command {
         /// Number of lines to show.
         #[arg(short = 'n', long, default_value_t = 100)]
         lines: usize,
+    },
+    /// Inspect the flows the running gateway captured (through its admin API).
+    Flows {
+        /// jq filter applied to the set of flows (repeatable; after flows.default_jq_filters).
+        #[arg(long = "jq", global = true, value_name = "FILTER")]
+        jq: Vec<String>,
+        #[command(subcommand)]
+        command: flows::FlowsCommand,
     },
     /// Run a command with its API base URLs pointed at the gateway.
     ///
@@ -80,9 +92,14 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Start => start::run(location, cli.verbose),
         Command::Init { force } => init::run(&location, force),
-        Command::Status { json, proxy } => status::run(location, json, proxy),
+        Command::Status {
+            json,
+            proxy,
+            inspect,
+        } => status::run(location, json, proxy, inspect),
         Command::Logs { follow, lines } => logs::run(location, follow, lines),
         Command::Run { command } => run::run(location, &command),
+        Command::Flows { jq, command } => flows::run(location, &jq, command),
     }
 }
 

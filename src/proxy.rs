@@ -107,7 +107,9 @@ impl Shared {
     }
 }
 
-/// Request ids: a per-process prefix and a counter, as 16 hex digits.
+/// Request ids: a per-process prefix and a counter, mixed by a bijection (so they stay unique)
+/// into 16 hex digits whose first few already tell flows apart (the inspector and
+/// `ccproxy flows` accept a unique prefix).
 struct RequestIds {
     prefix: u32,
     seq: AtomicU64,
@@ -132,7 +134,7 @@ impl RequestIds {
             // The common case without the formatting machinery: 16 lower-case hex digits.
             const HEX: &[u8; 16] = b"0123456789abcdef";
             let mut buf = [0u8; 16];
-            let v = (u64::from(self.prefix) << 32) | n;
+            let v = mix((u64::from(self.prefix) << 32) | n);
             for (i, b) in buf.iter_mut().enumerate() {
                 *b = HEX[((v >> (60 - 4 * i)) & 0xf) as usize];
             }
@@ -144,6 +146,13 @@ impl RequestIds {
             .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
         (id, value)
     }
+}
+
+/// SplitMix64's finaliser: a bijection on `u64` that spreads consecutive inputs apart.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// The gateway service as one listener runs it.

@@ -1,7 +1,7 @@
 //! `ccproxy status [--json] [--proxy]`: probe the listeners and render the hook pipeline.
 //!
-//! Exit code is a bitmask of what is down (spec §1): 1 = proxy. `--proxy` is a silent health
-//! check.
+//! Exit code is a bitmask of what is down (spec §1): 1 = proxy, 2 = inspector (its admin
+//! listener, when configured). `--proxy` / `--inspect` are silent health checks of one each.
 
 use crate::config::{Config, ConfigLocation};
 use crate::hooks::{Pipeline, Slot, Stage};
@@ -24,7 +24,15 @@ fn probe(addr: &str) -> bool {
         .is_some_and(|a| TcpStream::connect_timeout(&a, PROBE_TIMEOUT).is_ok())
 }
 
-pub fn run(location: ConfigLocation, json: bool, proxy_only: bool) -> ExitCode {
+/// The admin listener's address, when the inspector has one.
+fn inspector_addr(c: &Config) -> Option<&str> {
+    c.inspector
+        .listen
+        .as_deref()
+        .filter(|_| c.inspector.capture)
+}
+
+pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only: bool) -> ExitCode {
     let Some(config) = super::load_config(location) else {
         return ExitCode::FAILURE;
     };
@@ -36,17 +44,46 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool) -> ExitCode {
         }
     };
     let proxy_up = probe(&config.listen_addr());
-    let code = u8::from(!proxy_up);
-    if proxy_only {
+    let inspector_up = inspector_addr(&config).map(probe);
+    let proxy_bit = u8::from(!proxy_up);
+    let inspector_bit = if inspector_up == Some(false) { 2 } else { 0 };
+    if proxy_only || inspect_only {
+        let mut code = 0;
+        if proxy_only {
+            code |= proxy_bit;
+        }
+        if inspect_only {
+            code |= inspector_bit;
+        }
         return ExitCode::from(code);
     }
     let metrics_up = config.metrics.as_deref().map(probe);
     if json {
-        println!("{}", render_json(&config, &pipeline, proxy_up, metrics_up));
+        let mut v = render_json(&config, &pipeline, proxy_up, metrics_up);
+        v["inspector"] = match inspector_addr(&config) {
+            Some(l) => json!({
+                "url": format!("http://{l}/"),
+                "running": inspector_up.unwrap_or(false),
+                "store": config.inspector.store.as_ref().map(|p| p.display().to_string()),
+            }),
+            None => Value::Null,
+        };
+        println!("{v}");
     } else {
-        print!("{}", render_text(&config, &pipeline, proxy_up, metrics_up));
+        let mut text = render_text(&config, &pipeline, proxy_up, metrics_up);
+        let line = match (inspector_addr(&config), inspector_up) {
+            (Some(l), Some(u)) => format!(
+                "  inspect  {}  http://{l}/\n",
+                if u { "running" } else { "stopped" }
+            ),
+            _ => "  inspect  off\n".to_owned(),
+        };
+        if let Some(i) = text.find("  config ") {
+            text.insert_str(i, &line);
+        }
+        print!("{text}");
     }
-    ExitCode::from(code)
+    ExitCode::from(proxy_bit | inspector_bit)
 }
 
 fn slot_json(slot: &Slot) -> Value {

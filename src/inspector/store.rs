@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::broadcast;
 
 /// Schema version written to `PRAGMA user_version`.
@@ -25,8 +25,6 @@ const SCHEMA_VERSION: i64 = 1;
 const QUEUE: usize = 4096;
 /// Most captures written in one transaction.
 const BATCH: usize = 256;
-/// Retention is checked at most this often.
-const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +295,8 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
            summary TEXT NOT NULL,
            detail TEXT
          );
-         CREATE INDEX IF NOT EXISTS flows_seq ON flows(seq);
+         CREATE INDEX IF NOT EXISTS flows_seq ON flows(seq, size);
+         CREATE INDEX IF NOT EXISTS flows_started ON flows(started_ms);
          CREATE INDEX IF NOT EXISTS flows_session ON flows(session_id);
          CREATE TABLE IF NOT EXISTS bodies (
            flow_id TEXT NOT NULL,
@@ -363,7 +362,6 @@ pub fn open(
 
 /// The writer thread: batches of captures, one transaction each, until every sender is gone.
 fn write_loop(store: &Store, rx: &Receiver<StoreMsg>, retention: Retention, metrics: &Metrics) {
-    let mut last_retention = Instant::now();
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -400,13 +398,12 @@ fn write_loop(store: &Store, rx: &Receiver<StoreMsg>, retention: Retention, metr
         for e in events {
             let _ = store.events.send(e);
         }
-        if last_retention.elapsed() >= RETENTION_EVERY {
-            last_retention = Instant::now();
-            match store.apply_retention(retention, SystemTime::now()) {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(removed = n, "flow store: retention"),
-                Err(e) => tracing::warn!(error = %e, "flow store: retention failed"),
-            }
+        // After every batch: both queries run on the (seq, size) index, so this stays cheap
+        // with many flows stored.
+        match store.apply_retention(retention, SystemTime::now()) {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(removed = n, "flow store: retention"),
+            Err(e) => tracing::warn!(error = %e, "flow store: retention failed"),
         }
     }
 }

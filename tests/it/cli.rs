@@ -107,20 +107,26 @@ fn config_errors_fail_startup_with_one_line_naming_file_and_key() {
 #[test]
 fn status_reports_down_with_exit_bitmask_and_pipeline_json() {
     let dir = tempfile::tempdir().unwrap();
-    let port = gateway_port();
+    let (port, iport) = (gateway_port(), gateway_port());
     std::fs::write(
         dir.path().join("ccproxy.yaml"),
-        format!("ccproxy:\n  port: {port}\n  metrics: null\n  hooks:\n    outbound:\n      - {{hook: commitbee_compat, after: [verbose_mode]}}\n      - verbose_mode\n"),
+        format!("ccproxy:\n  port: {port}\n  metrics: null\n  inspector:\n    listen: 127.0.0.1:{iport}\n  hooks:\n    outbound:\n      - {{hook: commitbee_compat, after: [verbose_mode]}}\n      - verbose_mode\n"),
     )
     .unwrap();
     let out = ccproxy(dir.path(), &["status", "--proxy"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(out.stdout.is_empty());
+    let out = ccproxy(dir.path(), &["status", "--inspect"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
 
+    // Bitmask: 1 = proxy down, 2 = inspector down.
     let out = ccproxy(dir.path(), &["status", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["proxy"], false);
+    assert_eq!(v["inspector"]["running"], false);
+    assert_eq!(v["inspector"]["url"], format!("http://127.0.0.1:{iport}/"));
     assert_eq!(v["url"], format!("http://127.0.0.1:{port}"));
     // `after:` reorders the DAG: verbose_mode runs first although listed second.
     let order: Vec<&str> = v["hooks"]["outbound"]

@@ -12,6 +12,7 @@ mod errors;
 mod golden;
 mod hooks;
 mod hostile;
+mod inspector;
 mod metrics;
 mod routing;
 mod sdk;

@@ -149,6 +149,16 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// Stop the gateway (gracefully, waiting for it) and keep its config directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        if let Some(h) = self.handle.take() {
+            let _ = std::thread::spawn(move || h.shutdown()).join();
+        }
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(h) = self.handle.take() {
