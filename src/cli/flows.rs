@@ -6,6 +6,7 @@
 //! HTTP or jq error, and when `dump`/`compare` get an empty set or `diff` fewer than two flows;
 //! `list`/`clear` on an empty set print a message and exit 0 (spec §1).
 
+pub mod answer;
 pub mod diff;
 pub mod jq;
 
@@ -46,6 +47,18 @@ pub enum FlowsCommand {
     Clear {
         #[arg(long)]
         all: bool,
+    },
+    /// Send a captured client request through the gateway again (optionally to another
+    /// provider or model, translated as needed); the new flow is linked to the original, and
+    /// both answers are summarised side by side.
+    Replay {
+        id: String,
+        /// Send it to this provider (its sentinel key replaces the client's credential).
+        #[arg(long)]
+        provider: Option<String>,
+        /// Ask for this model instead.
+        #[arg(long)]
+        model: Option<String>,
     },
     /// Token usage of the set: input, output, cache read/write, cache hit ratio, requests,
     /// errors, median time to first token.
@@ -311,6 +324,18 @@ fn execute(
                 admin.json("DELETE", &format!("/api/flows/{}", encode(id)))?;
             }
             println!("Cleared {} flow(s).", ids.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        FlowsCommand::Replay {
+            id,
+            provider,
+            model,
+        } => {
+            let flow = admin.flow(&id)?;
+            print!(
+                "{}",
+                replay(admin, config, &flow, provider.as_deref(), model.as_deref())?
+            );
             Ok(ExitCode::SUCCESS)
         }
         FlowsCommand::Usage { by } => {
@@ -634,4 +659,226 @@ fn usage_text(flows: &[Summary], by: Option<&str>) -> String {
         ));
     }
     out
+}
+
+/// Headers a replay does not copy from the captured request.
+const NOT_REPLAYED: [&str; 7] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "accept-encoding",
+    "expect",
+    "x-ccproxy-replay-of",
+];
+
+/// Resend `flow`'s client request through the gateway and summarise both answers.
+fn replay(
+    admin: &Admin,
+    config: &Config,
+    flow: &Flow,
+    provider: Option<&str>,
+    model: Option<&str>,
+) -> Result<String, Failure> {
+    use crate::inspector::redact;
+    let id = &flow.summary.id;
+    let req = &flow.client_request;
+    if req.body.as_ref().is_some_and(|b| b.truncated) {
+        return Err(Failure(format!(
+            "flow {id}'s request body was cut at inspector.max_body_bytes; it cannot be replayed whole"
+        )));
+    }
+    let mut body = admin.body(id, "client_request")?.unwrap_or_default();
+    let mut path = flow.summary.path.clone();
+    if let Some(p) = provider {
+        if !config.providers.contains_key(p) {
+            return Err(Failure(format!(
+                "no provider named {p} in the config (have: {})",
+                config
+                    .providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    if let Some(m) = model {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(mut o)) if o.contains_key("model") || !path.contains("/models/") => {
+                o.insert("model".to_owned(), Value::String(m.to_owned()));
+                body = serde_json::to_vec(&Value::Object(o)).unwrap_or(body);
+            }
+            _ => {}
+        }
+        if let Some(start) = path.find("/models/").map(|i| i + "/models/".len()) {
+            let end = path[start..]
+                .find([':', '/', '?'])
+                .map_or(path.len(), |e| start + e);
+            path.replace_range(start..end, m);
+        }
+    }
+    // The captured credentials are redacted; a sentinel key names the provider instead.
+    let redacted = req
+        .headers
+        .iter()
+        .any(|(k, v)| redact::is_secret_header(k) && v.contains('…'));
+    let target = match (provider, redacted) {
+        (Some(p), _) => Some(p.to_owned()),
+        (None, true) if config.providers.contains_key(&flow.summary.provider) => {
+            Some(flow.summary.provider.clone())
+        }
+        (None, true) => {
+            return Err(Failure(format!(
+                "flow {id} carried a credential that was redacted at capture; name a provider with --provider"
+            )))
+        }
+        (None, false) => None,
+    };
+    let url = format!("http://{}{path}", config.listen_addr());
+    let mut builder = ureq::http::Request::builder()
+        .method(req.method.as_deref().unwrap_or("POST"))
+        .uri(&url);
+    for (k, v) in &req.headers {
+        let lower = k.to_ascii_lowercase();
+        if NOT_REPLAYED.contains(&lower.as_str())
+            || (target.is_some() && redact::is_secret_header(&lower))
+        {
+            continue;
+        }
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    if let Some(p) = &target {
+        let sentinel = format!("sk-ant-oat-ccproxy-{p}");
+        builder = match flow.summary.client_format.as_deref() {
+            Some("openai" | "responses") => {
+                builder.header("authorization", format!("Bearer {sentinel}"))
+            }
+            Some("gemini") => builder.header("x-goog-api-key", sentinel),
+            _ => builder.header("x-api-key", sentinel),
+        };
+    }
+    builder = builder.header(crate::inspector::model::REPLAY_HEADER, id.as_str());
+    let request = builder
+        .body(body)
+        .map_err(|e| Failure(format!("cannot build the replayed request: {e}")))?;
+    let started = std::time::Instant::now();
+    let mut resp = admin.agent.run(request).map_err(|e| {
+        Failure(format!(
+            "cannot send the replay to the gateway at {url}: {e}. Is ccproxy running?"
+        ))
+    })?;
+    let status = resp.status().as_u16();
+    let new_id = resp
+        .headers()
+        .get("x-ccproxy-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let streamed = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.contains("text/event-stream"));
+    let replay_body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_ANSWER)
+        .read_to_vec()
+        .map_err(|e| Failure(format!("reading the replayed answer: {e}")))?;
+    let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+
+    // The original answer as the client got it.
+    let original_part = if flow.client_response.is_some() {
+        "client_response"
+    } else {
+        "provider_response"
+    };
+    let original_body = admin.body(id, original_part)?.unwrap_or_default();
+    let original = answer::read(&original_body, flow.summary.streamed);
+    let replayed = answer::read(&replay_body, streamed);
+    // The replay's own flow (usage), once the store has it.
+    let new_usage = wait_for_usage(admin, &new_id);
+
+    let usage = |u: Option<&Usage>| {
+        u.map_or_else(
+            || "-".to_owned(),
+            |u| {
+                format!(
+                    "in {} out {} cache r/w {}/{}",
+                    u.input_tokens, u.output_tokens, u.cache_read_tokens, u.cache_write_tokens
+                )
+            },
+        )
+    };
+    let text = |a: &answer::Answer| cut(&a.text.replace('\n', " "), 60);
+    let rows = [
+        ("flow", id.clone(), new_id.clone()),
+        (
+            "status",
+            flow.summary.status.to_string(),
+            status.to_string(),
+        ),
+        (
+            "provider",
+            flow.summary.provider.clone(),
+            target
+                .clone()
+                .unwrap_or_else(|| flow.summary.provider.clone()),
+        ),
+        (
+            "model",
+            flow.summary.model.clone().unwrap_or_else(|| "-".to_owned()),
+            model
+                .map(str::to_owned)
+                .or(flow.summary.model.clone())
+                .unwrap_or_else(|| "-".to_owned()),
+        ),
+        (
+            "latency",
+            flow.summary
+                .duration_ms
+                .map_or_else(|| "-".to_owned(), |d| format!("{d:.0} ms")),
+            format!("{elapsed:.0} ms"),
+        ),
+        ("text", text(&original), text(&replayed)),
+        (
+            "tool calls",
+            original.tools.join(", "),
+            replayed.tools.join(", "),
+        ),
+        (
+            "stop",
+            original.stop.clone().unwrap_or_default(),
+            replayed.stop.clone().unwrap_or_default(),
+        ),
+        (
+            "usage",
+            usage(flow.summary.usage.as_ref()),
+            usage(new_usage.as_ref()),
+        ),
+    ];
+    let mut out = format!("{:<11}  {:<62}  {}\n", "", "ORIGINAL", "REPLAY");
+    for (k, a, b) in rows {
+        out.push_str(&format!("{k:<11}  {a:<62}  {b}\n"));
+    }
+    Ok(out)
+}
+
+/// The usage of flow `id` once the store has written it (bounded wait: the store writes off
+/// the request path, moments after the answer).
+fn wait_for_usage(admin: &Admin, id: &str) -> Option<Usage> {
+    if id.is_empty() {
+        return None;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < deadline {
+        if let Ok(f) = admin.flow(id) {
+            if f.summary.state == "done" {
+                return f.summary.usage;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
 }

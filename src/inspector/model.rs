@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Request header that links a replayed request to its original flow.
+pub const REPLAY_HEADER: &str = "x-ccproxy-replay-of";
+
 /// Names of the four bodies a flow can hold, in the order they happen.
 pub const PARTS: [&str; 4] = [
     "client_request",
@@ -74,6 +77,9 @@ pub struct Summary {
     pub usage: Option<Usage>,
     pub error: Option<FlowError>,
     pub user_agent: Option<String>,
+    /// The flow this one replays (`ccproxy flows replay`, header `x-ccproxy-replay-of`).
+    #[serde(default)]
+    pub replay_of: Option<String>,
 }
 
 /// A captured body: where it is (in the store), how big it was, whether it was cut.

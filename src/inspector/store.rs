@@ -156,6 +156,12 @@ impl Captured {
             model: self.client_model.clone(),
             session_id: self.session_id.clone(),
             user_agent,
+            replay_of: self.client_request.as_ref().and_then(|m| {
+                m.headers
+                    .iter()
+                    .find(|(k, _)| k == super::model::REPLAY_HEADER)
+                    .map(|(_, v)| v.clone())
+            }),
             request_bytes,
             ..Summary::default()
         }

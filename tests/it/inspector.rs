@@ -720,3 +720,99 @@ async fn flows_command_says_when_the_gateway_is_down_or_the_token_is_wrong() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_resends_to_another_provider_and_links_the_flows() {
+    let anthropic = MockUpstream::start(anthropic_reply()).await;
+    let openai = MockUpstream::start(Reply::Json {
+        status: 200,
+        body: json!({"id": "c1", "object": "chat.completion", "model": "gpt-x",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "four"}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 9, "completion_tokens": 1}}),
+    })
+    .await;
+    let iport = gateway_port();
+    let body = format!(
+        "{}  inspector:\n    listen: 127.0.0.1:{iport}\n    store: flows.db\n",
+        providers(&[
+            provider(
+                "p",
+                "anthropic",
+                &anthropic,
+                &format!("      auth: echo {SECRET}\n")
+            ),
+            provider(
+                "q",
+                "openai",
+                &openai,
+                "      auth: echo sk-openai-secret-0123456789\n"
+            ),
+        ])
+    );
+    let gw = Gateway::start(&body);
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .header("content-type", "application/json")
+        .json(&json!({"model": "claude-x", "max_tokens": 8, "messages": [{"role": "user", "content": "what is 2+2"}]}))
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&resp);
+    done(&gw, &id).await;
+
+    let out = flows_cmd(
+        &gw,
+        &["replay", &id[..8], "--provider", "q", "--model", "gpt-x"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("ORIGINAL") && text.contains("REPLAY"),
+        "{text}"
+    );
+    let line = |k: &str| {
+        text.lines()
+            .find(|l| l.starts_with(k))
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(
+        line("text").contains('4') && line("text").contains("four"),
+        "{text}"
+    );
+    assert!(
+        line("model").contains("claude-x") && line("model").contains("gpt-x"),
+        "{text}"
+    );
+    assert!(line("usage").contains("in 9 out 1"), "{text}");
+
+    // The upstream got a translated OpenAI request for the new model, with q's credential.
+    let got = openai.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].json()["model"], "gpt-x");
+    assert_eq!(
+        got[0].header("authorization"),
+        Some("Bearer sk-openai-secret-0123456789")
+    );
+    let v = api_json(&gw, "/api/flows").await;
+    let newest = &v["flows"][0];
+    assert_eq!(newest["replay_of"], id.as_str());
+    assert_eq!(newest["provider"], "q");
+
+    // Without --provider the captured (readable) sentinel goes again, to the same provider.
+    let out = flows_cmd(&gw, &["replay", &id]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(anthropic.requests().len(), 2);
+    let out = flows_cmd(&gw, &["replay", &id, "--provider", "nope"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named nope"));
+}
