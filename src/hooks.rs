@@ -440,12 +440,17 @@ impl Pipeline {
     }
 
     /// Run one stage. Soft errors go to `on_error(hook, error)`; a fatal error stops the stage.
+    ///
+    /// With `on_ran`, each hook that ran is reported with whether it changed the request
+    /// (headers or body); telling that costs a copy of the headers per hook, so it is only
+    /// done when someone listens (the inspector).
     pub async fn run(
         &self,
         stage: Stage,
         cx: &mut HookContext<'_>,
         overrides: &Overrides,
         mut on_error: impl FnMut(&'static str, &HookError),
+        mut on_ran: Option<&mut (dyn FnMut(&'static str, bool) + Send)>,
     ) -> Result<(), Fatal> {
         for slot in self.stage(stage) {
             let run = match overrides.get(slot.spec.name) {
@@ -456,7 +461,27 @@ impl Pipeline {
             if !run {
                 continue;
             }
-            if let Err(e) = slot.hook.run(cx).await {
+            let before = on_ran.as_ref().map(|_| {
+                let headers: Vec<(http::HeaderName, http::HeaderValue)> = cx
+                    .headers
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                (headers, cx.headers.uri.clone(), cx.body.is_dirty())
+            });
+            let result = slot.hook.run(cx).await;
+            if let (Some(report), Some((headers, uri, dirty))) = (on_ran.as_mut(), before) {
+                let same_headers = headers.len() == cx.headers.headers.len()
+                    && headers
+                        .iter()
+                        .zip(cx.headers.headers.iter())
+                        .all(|((a, b), (c, d))| a == c && b == d);
+                let changed =
+                    !same_headers || uri != cx.headers.uri || (cx.body.is_dirty() && !dirty);
+                report(slot.spec.name, changed);
+            }
+            if let Err(e) = result {
                 on_error(slot.spec.name, &e);
                 if let Some(f) = e.fatal {
                     return Err(f);

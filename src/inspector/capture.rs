@@ -8,6 +8,7 @@
 //! bounded channel. Parsing (usage, conversation id, model) happens on the writer thread. When
 //! the channel is full the flow is dropped and counted, never waited for.
 
+use super::model::HookRun;
 use super::redact;
 use super::store::{Captured, CapturedBody, CapturedMessage, StoreMsg, Writer};
 use crate::hooks::RequestMeta;
@@ -136,6 +137,14 @@ impl FlowCapture for Capture {
         });
         self.writer
             .send(StoreMsg::Begin(Box::new(f.summary_at_start())));
+    }
+
+    fn hook_ran(&mut self, stage: &'static str, name: &'static str, changed: bool) {
+        self.flow.hooks.push(HookRun {
+            stage: stage.to_owned(),
+            name: name.to_owned(),
+            changed,
+        });
     }
 
     fn upstream_request(&mut self, attempt: u32, origin: &str, head: &RequestHeader, body: &Bytes) {

@@ -117,7 +117,7 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
         system_prompt_sha,
         attempts: c.attempts,
         loss: c.loss,
-        hooks: Vec::new(),
+        hooks: c.hooks,
         timings: c.timings,
         client_request,
         forwarded_request,

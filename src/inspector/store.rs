@@ -88,6 +88,7 @@ pub struct Captured {
     pub action: &'static str,
     pub provider_format: Option<&'static str>,
     pub loss: Vec<String>,
+    pub hooks: Vec<super::model::HookRun>,
     pub error: Option<(String, String)>,
 }
 
@@ -116,6 +117,7 @@ impl Default for Captured {
             action: "none",
             provider_format: None,
             loss: Vec::new(),
+            hooks: Vec::new(),
             error: None,
         }
     }

@@ -29,6 +29,9 @@ pub trait FlowCapture: Send + Sync {
     /// bytes as they will be forwarded, and what the inbound stage learned.
     fn client_request(&mut self, _head: &RequestHeader, _body: &Bytes, _meta: &RequestMeta) {}
 
+    /// Hook `name` of `stage` ran; `changed` when it changed the request's headers or body.
+    fn hook_ran(&mut self, _stage: &'static str, _name: &'static str, _changed: bool) {}
+
     /// What went upstream on attempt `attempt` (1-based) to `origin` (`scheme://authority`):
     /// head after credential injection, translation and outbound hooks, and the body bytes
     /// sent.

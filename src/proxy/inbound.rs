@@ -170,7 +170,10 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let RequestCtx {
-            client, attempt, ..
+            client,
+            attempt,
+            flow,
+            ..
         } = ctx;
         let body = match stage {
             Stage::Inbound => &mut client.body,
@@ -186,12 +189,24 @@ impl Gateway {
             providers: &self.config().providers,
         };
         let mut failed: Vec<(&'static str, String, bool)> = Vec::new();
+        let tracking = flow.is_some();
+        let mut report = |hook: &'static str, changed: bool| {
+            if let Some(f) = flow.as_mut() {
+                f.hook_ran(stage.as_str(), hook, changed);
+            }
+        };
         let outcome = self
             .shared
             .pipeline
-            .run(stage, &mut cx, &client.overrides, |hook, e| {
-                failed.push((hook, e.to_string(), e.fatal.is_some()));
-            })
+            .run(
+                stage,
+                &mut cx,
+                &client.overrides,
+                |hook, e| {
+                    failed.push((hook, e.to_string(), e.fatal.is_some()));
+                },
+                if tracking { Some(&mut report) } else { None },
+            )
             .await;
         for (hook, error, fatal) in failed {
             self.shared

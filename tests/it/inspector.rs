@@ -101,6 +101,8 @@ async fn buffered_flow_is_captured_byte_exact_with_usage_and_enrichment() {
     let resp = sentinel_post(&gw, "/v1/messages", "p")
         .header("content-type", "application/json")
         .header("user-agent", "claude-cli/test")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "redact-thinking-2025,foo")
         .body(req.to_vec())
         .send()
         .await
@@ -123,6 +125,15 @@ async fn buffered_flow_is_captured_byte_exact_with_usage_and_enrichment() {
         json!({"input_tokens": 11, "output_tokens": 2, "cache_read_tokens": 100, "cache_write_tokens": 5})
     );
     assert!(flow["timings"]["done_ms"].as_f64().unwrap() > 0.0);
+    // verbose_mode ran and stripped a beta; the forwarded headers show it.
+    assert!(
+        flow["hooks"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"stage": "outbound", "name": "verbose_mode", "changed": true})),
+        "{}",
+        flow["hooks"]
+    );
     // The sentinel stays readable; the injected credential only as a prefix.
     let client_key = flow["client_request"]["headers"]
         .as_array()
