@@ -335,7 +335,7 @@ fn parse(text: &str, fname: &str) -> Result<FileConfig, Error> {
         let message = message.strip_prefix("ccproxy.").unwrap_or(&message);
         Error::Syntax {
             file: fname.to_owned(),
-            message: message.to_owned(),
+            message: one_line(message),
         }
     })?;
     Ok(root.ccproxy.unwrap_or_default())
@@ -344,9 +344,26 @@ fn parse(text: &str, fname: &str) -> Result<FileConfig, Error> {
 fn invalid(fname: &str, path: impl Into<String>, message: impl Into<String>) -> Error {
     Error::Invalid {
         file: fname.to_owned(),
-        path: path.into(),
-        message: message.into(),
+        path: one_line(&path.into()),
+        message: one_line(&message.into()),
     }
+}
+
+/// `s` with control characters escaped (`\n`), so an error stays one line even when it
+/// quotes a key or value from the file that contains a line break (found by fuzzing).
+fn one_line(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars()
+        .map(|c| match c {
+            '\n' => "\\n".to_owned(),
+            '\r' => "\\r".to_owned(),
+            '\t' => "\\t".to_owned(),
+            c if c.is_control() => format!("\\u{{{:x}}}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 fn compile(fname: &str, path: String, pattern: &Option<String>) -> Result<Option<Regex>, Error> {
@@ -795,6 +812,14 @@ mod tests {
         assert_eq!(c.metrics.as_deref(), Some("127.0.0.1:4090"));
         assert_eq!(c.log_file, Some(PathBuf::from("/tmp/ccproxy.log")));
         assert!(c.providers.is_empty());
+    }
+
+    #[test]
+    fn errors_quoting_a_line_break_stay_one_line() {
+        // Found by the config fuzz target: a flow-mapping key that spans lines.
+        let e = err("ccproxy:\n  providers:\n    a:\n      host: h:1\n      provider: anthropic\n      auth: {command: \"echo x\", x-goog-a\n\n   ca   \n");
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("x-goog-a\\nca"), "{e}");
     }
 
     #[test]
