@@ -198,6 +198,16 @@ pub struct Config {
     pub inspector: Inspector,
     /// jq filters `ccproxy flows` applies before its `--jq` ones.
     pub default_jq_filters: Vec<String>,
+    /// OTLP span export (`None` = off).
+    pub otel: Option<Otel>,
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Otel {
+    /// `<endpoint>/v1/traces`.
+    pub traces_url: String,
+    pub service_name: String,
 }
 
 /// Where the admin token comes from.
@@ -621,6 +631,25 @@ fn resolve(
     let trust = global_trust;
 
     let inspector = inspector(&raw.inspector, &dir, fname)?;
+    let otel = if raw.otel.enabled {
+        let endpoint = raw.otel.endpoint.trim().trim_end_matches('/');
+        if !endpoint.starts_with("http://") {
+            return Err(invalid(
+                fname,
+                "otel.endpoint",
+                format!("\"{endpoint}\" is not an http:// URL (OTLP/HTTP to a local collector, e.g. http://localhost:4318; https is not supported)"),
+            ));
+        }
+        if raw.otel.service_name.trim().is_empty() {
+            return Err(invalid(fname, "otel.service_name", "must not be empty"));
+        }
+        Some(Otel {
+            traces_url: format!("{endpoint}/v1/traces"),
+            service_name: raw.otel.service_name.trim().to_owned(),
+        })
+    } else {
+        None
+    };
     let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
     for (i, r) in raw.inspector.transforms.into_iter().enumerate() {
         let at = |k: &str| format!("inspector.transforms[{i}].{k}");
@@ -701,6 +730,7 @@ fn resolve(
         hooks,
         inspector,
         default_jq_filters: raw.flows.default_jq_filters,
+        otel,
     })
 }
 

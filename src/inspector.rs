@@ -26,6 +26,8 @@ pub enum Error {
     Store(#[from] store::OpenError),
     #[error("inspector.token: {0}")]
     Token(String),
+    #[error("otel: cannot start the exporter: {0}")]
+    Otel(String),
 }
 
 /// A running inspector: the store, the capture side and the admin token.
@@ -52,6 +54,12 @@ impl Inspector {
         } else {
             String::new()
         };
+        let otel = config
+            .otel
+            .as_ref()
+            .map(crate::telemetry::otel::Exporter::start)
+            .transpose()
+            .map_err(|e| Error::Otel(e.to_string()))?;
         let (store, writer) = store::open(
             ins.store.as_deref(),
             store::Retention {
@@ -60,6 +68,7 @@ impl Inspector {
                 max_bytes: ins.max_bytes,
             },
             metrics,
+            otel,
         )?;
         let recorder = Arc::new(capture::Recorder::new(writer, ins.max_body_bytes));
         Ok(Self {

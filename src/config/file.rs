@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub inspector: InspectorConfig,
     /// The `ccproxy flows` command's defaults.
     pub flows: FlowsConfig,
+    /// OpenTelemetry export of one span per flow.
+    pub otel: OtelConfig,
     /// Hook pipeline; absent = the built-in default pipeline.
     pub hooks: Option<HooksConfig>,
 }
@@ -71,6 +73,7 @@ impl Default for FileConfig {
             providers: IndexMap::new(),
             inspector: InspectorConfig::default(),
             flows: FlowsConfig::default(),
+            otel: OtelConfig::default(),
             hooks: None,
         }
     }
@@ -284,6 +287,26 @@ impl Default for RetentionConfig {
             max_flows: 10_000,
             max_age_hours: 24.0 * 7.0,
             max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// `otel:` section: OTLP/HTTP (JSON) export of one span per flow.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtelConfig {
+    pub enabled: bool,
+    /// Collector base URL; spans go to `<endpoint>/v1/traces`.
+    pub endpoint: String,
+    pub service_name: String,
+}
+
+impl Default for OtelConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: "http://localhost:4318".to_owned(),
+            service_name: "ccproxy".to_owned(),
         }
     }
 }

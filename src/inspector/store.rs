@@ -10,6 +10,7 @@
 use super::enrich;
 use super::model::{Event, Flow, Summary, Timings, PARTS};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otel::Exporter;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -324,6 +325,7 @@ pub fn open(
     path: Option<&Path>,
     retention: Retention,
     metrics: Arc<Metrics>,
+    otel: Option<Exporter>,
 ) -> Result<(Arc<Store>, Arc<Writer>), OpenError> {
     let file = path.map_or_else(|| ":memory:".to_owned(), |p| p.display().to_string());
     let conn = match path {
@@ -360,7 +362,7 @@ pub fn open(
     let thread_store = store.clone();
     std::thread::Builder::new()
         .name("ccproxy-flows".to_owned())
-        .spawn(move || write_loop(&thread_store, &rx, retention, &metrics))
+        .spawn(move || write_loop(&thread_store, &rx, retention, &metrics, otel.as_ref()))
         .map_err(|e| OpenError {
             file,
             message: format!("cannot start the writer thread: {e}"),
@@ -369,7 +371,13 @@ pub fn open(
 }
 
 /// The writer thread: batches of captures, one transaction each, until every sender is gone.
-fn write_loop(store: &Store, rx: &Receiver<StoreMsg>, retention: Retention, metrics: &Metrics) {
+fn write_loop(
+    store: &Store,
+    rx: &Receiver<StoreMsg>,
+    retention: Retention,
+    metrics: &Metrics,
+    otel: Option<&Exporter>,
+) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -385,6 +393,9 @@ fn write_loop(store: &Store, rx: &Receiver<StoreMsg>, retention: Retention, metr
                 StoreMsg::Begin(s) => Prepared::Begin(s),
                 StoreMsg::Finish(c) => {
                     let (flow, bodies) = enrich::finish(*c);
+                    if let Some(x) = otel {
+                        x.send(&flow.summary);
+                    }
                     if let Some(u) = &flow.summary.usage {
                         metrics.count_tokens(
                             &flow.summary.provider,

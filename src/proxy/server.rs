@@ -115,6 +115,9 @@ pub fn build(
     if let Some(m) = &config.metrics {
         preflight(m)?;
     }
+    if config.otel.is_some() && !config.inspector.capture {
+        tracing::warn!("otel.enabled has no effect with inspector.capture: false (spans are made from captured flows)");
+    }
     let inspector = match (&options.recorder, config.inspector.capture) {
         (None, true) => {
             if let Some(l) = &config.inspector.listen {

@@ -827,3 +827,90 @@ async fn replay_resends_to_another_provider_and_links_the_flows() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no provider named nope"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn otel_exports_one_span_per_flow_with_genai_attributes() {
+    let upstream = MockUpstream::start(Reply::Json {
+        status: 500,
+        body: json!({"type": "error", "error": {"type": "api_error", "message": "boom"}}),
+    })
+    .await;
+    let ok = MockUpstream::start(anthropic_reply()).await;
+    let collector = MockUpstream::start(Reply::Status(200)).await;
+    let body =
+        format!(
+        "{}  otel:\n    enabled: true\n    endpoint: http://{}\n    service_name: ccproxy-test\n",
+        providers(&[
+            provider("p", "anthropic", &ok, &format!("      auth: echo {SECRET}\n")),
+            provider("bad", "anthropic", &upstream, "      auth: echo k\n"),
+        ]),
+        collector.host_port()
+    );
+    let gw = Gateway::start(&body);
+    for p in ["p", "bad"] {
+        sentinel_post(&gw, "/v1/messages", p)
+            .header("content-type", "application/json")
+            .json(&json!({"model": "claude-x", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+    }
+    // Spans go out in batches (at most every 2 s); wait for both.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let spans = loop {
+        let spans: Vec<Value> = collector
+            .requests()
+            .iter()
+            .flat_map(|r| {
+                assert_eq!(r.path, "/v1/traces");
+                let v = r.json();
+                assert_eq!(
+                    v["resourceSpans"][0]["resource"]["attributes"][0],
+                    json!({"key": "service.name", "value": {"stringValue": "ccproxy-test"}})
+                );
+                v["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        if spans.len() >= 2 {
+            break spans;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "collector got {} spans",
+            spans.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let attr = |s: &Value, k: &str| -> Value {
+        s["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == k)
+            .map(|a| a["value"].clone())
+            .unwrap_or(Value::Null)
+    };
+    let good = spans
+        .iter()
+        .find(|s| attr(s, "ccproxy.provider")["stringValue"] == "p")
+        .unwrap();
+    assert_eq!(attr(good, "gen_ai.system")["stringValue"], "anthropic");
+    assert_eq!(attr(good, "gen_ai.operation.name")["stringValue"], "chat");
+    assert_eq!(
+        attr(good, "gen_ai.request.model")["stringValue"],
+        "claude-x"
+    );
+    assert_eq!(attr(good, "gen_ai.usage.output_tokens")["intValue"], "2");
+    assert_eq!(attr(good, "http.response.status_code")["intValue"], "200");
+    assert_eq!(good["status"]["code"], 0);
+    assert_eq!(good["traceId"].as_str().unwrap().len(), 32);
+    let failed = spans
+        .iter()
+        .find(|s| attr(s, "ccproxy.provider")["stringValue"] == "bad")
+        .unwrap();
+    assert_eq!(failed["status"]["code"], 2);
+    assert_eq!(failed["status"]["message"], "HTTP 500");
+}
