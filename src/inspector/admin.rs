@@ -199,6 +199,7 @@ impl AdminApp {
                 "version": env!("CARGO_PKG_VERSION"),
                 "flows": n,
                 "store": self.store.path.as_ref().map(|p| p.display().to_string()),
+                "live_clients": self.store.live_clients(),
             }),
         ))
     }

@@ -444,6 +444,11 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// How many live-feed clients are connected.
+    pub fn live_clients(&self) -> usize {
+        self.events.receiver_count()
+    }
+
     /// A receiver of every change from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()

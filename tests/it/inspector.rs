@@ -914,3 +914,136 @@ async fn otel_exports_one_span_per_flow_with_genai_attributes() {
     assert_eq!(failed["status"]["code"], 2);
     assert_eq!(failed["status"]["message"], "HTTP 500");
 }
+
+/// Headless Chromium, or the reason to skip.
+fn chromium() -> Option<&'static str> {
+    for c in ["chromium", "chromium-browser"] {
+        if std::process::Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    eprintln!("SKIP: headless Chromium not found (Debian package `chromium`; .ci/run installs it)");
+    None
+}
+
+fn chromium_cmd(bin: &str, out: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(bin);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,800",
+        "--virtual-time-budget=8000",
+    ])
+    .arg(format!("--user-data-dir={}", out.join("profile").display()))
+    .stderr(std::process::Stdio::null());
+    c
+}
+
+/// The text of the element with `data-testid="id"` in a DOM dump.
+fn testid(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("data-testid=\"{id}\""))?;
+    let rest = &dom[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest[start..].find('<')?;
+    Some(rest[start..start + end].trim().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_viewer_shows_live_flows_and_the_context_view_in_chromium() {
+    let Some(bin) = chromium() else { return };
+    let mock = MockUpstream::start(anthropic_reply()).await;
+    let gw = inspected(&mock, "anthropic", "");
+    let (base, token) = admin(&gw);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // 1. A page open on the list sees a flow arrive (created, then updated).
+    let mut live = chromium_cmd(bin, tmp.path())
+        .arg("--dump-dom")
+        .arg(format!("{base}/#token={token}&live=2"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api_json(&gw, "/api/status").await["live_clients"] == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the page never opened the live feed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tools: Vec<Value> = (0..3)
+        .map(|i| json!({"name": format!("tool{i}"), "description": "d", "input_schema": {"type": "object", "properties": {"x": {"type": "string"}}}}))
+        .collect();
+    let request = json!({
+        "model": "claude-x", "max_tokens": 16,
+        "system": [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}],
+        "tools": tools,
+        "messages": [
+            {"role": "user", "content": "what is 2+2"},
+            {"role": "assistant", "content": "4"},
+            {"role": "user", "content": [{"type": "text", "text": "and 3+3?", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "assistant", "content": "6"}
+        ]
+    });
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .header("content-type", "application/json")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&resp);
+    done(&gw, &id).await;
+    let out = tokio::task::spawn_blocking(move || live.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(&format!("data-id=\"{id}\"")),
+        "the live list does not show {id}"
+    );
+
+    // 2. The flow page: the context view's numbers, and no horizontal overflow.
+    let out = chromium_cmd(bin, tmp.path())
+        .arg("--dump-dom")
+        .arg(format!(
+            "{base}/#token={token}&live=0&flow={id}&tab=context"
+        ))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(&format!("data-flow-loaded=\"{id}\"")),
+        "flow page did not load"
+    );
+    assert!(dom.contains("data-overflow=\"no\""), "layout overflows");
+    assert_eq!(testid(&dom, "ctx-tools-count").as_deref(), Some("3"));
+    assert_eq!(testid(&dom, "ctx-messages-count").as_deref(), Some("4"));
+    assert_eq!(testid(&dom, "ctx-system-bytes").as_deref(), Some("14"));
+    assert_eq!(testid(&dom, "ctx-cache-breakpoints").as_deref(), Some("2"));
+    assert_eq!(testid(&dom, "ctx-input-tokens").as_deref(), Some("11"));
+    assert_eq!(testid(&dom, "ctx-output-tokens").as_deref(), Some("2"));
+    assert_eq!(testid(&dom, "ctx-cache-read").as_deref(), Some("100"));
+    assert_eq!(testid(&dom, "ctx-cache-write").as_deref(), Some("5"));
+    // 100 / (11 + 100 + 5)
+    assert_eq!(testid(&dom, "ctx-cache-hit").as_deref(), Some("86.2%"));
+
+    // 3. A screenshot for a human to look at.
+    let shot = tmp.path().join("viewer.png");
+    let status = chromium_cmd(bin, tmp.path())
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!(
+            "{base}/#token={token}&live=0&flow={id}&tab=context"
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    eprintln!("viewer screenshot: {}", shot.display());
+}
