@@ -27,7 +27,7 @@ export DEBIAN_FRONTEND := noninteractive
 FUZZ_TARGETS := sse_decoder translate_request translate_response translate_stream tool_schema config request_body
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build start test lint fmt clippy bench fuzz clean help
+.PHONY: all deps test-deps build start test lint fmt clippy bench fuzz clean help
 
 all: build
 
@@ -80,7 +80,21 @@ build: deps
 start: build
 	$(BIN) --config $(CONFIG_DIR) start
 
-test: deps
+# Headless Chromium for the web viewer's test; a machine where it cannot be installed runs
+# the suite anyway (that test prints why it skips).
+test-deps: deps
+	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO="none"; fi; \
+	  if [ "$$SUDO" != none ]; then \
+	    echo "test-deps: installing chromium (web viewer test)"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	    { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1 && \
+	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
+	    echo "test-deps: chromium could not be installed; the web viewer test will skip"; \
+	  fi; \
+	fi
+
+test: test-deps
 	$(CARGO) test $(LOCKED)
 
 lint: fmt clippy

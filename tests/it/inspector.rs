@@ -963,7 +963,7 @@ async fn web_viewer_shows_live_flows_and_the_context_view_in_chromium() {
     let tmp = tempfile::tempdir().unwrap();
 
     // 1. A page open on the list sees a flow arrive (created, then updated).
-    let mut live = chromium_cmd(bin, tmp.path())
+    let live = chromium_cmd(bin, tmp.path())
         .arg("--dump-dom")
         .arg(format!("{base}/#token={token}&live=2"))
         .stdout(std::process::Stdio::piped())
