@@ -7,10 +7,12 @@
 //! with the gateway pinned to one core, S3 SSE time to first event / frame gaps / stall-free
 //! concurrent streams, S4 a 300 KB Claude-Code-like request, S5 memory, S6 cold start, S7 a
 //! translated OpenAI → Anthropic request (buffered and streamed), S8 peak memory per MB of request
-//! body. A bare Pingora pass-through with the same body buffering ([`floor`]) is the floor for S1
+//! body, S9 flow capture off vs on (added latency, SSE, RSS with 10,000 stored flows; S1–S8 run
+//! with capture off). A bare Pingora pass-through with the same body buffering ([`floor`]) is the floor for S1
 //! and S2; peers (LiteLLM) run in the same session on the same mock when installed; each is
 //! reported as a ratio to ccproxy. `CCPROXY_BENCH_BIN` runs another ccproxy binary (an older
-//! build, for before/after). Prints tables and writes `benches/results/latest.json`. Never part
+//! build, for before/after; with `CCPROXY_BENCH_LEGACY_CONFIG=1` for a build from before the
+//! inspector). Prints tables and writes `benches/results/latest.json`. Never part
 //! of `make test`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -103,12 +105,31 @@ impl Gateway {
         Self::start_with(mock, threads, pin_core, "")
     }
 
-    /// Start with extra provider entries (YAML, indented under `providers:`).
+    /// Start with extra provider entries (YAML, indented under `providers:`), capture off.
     fn start_with(mock: SocketAddr, threads: usize, pin_core: Option<usize>, extra: &str) -> Self {
+        // Scenarios S1–S8 measure the gateway without flow capture (comparable with earlier
+        // runs and with the floor); S9 measures capture on against off. A binary from before
+        // the inspector (CCPROXY_BENCH_BIN) knows no such keys: CCPROXY_BENCH_LEGACY_CONFIG=1.
+        let inspector = if std::env::var_os("CCPROXY_BENCH_LEGACY_CONFIG").is_some() {
+            ""
+        } else {
+            "  inspector:\n    capture: false\n    listen: null\n"
+        };
+        Self::start_full(mock, threads, pin_core, extra, inspector)
+    }
+
+    /// Start with `extra` providers and an `inspector:` section (YAML at two spaces).
+    fn start_full(
+        mock: SocketAddr,
+        threads: usize,
+        pin_core: Option<usize>,
+        extra: &str,
+        inspector: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (port, metrics_port) = (free_port(), free_port());
         let yaml = format!(
-            "ccproxy:\n  port: {port}\n  metrics: 127.0.0.1:{metrics_port}\n  log_level: WARNING\n  log_file: null\n  threads: {threads}\n  timeouts: {{shutdown_seconds: 0}}\n  providers:\n    openai:\n      host: {mock}\n      scheme: http\n      provider: openai\n      auth: echo sk-bench\n    anthropic:\n      host: {mock}\n      scheme: http\n      provider: anthropic\n      auth: echo sk-bench\n{extra}"
+            "ccproxy:\n  port: {port}\n  metrics: 127.0.0.1:{metrics_port}\n  log_level: WARNING\n  log_file: null\n  threads: {threads}\n  timeouts: {{shutdown_seconds: 0}}\n  providers:\n    openai:\n      host: {mock}\n      scheme: http\n      provider: openai\n      auth: echo sk-bench\n    anthropic:\n      host: {mock}\n      scheme: http\n      provider: anthropic\n      auth: echo sk-bench\n{extra}{inspector}"
         );
         std::fs::write(dir.path().join("ccproxy.yaml"), yaml).unwrap();
         let bin = ccproxy_bin();
@@ -725,6 +746,12 @@ fn main() {
         );
     }
 
+    if opts.wants("S9") {
+        results.insert(
+            "S9_capture".into(),
+            capture_on_off(&rt, mock, cores, rounds, per_round, opts.quick),
+        );
+    }
     if opts.wants("S8") {
         results.insert(
             "S8_memory_per_body_mb".into(),
@@ -1087,4 +1114,167 @@ async fn concurrent_streams(
         *peak_rss = (*peak_rss).max(p);
     }
     (stalled, failed)
+}
+
+/// S9: the same gateway with flow capture off and on (SQLite store on disk, as shipped), same
+/// run: added latency (S1's route, blocks alternated so drift hits both), SSE first event and
+/// frame gaps (S3's stream), and RSS once 10,000 flows are stored.
+fn capture_on_off(
+    rt: &tokio::runtime::Runtime,
+    mock: SocketAddr,
+    cores: usize,
+    rounds: usize,
+    per_round: usize,
+    quick: bool,
+) -> Value {
+    let admin_port = free_port();
+    let off = Gateway::start_full(
+        mock,
+        cores,
+        None,
+        "",
+        "  inspector:\n    capture: false\n    listen: null\n",
+    );
+    let on = Gateway::start_full(
+        mock,
+        cores,
+        None,
+        "",
+        &format!("  inspector:\n    listen: 127.0.0.1:{admin_port}\n    token: bench-token\n    store: flows.db\n"),
+    );
+    let direct = openai_target(mock, "sk-bench", "instant");
+    let via_off = openai_target(off.addr(), "sk-ant-oat-ccproxy-openai", "instant");
+    let via_on = openai_target(on.addr(), "sk-ant-oat-ccproxy-openai", "instant");
+    let mut a_off = Added {
+        direct: Vec::new(),
+        via: Vec::new(),
+    };
+    let mut a_on = Added {
+        direct: Vec::new(),
+        via: Vec::new(),
+    };
+    let blocks = 4;
+    for b in 0..blocks {
+        let (first, second) = if b % 2 == 0 {
+            (&via_off, &via_on)
+        } else {
+            (&via_on, &via_off)
+        };
+        let x = rt.block_on(added_latency(
+            &direct,
+            first,
+            (rounds / blocks).max(1),
+            per_round,
+        ));
+        let y = rt.block_on(added_latency(
+            &direct,
+            second,
+            (rounds / blocks).max(1),
+            per_round,
+        ));
+        let (xo, yo) = if b % 2 == 0 {
+            (&mut a_off, &mut a_on)
+        } else {
+            (&mut a_on, &mut a_off)
+        };
+        xo.direct.extend(x.direct);
+        xo.via.extend(x.via);
+        yo.direct.extend(y.direct);
+        yo.via.extend(y.via);
+    }
+    for a in [&mut a_off, &mut a_on] {
+        a.direct.sort();
+        a.via.sort();
+    }
+    println!("\nS9 flow capture off vs on (same run; target: on adds ≤ 15 % to S1's added p50, nothing measurable to SSE frame gaps)");
+    a_off.print("capture off");
+    a_on.print("capture on (SQLite on disk)");
+    let p50_off = a_off.row(50.0).2;
+    let p50_on = a_on.row(50.0).2;
+    println!(
+        "  added p50: off {p50_off:.1} µs, on {p50_on:.1} µs ({:+.1} %)",
+        (p50_on / p50_off - 1.0) * 100.0
+    );
+
+    // SSE: first event and mean frame gap, streams alternated between the two.
+    let sse_off = anthropic_target(off.addr(), chat_anthropic(), "sse");
+    let sse_on = anthropic_target(on.addr(), chat_anthropic(), "sse");
+    let n = if quick { 3 } else { 10 };
+    let (t_off, t_on) = rt.block_on(async {
+        let mut co = Conn::open(sse_off.addr).await.unwrap();
+        let mut cn = Conn::open(sse_on.addr).await.unwrap();
+        co.stream(&sse_off).await.unwrap();
+        cn.stream(&sse_on).await.unwrap();
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            a.push(co.stream(&sse_off).await.unwrap());
+            b.push(cn.stream(&sse_on).await.unwrap());
+        }
+        (a, b)
+    });
+    let first = |x: &[load::SseTiming]| {
+        x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
+    };
+    let gap = |x: &[load::SseTiming]| {
+        let all: Vec<f64> = x
+            .iter()
+            .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
+            .collect();
+        all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
+    };
+    println!(
+        "  SSE: first event off {:.0} µs, on {:.0} µs; mean frame gap off {:.1} µs, on {:.1} µs",
+        first(&t_off),
+        first(&t_on),
+        gap(&t_off),
+        gap(&t_on)
+    );
+
+    // Memory with 10,000 flows stored (the default retention).
+    let idle_on = on.rss_kib();
+    let count = if quick { 2_000 } else { 10_000 };
+    let run = rt.block_on(load::closed_loop(&via_on, 16, count));
+    assert_eq!(run.errors, 0, "S9 load failed");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stored = loop {
+        let status = http_get_auth(admin_port, "/api/status", "bench-token");
+        let n = serde_json::from_str::<Value>(&status)
+            .ok()
+            .and_then(|v| v["flows"].as_u64())
+            .unwrap_or(0);
+        if n as usize >= count.min(10_000) || Instant::now() > deadline {
+            break n;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let rss_on = on.rss_kib();
+    let rss_off = off.rss_kib();
+    println!(
+        "  RSS with {stored} flows stored: {:.1} MB (idle before {:.1} MB; capture-off gateway {:.1} MB)",
+        rss_on as f64 / 1024.0,
+        idle_on as f64 / 1024.0,
+        rss_off as f64 / 1024.0
+    );
+    json!({
+        "off": a_off.json(), "on": a_on.json(),
+        "added_p50_off_us": p50_off, "added_p50_on_us": p50_on,
+        "sse_first_event_us": {"off": first(&t_off), "on": first(&t_on)},
+        "sse_mean_gap_us": {"off": gap(&t_off), "on": gap(&t_on)},
+        "stored_flows": stored, "rss_kib_with_flows": rss_on, "rss_kib_idle": idle_on,
+    })
+}
+
+/// `GET path` with a bearer token on 127.0.0.1:`port`; the body, or "" on error.
+fn http_get_auth(port: u16, path: &str, token: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
+    );
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
