@@ -4,9 +4,11 @@
 //!
 //! Nothing here parses or serialises on the request path: bodies are kept as shared `Bytes`
 //! (a pass-through response chunk is the same buffer the client gets, so it is kept once),
-//! headers are copied with credentials redacted, and the finished capture goes through a
-//! bounded channel. Parsing (usage, conversation id, model) happens on the writer thread. When
-//! the channel is full the flow is dropped and counted, never waited for.
+//! header maps are cloned (their names and values are shared buffers), and the finished
+//! capture goes through a bounded channel. Redaction, parsing (usage, conversation id, model)
+//! and everything else happen on the store's writer thread, before anything is stored. When
+//! the channel is full the flow is dropped and counted, never waited for. The live feed's
+//! "created" event is only produced while someone listens to it.
 
 use super::model::HookRun;
 use super::redact;
@@ -74,23 +76,6 @@ impl Capture {
     }
 }
 
-fn headers<'a>(
-    iter: impl Iterator<Item = (&'a http::HeaderName, &'a http::HeaderValue)>,
-) -> Vec<(String, String)> {
-    iter.map(|(k, v)| {
-        (
-            k.as_str().to_owned(),
-            redact::header_value(k.as_str(), v.as_bytes()),
-        )
-    })
-    .collect()
-}
-
-fn content_type(h: &http::HeaderMap) -> Option<String> {
-    h.get(http::header::CONTENT_TYPE)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-}
-
 /// A request body, cut at `max` bytes (sharing the buffer, not copying it).
 fn request_body(body: &Bytes, max: usize) -> CapturedBody {
     CapturedBody {
@@ -131,12 +116,13 @@ impl FlowCapture for Capture {
             method: Some(head.method.as_str().to_owned()),
             url: Some(f.url.clone()),
             status: None,
-            headers: headers(head.headers.iter()),
-            content_type: content_type(&head.headers),
+            headers: head.headers.clone(),
             body: (!body.is_empty()).then(|| request_body(body, self.max_body)),
         });
-        self.writer
-            .send(StoreMsg::Begin(Box::new(f.summary_at_start())));
+        if self.writer.has_listeners() {
+            self.writer
+                .send(StoreMsg::Begin(Box::new(f.summary_at_start())));
+        }
     }
 
     fn hook_ran(&mut self, stage: &'static str, name: &'static str, changed: bool) {
@@ -160,8 +146,7 @@ impl FlowCapture for Capture {
             method: Some(head.method.as_str().to_owned()),
             url: Some(format!("{origin}{}", redact::path_and_query(&pq))),
             status: None,
-            headers: headers(head.headers.iter()),
-            content_type: content_type(&head.headers),
+            headers: head.headers.clone(),
             body: (!body.is_empty()).then(|| request_body(body, self.max_body)),
         });
         // A new attempt starts a new provider response.
@@ -176,8 +161,7 @@ impl FlowCapture for Capture {
             method: None,
             url: None,
             status: Some(head.status.as_u16()),
-            headers: headers(head.headers.iter()),
-            content_type: content_type(&head.headers),
+            headers: head.headers.clone(),
             body: Some(CapturedBody::default()),
         });
     }
@@ -208,8 +192,7 @@ impl FlowCapture for Capture {
             method: None,
             url: None,
             status: Some(head.status.as_u16()),
-            headers: headers(head.headers.iter()),
-            content_type: content_type(&head.headers),
+            headers: head.headers.clone(),
             body: Some(CapturedBody::default()),
         });
     }

@@ -1,6 +1,6 @@
-//! Turning a finished capture into a stored [`Flow`]: the facts read from its bodies (token
-//! usage, model, conversation id, system-prompt hash), computed on the store's writer thread,
-//! never on the request path.
+//! Turning a finished capture into a stored [`Flow`]: headers redacted ([`redact`]), and the
+//! facts read from its bodies (token usage, model, conversation id, system-prompt hash), all
+//! on the store's writer thread, never on the request path, and before anything is stored.
 //!
 //! The conversation id and system-prompt hash follow the original (spec §10.1):
 //! `conversation_id = sha256(first user text)[:12]` and
@@ -8,6 +8,7 @@
 //! text reproduced exactly so the values match the original's for the same request.
 
 use super::model::{BodyInfo, Flow, FlowError, Message, Usage};
+use super::redact;
 use super::store::{rfc3339_ms, Captured, CapturedMessage};
 use crate::translate::sse::Decoder;
 use serde_json::Value;
@@ -30,13 +31,17 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
     let mut bodies: Vec<(&'static str, Vec<u8>)> = Vec::new();
     let mut message = |part: &'static str, m: Option<CapturedMessage>| -> Option<Message> {
         let m = m?;
+        let content_type = m
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = m.body.as_ref().map(|b| {
             let bytes = b.concat();
             let info = BodyInfo {
                 size: bytes.len() as u64,
                 total: b.total,
                 truncated: (bytes.len() as u64) < b.total,
-                content_type: m.content_type.clone(),
+                content_type: content_type.clone(),
             };
             if !bytes.is_empty() {
                 bodies.push((part, bytes));
@@ -47,7 +52,16 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
             method: m.method,
             url: m.url,
             status: m.status,
-            headers: m.headers,
+            headers: m
+                .headers
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        redact::header_value(k.as_str(), v.as_bytes()),
+                    )
+                })
+                .collect(),
             body: body.filter(|b| b.total > 0),
         })
     };

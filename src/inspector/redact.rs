@@ -1,4 +1,5 @@
-//! Redaction at capture time: what of a credential may reach the flow store.
+//! Redaction: what of a credential may reach the flow store (applied by the store's writer to
+//! every captured header and URL before anything is written).
 //!
 //! Credential headers keep only a short prefix that names the kind of key
 //! (`Bearer sk-ant-oat01-…`), cookies keep their names, and credential query parameters

@@ -59,8 +59,7 @@ pub struct CapturedMessage {
     pub method: Option<String>,
     pub url: Option<String>,
     pub status: Option<u16>,
-    pub headers: Vec<(String, String)>,
-    pub content_type: Option<String>,
+    pub headers: http::HeaderMap,
     pub body: Option<CapturedBody>,
 }
 
@@ -135,9 +134,8 @@ impl Captured {
                     (
                         m.method.clone().unwrap_or_default(),
                         m.headers
-                            .iter()
-                            .find(|(k, _)| k == "user-agent")
-                            .map(|(_, v)| v.clone()),
+                            .get(http::header::USER_AGENT)
+                            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
                         m.body.as_ref().map_or(0, |b| b.total),
                     )
                 });
@@ -161,9 +159,8 @@ impl Captured {
             user_agent,
             replay_of: self.client_request.as_ref().and_then(|m| {
                 m.headers
-                    .iter()
-                    .find(|(k, _)| k == super::model::REPLAY_HEADER)
-                    .map(|(_, v)| v.clone())
+                    .get(super::model::REPLAY_HEADER)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
             }),
             request_bytes,
             ..Summary::default()
@@ -182,6 +179,8 @@ pub enum StoreMsg {
 /// The capture side's handle on the writer thread.
 pub struct Writer {
     tx: SyncSender<StoreMsg>,
+    /// The live feed, to tell whether anyone listens.
+    events: broadcast::Sender<Event>,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -190,6 +189,11 @@ impl Writer {
     /// The next flow's sequence number.
     pub fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Whether a live-feed client is connected (only then is a flow announced when it starts).
+    pub fn has_listeners(&self) -> bool {
+        self.events.receiver_count() > 0
     }
 
     /// Queue `msg` for the writer; never blocks (a full queue drops the flow, counted in
@@ -356,6 +360,7 @@ pub fn open(
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let writer = Arc::new(Writer {
         tx,
+        events: store.events.clone(),
         seq: AtomicU64::new(u64::try_from(next).unwrap_or(1)),
         metrics: metrics.clone(),
     });
