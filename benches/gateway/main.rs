@@ -641,16 +641,7 @@ fn main() {
             }
             (d, v)
         });
-        let mean_first = |x: &[load::SseTiming]| {
-            x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
-        };
-        let mean_gap = |x: &[load::SseTiming]| {
-            let all: Vec<f64> = x
-                .iter()
-                .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
-                .collect();
-            all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
-        };
+        let (mean_first, mean_gap) = (sse_mean_first_us, sse_mean_gap_us);
         let mean_head = |x: &[load::SseTiming]| {
             x.iter().map(|t| t.head.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
         };
@@ -938,16 +929,7 @@ fn translated_scenario(
             v
         })
     };
-    let first = |x: &[load::SseTiming]| {
-        x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
-    };
-    let gap = |x: &[load::SseTiming]| {
-        let all: Vec<f64> = x
-            .iter()
-            .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
-            .collect();
-        all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
-    };
+    let (first, gap) = (sse_mean_first_us, sse_mean_gap_us);
     let d = timing(anthropic_target(mock, chat_hub(true), "sse"));
     let o = timing(openai_target_body(
         gw.addr(),
@@ -1212,16 +1194,7 @@ fn capture_on_off(
         }
         (a, b)
     });
-    let first = |x: &[load::SseTiming]| {
-        x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len() as f64 * 1e6
-    };
-    let gap = |x: &[load::SseTiming]| {
-        let all: Vec<f64> = x
-            .iter()
-            .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
-            .collect();
-        all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
-    };
+    let (first, gap) = (sse_mean_first_us, sse_mean_gap_us);
     println!(
         "  SSE: first event off {:.0} µs, on {:.0} µs; mean frame gap off {:.1} µs, on {:.1} µs",
         first(&t_off),
@@ -1277,4 +1250,18 @@ fn http_get_auth(port: u16, path: &str, token: &str) -> String {
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// Mean time to the first SSE event, in µs.
+fn sse_mean_first_us(x: &[load::SseTiming]) -> f64 {
+    x.iter().map(|t| t.first.as_secs_f64()).sum::<f64>() / x.len().max(1) as f64 * 1e6
+}
+
+/// Mean gap between SSE frames over all streams, in µs.
+fn sse_mean_gap_us(x: &[load::SseTiming]) -> f64 {
+    let all: Vec<f64> = x
+        .iter()
+        .flat_map(|t| t.gaps.iter().map(|g| g.as_secs_f64()))
+        .collect();
+    all.iter().sum::<f64>() / all.len().max(1) as f64 * 1e6
 }

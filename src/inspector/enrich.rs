@@ -10,7 +10,7 @@
 use super::model::{BodyInfo, Flow, FlowError, Message, Usage};
 use super::redact;
 use super::store::{rfc3339_ms, Captured, CapturedMessage};
-use crate::translate::sse::Decoder;
+use crate::translate::sse::decode_all;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -293,11 +293,7 @@ pub fn usage(body: &[u8], streamed: bool) -> Option<Usage> {
         }
     };
     if streamed {
-        // A decoder without an event size limit: the body was already bounded at capture.
-        let mut decoder = Decoder::new();
-        let mut events = decoder.push(body).unwrap_or_default();
-        events.extend(decoder.finish());
-        for ev in events {
+        for ev in decode_all(body) {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                 merge(&v);
             }

@@ -89,6 +89,15 @@ impl Decoder {
     }
 }
 
+/// Every event of a complete stream held in memory (a captured body), the last one included
+/// even without its blank line. No size limit: the caller already bounded the bytes.
+pub fn decode_all(body: &[u8]) -> Vec<Event> {
+    let mut decoder = Decoder::new();
+    let mut events = decoder.push(body).unwrap_or_default();
+    events.extend(decoder.finish());
+    events
+}
+
 /// The first event separator at or after `from`: `(end of the event, start of the next)`. A
 /// separator is a newline followed by another (`\n\n`), or by `\r\n` (`\r\n\r\n`, `\n\r\n`).
 fn find_boundary(b: &[u8], from: usize) -> Option<(usize, usize)> {

@@ -581,6 +581,17 @@ fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The stdout of a command that must have succeeded (its stderr otherwise).
+fn ok_stdout(o: &std::process::Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(o)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn flows_command_lists_shows_dumps_diffs_compares_and_clears() {
     let mock = MockUpstream::start(anthropic_reply()).await;
@@ -649,13 +660,7 @@ async fn flows_command_lists_shows_dumps_diffs_compares_and_clears() {
     // show with an abbreviated id.
     let short: String = ids[0].chars().take(8).collect();
     let out = flows_cmd(&gw, &["show", &short]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = stdout(&out);
+    let text = ok_stdout(&out);
     assert!(
         text.contains("=== Client-Request ===") && text.contains("first question"),
         "{text}"
@@ -774,13 +779,7 @@ async fn replay_resends_to_another_provider_and_links_the_flows() {
         &gw,
         &["replay", &id[..8], "--provider", "q", "--model", "gpt-x"],
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = stdout(&out);
+    let text = ok_stdout(&out);
     assert!(
         text.contains("ORIGINAL") && text.contains("REPLAY"),
         "{text}"
@@ -816,12 +815,7 @@ async fn replay_resends_to_another_provider_and_links_the_flows() {
 
     // Without --provider the captured (readable) sentinel goes again, to the same provider.
     let out = flows_cmd(&gw, &["replay", &id]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok_stdout(&out);
     assert_eq!(anthropic.requests().len(), 2);
     let out = flows_cmd(&gw, &["replay", &id, "--provider", "nope"]);
     assert_eq!(out.status.code(), Some(1));

@@ -1,7 +1,7 @@
 //! What an LLM answer said, whatever its API and whether it was streamed: the text, the tool
 //! calls, and the stop reason, for `ccproxy flows replay`'s side-by-side summary.
 
-use crate::translate::sse::Decoder;
+use crate::translate::sse::decode_all;
 use serde_json::Value;
 
 /// The gist of one answer.
@@ -16,10 +16,7 @@ pub struct Answer {
 pub fn read(body: &[u8], streamed: bool) -> Answer {
     let mut a = Answer::default();
     if streamed {
-        let mut decoder = Decoder::new();
-        let mut events = decoder.push(body).unwrap_or_default();
-        events.extend(decoder.finish());
-        for ev in events {
+        for ev in decode_all(body) {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                 event(&mut a, &v);
             }
