@@ -1041,3 +1041,38 @@ async fn web_viewer_shows_live_flows_and_the_context_view_in_chromium() {
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     eprintln!("viewer screenshot: {}", shot.display());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_in_use_by_another_gateway_is_a_clear_startup_error() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = inspected(&mock, "anthropic", "");
+    // A second gateway on the same directory (same flows.db) while the first runs.
+    std::fs::write(
+        gw.path("second.yaml"),
+        config_yaml(
+            gateway_port(),
+            gateway_port(),
+            &format!(
+                "  inspector:\n    listen: 127.0.0.1:{}\n    store: flows.db\n",
+                gateway_port()
+            ),
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(gw.path("second.yaml"))
+        .arg("start")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flows.db") && err.contains("locked"), "{err}");
+    // The first one still records.
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    done(&gw, &request_id(&resp)).await;
+}
