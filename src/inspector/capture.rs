@@ -2,8 +2,9 @@
 //! [`Capture`], which keeps what the phases report (redacted, bounded) and sends it to the
 //! store's writer when the request is over.
 //!
-//! Nothing here parses or serialises on the request path: bodies are kept as shared `Bytes`
-//! (a pass-through response chunk is the same buffer the client gets, so it is kept once),
+//! Nothing here parses or serialises on the request path: large body chunks are kept as shared
+//! `Bytes` and small ones copied (see [`CapturedBody`]); a pass-through response is not kept
+//! twice (the client's chunks are the provider's very buffers, told apart by address),
 //! header maps are cloned (their names and values are shared buffers), and the finished
 //! capture goes through a bounded channel. Redaction, parsing (usage, conversation id, model)
 //! and everything else happen on the store's writer thread, before anything is stored. When
@@ -76,23 +77,6 @@ impl Capture {
     }
 }
 
-/// A request body, cut at `max` bytes (sharing the buffer, not copying it).
-fn request_body(body: &Bytes, max: usize) -> CapturedBody {
-    CapturedBody {
-        chunks: vec![body.slice(..body.len().min(max))],
-        total: body.len() as u64,
-    }
-}
-
-/// Append `chunk` to `body`, keeping at most `max` bytes.
-fn push_chunk(body: &mut CapturedBody, chunk: &Bytes, max: usize) {
-    let held: usize = body.chunks.iter().map(Bytes::len).sum();
-    if held < max && !chunk.is_empty() {
-        body.chunks.push(chunk.slice(..chunk.len().min(max - held)));
-    }
-    body.total += chunk.len() as u64;
-}
-
 impl FlowCapture for Capture {
     fn client_request(&mut self, head: &RequestHeader, body: &Bytes, meta: &RequestMeta) {
         let host = head
@@ -117,7 +101,7 @@ impl FlowCapture for Capture {
             url: Some(f.url.clone()),
             status: None,
             headers: head.headers.clone(),
-            body: (!body.is_empty()).then(|| request_body(body, self.max_body)),
+            body: (!body.is_empty()).then(|| CapturedBody::whole(body, self.max_body)),
         });
         if self.writer.has_listeners() {
             self.writer
@@ -147,7 +131,7 @@ impl FlowCapture for Capture {
             url: Some(format!("{origin}{}", redact::path_and_query(&pq))),
             status: None,
             headers: head.headers.clone(),
-            body: (!body.is_empty()).then(|| request_body(body, self.max_body)),
+            body: (!body.is_empty()).then(|| CapturedBody::whole(body, self.max_body)),
         });
         // A new attempt starts a new provider response.
         f.provider_response = None;
@@ -180,7 +164,7 @@ impl FlowCapture for Capture {
             .as_mut()
             .and_then(|m| m.body.as_mut())
         {
-            push_chunk(body, chunk, self.max_body);
+            body.push(chunk, self.max_body);
         }
         if !chunk.is_empty() {
             self.provider_chunks.push(chunk.clone());
@@ -228,9 +212,9 @@ impl FlowCapture for Capture {
                 .as_mut()
                 .and_then(|m| m.body.as_mut())
             {
-                b.total = 0;
+                b.reset();
                 for c in &before {
-                    push_chunk(b, c, self.max_body);
+                    b.push(c, self.max_body);
                 }
             }
         }
@@ -240,7 +224,7 @@ impl FlowCapture for Capture {
             .as_mut()
             .and_then(|m| m.body.as_mut())
         {
-            push_chunk(b, chunk, self.max_body);
+            b.push(chunk, self.max_body);
         }
     }
 

@@ -35,20 +35,62 @@ pub struct OpenError {
     pub message: String,
 }
 
-/// A body as captured: shared chunks (at most the per-body cap) and the size seen.
+/// Chunks smaller than this are copied rather than shared: a small chunk is often a slice of
+/// a much larger read buffer, which a shared reference would keep alive while the flow waits
+/// for the writer.
+const SHARE_FROM: usize = 16 * 1024;
+
+/// A body as captured: large chunks shared, small ones copied, at most the per-body cap in all,
+/// and the size seen.
 #[derive(Debug, Default)]
 pub struct CapturedBody {
-    pub chunks: Vec<Bytes>,
+    chunks: Vec<Bytes>,
+    /// Copied bytes after the last shared chunk.
+    tail: Vec<u8>,
+    held: usize,
+    /// Bytes seen, kept or not.
     pub total: u64,
 }
 
 impl CapturedBody {
+    /// A whole body (a buffered request).
+    pub fn whole(body: &Bytes, max: usize) -> Self {
+        let mut b = Self::default();
+        b.push(body, max);
+        b
+    }
+
+    /// Append `chunk`, keeping at most `max` bytes in all.
+    pub fn push(&mut self, chunk: &Bytes, max: usize) {
+        self.total += chunk.len() as u64;
+        let keep = chunk.len().min(max.saturating_sub(self.held));
+        if keep == 0 {
+            return;
+        }
+        if keep < SHARE_FROM {
+            self.tail.extend_from_slice(&chunk[..keep]);
+        } else {
+            if !self.tail.is_empty() {
+                self.chunks
+                    .push(Bytes::from(std::mem::take(&mut self.tail)));
+            }
+            self.chunks.push(chunk.slice(..keep));
+        }
+        self.held += keep;
+    }
+
+    /// Forget what was kept and seen (the client's copy of a response starts over).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
     /// The stored bytes, in one buffer.
     pub fn concat(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.chunks.iter().map(Bytes::len).sum());
+        let mut out = Vec::with_capacity(self.held);
         for c in &self.chunks {
             out.extend_from_slice(c);
         }
+        out.extend_from_slice(&self.tail);
         out
     }
 }
