@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
 
 /// Schema version written to `PRAGMA user_version`.
@@ -26,6 +26,9 @@ const SCHEMA_VERSION: i64 = 1;
 const QUEUE: usize = 4096;
 /// Most captures written in one transaction.
 const BATCH: usize = 256;
+/// Retention runs after this many flows, or this long, whichever comes first.
+const RETENTION_EVERY: usize = 256;
+const RETENTION_PERIOD: Duration = Duration::from_secs(1);
 
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -425,7 +428,24 @@ fn write_loop(
     metrics: &Metrics,
     otel: Option<&Exporter>,
 ) {
-    while let Ok(first) = rx.recv() {
+    let mut last_retention = Instant::now();
+    let mut since_retention = 0usize;
+    loop {
+        let first = match rx.recv_timeout(RETENTION_PERIOD) {
+            Ok(m) => m,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Quiet: apply retention to what the last flows added.
+                if since_retention > 0 {
+                    since_retention = 0;
+                    last_retention = Instant::now();
+                    if let Err(e) = store.apply_retention(retention, SystemTime::now()) {
+                        tracing::warn!(error = %e, "flow store: retention failed");
+                    }
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -454,6 +474,7 @@ fn write_loop(
                 }
             })
             .collect();
+        let n = prepared.len();
         let events = match store.write(&prepared) {
             Ok(ev) => ev,
             Err(e) => {
@@ -464,12 +485,17 @@ fn write_loop(
         for e in events {
             let _ = store.events.send(e);
         }
-        // After every batch: both queries run on the (seq, size) index, so this stays cheap
-        // with many flows stored.
-        match store.apply_retention(retention, SystemTime::now()) {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(removed = n, "flow store: retention"),
-            Err(e) => tracing::warn!(error = %e, "flow store: retention failed"),
+        // Retention scans the (seq, size) index: at most once a second, or after every
+        // RETENTION_EVERY flows when they come faster (so a burst cannot overshoot much).
+        since_retention += n;
+        if since_retention >= RETENTION_EVERY || last_retention.elapsed() >= RETENTION_PERIOD {
+            since_retention = 0;
+            last_retention = Instant::now();
+            match store.apply_retention(retention, SystemTime::now()) {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(removed = n, "flow store: retention"),
+                Err(e) => tracing::warn!(error = %e, "flow store: retention failed"),
+            }
         }
     }
 }
