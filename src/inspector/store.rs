@@ -318,6 +318,8 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
     let err = |e| db_error(file, e);
     // A gateway that is stopping releases the file within moments; wait that long for it.
     conn.busy_timeout(Duration::from_secs(3)).map_err(err)?;
+    // 8 MiB of page cache (SQLite's default is 2 MiB): the writer's index lookups stay in memory.
+    conn.pragma_update(None, "cache_size", -8192).map_err(err)?;
     if on_disk {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(err)?;
@@ -340,21 +342,21 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
     conn.execute_batch(
         "BEGIN IMMEDIATE;
          CREATE TABLE IF NOT EXISTS flows (
-           id TEXT PRIMARY KEY,
-           seq INTEGER NOT NULL,
+           seq INTEGER PRIMARY KEY,
+           id TEXT NOT NULL UNIQUE,
            started_ms INTEGER NOT NULL,
+           size INTEGER NOT NULL,
            state TEXT NOT NULL,
            provider TEXT NOT NULL,
            model TEXT,
            status INTEGER NOT NULL,
            session_id TEXT,
            path TEXT NOT NULL,
-           size INTEGER NOT NULL,
            summary TEXT NOT NULL,
            detail TEXT
          );
-         CREATE INDEX IF NOT EXISTS flows_seq ON flows(seq, size);
          CREATE INDEX IF NOT EXISTS flows_started ON flows(started_ms);
+         CREATE INDEX IF NOT EXISTS flows_size ON flows(size);
          CREATE INDEX IF NOT EXISTS flows_session ON flows(session_id);
          CREATE TABLE IF NOT EXISTS bodies (
            flow_id TEXT NOT NULL,
@@ -430,6 +432,8 @@ fn write_loop(
 ) {
     let mut last_retention = Instant::now();
     let mut since_retention = 0usize;
+    // Flows announced as started (a row exists) and not finished yet.
+    let mut open: std::collections::HashSet<u64> = std::collections::HashSet::new();
     loop {
         let first = match rx.recv_timeout(RETENTION_PERIOD) {
             Ok(m) => m,
@@ -475,7 +479,7 @@ fn write_loop(
             })
             .collect();
         let n = prepared.len();
-        let events = match store.write(&prepared) {
+        let events = match store.write(&prepared, &mut open) {
             Ok(ev) => ev,
             Err(e) => {
                 tracing::warn!(error = %e, "flow store: write failed; {} flow(s) not stored", prepared.len());
@@ -527,19 +531,25 @@ impl Store {
         self.events.subscribe()
     }
 
-    fn write(&self, batch: &[Prepared]) -> rusqlite::Result<Vec<Event>> {
+    fn write(
+        &self,
+        batch: &[Prepared],
+        open: &mut std::collections::HashSet<u64>,
+    ) -> rusqlite::Result<Vec<Event>> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut events = Vec::with_capacity(batch.len());
         for p in batch {
             match p {
                 Prepared::Begin(s) => {
-                    let n = tx.execute(
-                        "INSERT OR IGNORE INTO flows (id, seq, started_ms, state, provider, model, status, session_id, path, size, summary)
-                         VALUES (?1, ?2, ?3, 'open', ?4, ?5, 0, ?6, ?7, 0, ?8)",
-                        params![s.id, s.seq, s.started_ms, s.provider, s.model, s.session_id, s.path, json(s)],
-                    )?;
+                    let n = tx
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO flows (seq, id, started_ms, size, state, provider, model, status, session_id, path, summary)
+                             VALUES (?1, ?2, ?3, 0, 'open', ?4, ?5, 0, ?6, ?7, ?8)",
+                        )?
+                        .execute(params![s.seq, s.id, s.started_ms, s.provider, s.model, s.session_id, s.path, json(s)])?;
                     if n > 0 {
+                        open.insert(s.seq);
                         events.push(Event::Created(s.clone()));
                     }
                 }
@@ -547,18 +557,31 @@ impl Store {
                     let s = &flow.summary;
                     let detail = json(flow);
                     let size = detail.len() + bodies.iter().map(|(_, b)| b.len()).sum::<usize>();
-                    tx.execute("DELETE FROM bodies WHERE flow_id = ?1", params![s.id])?;
-                    let existed = tx.execute("DELETE FROM flows WHERE id = ?1", params![s.id])? > 0;
-                    tx.execute(
-                        "INSERT INTO flows (id, seq, started_ms, state, provider, model, status, session_id, path, size, summary, detail)
-                         VALUES (?1, ?2, ?3, 'done', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                        params![s.id, s.seq, s.started_ms, s.provider, s.model, s.status, s.session_id, s.path, size as i64, json(s), detail],
+                    let existed = open.remove(&s.seq);
+                    let sql = if existed {
+                        "UPDATE flows SET id = ?2, started_ms = ?3, size = ?4, state = 'done', provider = ?5, model = ?6, status = ?7, session_id = ?8, path = ?9, summary = ?10, detail = ?11 WHERE seq = ?1"
+                    } else {
+                        "INSERT INTO flows (seq, id, started_ms, size, state, provider, model, status, session_id, path, summary, detail)
+                         VALUES (?1, ?2, ?3, ?4, 'done', ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    };
+                    tx.prepare_cached(sql)?.execute(params![
+                        s.seq,
+                        s.id,
+                        s.started_ms,
+                        size as i64,
+                        s.provider,
+                        s.model,
+                        s.status,
+                        s.session_id,
+                        s.path,
+                        json(s),
+                        detail
+                    ])?;
+                    let mut insert = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO bodies (flow_id, part, data) VALUES (?1, ?2, ?3)",
                     )?;
                     for (part, data) in bodies {
-                        tx.execute(
-                            "INSERT INTO bodies (flow_id, part, data) VALUES (?1, ?2, ?3)",
-                            params![s.id, part, data],
-                        )?;
+                        insert.execute(params![s.id, part, data])?;
                     }
                     let s = Box::new(s.clone());
                     events.push(if existed {
@@ -577,39 +600,44 @@ impl Store {
     pub fn apply_retention(&self, r: Retention, now: SystemTime) -> rusqlite::Result<usize> {
         let conn = self.lock();
         let cutoff = epoch_ms(now).saturating_sub(r.max_age.as_millis() as u64);
-        let mut removed = conn.execute(
-            "DELETE FROM flows WHERE started_ms < ?1 OR seq <= (SELECT seq FROM flows ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            params![cutoff as i64, r.max_flows as i64],
+        // The newest flow to remove under each rule (`None`: the rule removes nothing).
+        let by_age: Option<i64> = conn.query_row(
+            "SELECT MAX(seq) FROM flows WHERE started_ms < ?1",
+            params![cutoff as i64],
+            |x| x.get(0),
         )?;
+        let by_count: Option<i64> = conn
+            .query_row(
+                "SELECT seq FROM flows ORDER BY seq DESC LIMIT 1 OFFSET ?1",
+                params![r.max_flows as i64],
+                |x| x.get(0),
+            )
+            .optional()?;
         let total: i64 =
             conn.query_row("SELECT COALESCE(SUM(size), 0) FROM flows", [], |x| x.get(0))?;
+        let mut by_bytes: Option<i64> = None;
         if total as u64 > r.max_bytes {
             // Walk from the oldest until enough is freed.
             let mut excess = total as u64 - r.max_bytes;
-            let mut last_seq: Option<i64> = None;
-            {
-                let mut stmt = conn.prepare("SELECT seq, size FROM flows ORDER BY seq ASC")?;
-                let mut rows = stmt.query([])?;
-                while let Some(row) = rows.next()? {
-                    let (seq, size): (i64, i64) = (row.get(0)?, row.get(1)?);
-                    last_seq = Some(seq);
-                    excess = excess.saturating_sub(size as u64);
-                    if excess == 0 {
-                        break;
-                    }
+            let mut stmt = conn.prepare_cached("SELECT seq, size FROM flows ORDER BY seq ASC")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (seq, size): (i64, i64) = (row.get(0)?, row.get(1)?);
+                by_bytes = Some(seq);
+                excess = excess.saturating_sub(size as u64);
+                if excess == 0 {
+                    break;
                 }
             }
-            if let Some(seq) = last_seq {
-                removed += conn.execute("DELETE FROM flows WHERE seq <= ?1", params![seq])?;
-            }
         }
-        if removed > 0 {
-            conn.execute(
-                "DELETE FROM bodies WHERE flow_id NOT IN (SELECT id FROM flows)",
-                [],
-            )?;
-        }
-        Ok(removed)
+        let Some(last) = [by_age, by_count, by_bytes].into_iter().flatten().max() else {
+            return Ok(0);
+        };
+        conn.execute(
+            "DELETE FROM bodies WHERE flow_id IN (SELECT id FROM flows WHERE seq <= ?1)",
+            params![last],
+        )?;
+        conn.execute("DELETE FROM flows WHERE seq <= ?1", params![last])
     }
 
     /// Flows matching `q`, newest first, and how many match in all.
