@@ -1085,3 +1085,17 @@ async fn a_store_in_use_by_another_gateway_is_a_clear_startup_error() {
         .unwrap();
     done(&gw, &request_id(&resp)).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_probes_are_not_recorded_but_model_lists_are() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = inspected(&mock, "anthropic", "");
+    for _ in 0..3 {
+        client().get(gw.url("/health")).send().await.unwrap();
+    }
+    let models = client().get(gw.url("/v1/models")).send().await.unwrap();
+    let id = request_id(&models);
+    let flow = done(&gw, &id).await;
+    assert_eq!(flow["action"], "synthetic");
+    assert_eq!(api_json(&gw, "/api/flows").await["total"], 1);
+}
