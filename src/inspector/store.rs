@@ -324,6 +324,8 @@ pub enum Lookup<T> {
 /// The flow database.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Sum of the stored flows' sizes, kept up to date instead of summed by retention.
+    bytes: std::sync::atomic::AtomicI64,
     events: broadcast::Sender<Event>,
     /// Where it lives (`None`: in memory).
     pub path: Option<PathBuf>,
@@ -392,8 +394,6 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
            summary TEXT NOT NULL,
            detail TEXT
          );
-         CREATE INDEX IF NOT EXISTS flows_started ON flows(started_ms);
-         CREATE INDEX IF NOT EXISTS flows_size ON flows(size);
          CREATE INDEX IF NOT EXISTS flows_session ON flows(session_id);
          CREATE TABLE IF NOT EXISTS bodies (
            flow_id TEXT NOT NULL,
@@ -436,7 +436,11 @@ pub fn open(
         })
         .map_err(|e| db_error(&file, e))?;
     let (events, _) = broadcast::channel(1024);
+    let bytes: i64 = conn
+        .query_row("SELECT COALESCE(SUM(size), 0) FROM flows", [], |r| r.get(0))
+        .map_err(|e| db_error(&file, e))?;
     let store = Arc::new(Store {
+        bytes: std::sync::atomic::AtomicI64::new(bytes),
         conn: Mutex::new(conn),
         events,
         path: path.map(Path::to_path_buf),
@@ -488,8 +492,9 @@ fn write_loop(
         let first = match rx.recv_timeout(RETENTION_PERIOD) {
             Ok(m) => m,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                // Quiet: apply retention to what the last flows added.
-                if since_retention > 0 {
+                // Quiet: apply retention (also ages flows out when nothing new arrives; it
+                // reads only the oldest row when nothing is due).
+                {
                     since_retention = 0;
                     last_retention = Instant::now();
                     if let Err(e) = store.apply_retention(retention, SystemTime::now()) {
@@ -613,6 +618,7 @@ impl Store {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut events = Vec::with_capacity(batch.len());
+        let mut added = 0i64;
         for p in batch {
             match p {
                 Prepared::Begin(s) => {
@@ -638,6 +644,7 @@ impl Store {
                         "INSERT INTO flows (seq, id, started_ms, size, state, provider, model, status, session_id, path, summary, detail)
                          VALUES (?1, ?2, ?3, ?4, 'done', ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
                     };
+                    added += size as i64;
                     tx.prepare_cached(sql)?.execute(params![
                         s.seq,
                         s.id,
@@ -667,58 +674,47 @@ impl Store {
             }
         }
         tx.commit()?;
+        self.bytes.fetch_add(added, Ordering::Relaxed);
         Ok(events)
     }
 
-    /// Remove the oldest flows past any retention limit; returns how many went.
+    /// Remove the oldest flows past any retention limit; returns how many went. Every rule
+    /// walks from the oldest flow, so only the rows that go (and one more) are read.
     pub fn apply_retention(&self, r: Retention, now: SystemTime) -> rusqlite::Result<usize> {
         let conn = self.lock();
-        let cutoff = epoch_ms(now).saturating_sub(r.max_age.as_millis() as u64);
-        // The newest flow to remove under each rule (`None`: the rule removes nothing).
-        let by_age: Option<i64> = conn.query_row(
-            "SELECT MAX(seq) FROM flows WHERE started_ms < ?1",
-            params![cutoff as i64],
-            |x| x.get(0),
-        )?;
-        // COUNT(*) reads the smallest index; only the excess rows are walked, from the oldest
-        // (walking back over all the kept ones read every row page and dominated the writer).
+        let cutoff = epoch_ms(now).saturating_sub(r.max_age.as_millis() as u64) as i64;
         let count: i64 = conn.query_row("SELECT COUNT(*) FROM flows", [], |x| x.get(0))?;
-        let excess = count - r.max_flows as i64;
-        let by_count: Option<i64> = if excess > 0 {
-            conn.query_row(
-                "SELECT seq FROM flows ORDER BY seq ASC LIMIT 1 OFFSET ?1",
-                params![excess - 1],
-                |x| x.get(0),
-            )
-            .optional()?
-        } else {
-            None
-        };
-        let total: i64 =
-            conn.query_row("SELECT COALESCE(SUM(size), 0) FROM flows", [], |x| x.get(0))?;
-        let mut by_bytes: Option<i64> = None;
-        if total as u64 > r.max_bytes {
-            // Walk from the oldest until enough is freed.
-            let mut excess = total as u64 - r.max_bytes;
-            let mut stmt = conn.prepare_cached("SELECT seq, size FROM flows ORDER BY seq ASC")?;
+        let mut excess_flows = count - r.max_flows as i64;
+        let mut excess_bytes = self.bytes.load(Ordering::Relaxed) - r.max_bytes as i64;
+        let mut last: Option<i64> = None;
+        {
+            let mut stmt =
+                conn.prepare_cached("SELECT seq, started_ms, size FROM flows ORDER BY seq ASC")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                let (seq, size): (i64, i64) = (row.get(0)?, row.get(1)?);
-                by_bytes = Some(seq);
-                excess = excess.saturating_sub(size as u64);
-                if excess == 0 {
+                let (seq, started, size): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                if excess_flows <= 0 && excess_bytes <= 0 && started >= cutoff {
                     break;
                 }
+                last = Some(seq);
+                excess_flows -= 1;
+                excess_bytes -= size;
             }
         }
-        let Some(last) = [by_age, by_count, by_bytes].into_iter().flatten().max() else {
+        let Some(last) = last else {
             return Ok(0);
         };
         conn.execute(
             "DELETE FROM bodies WHERE flow_id IN (SELECT id FROM flows WHERE seq <= ?1)",
             params![last],
         )?;
-        conn.execute("DELETE FROM flows WHERE seq <= ?1", params![last])
+        let mut stmt = conn.prepare_cached("DELETE FROM flows WHERE seq <= ?1 RETURNING size")?;
+        let sizes: Vec<i64> = stmt
+            .query_map(params![last], |x| x.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        self.bytes
+            .fetch_sub(sizes.iter().sum::<i64>(), Ordering::Relaxed);
+        Ok(sizes.len())
     }
 
     /// Flows matching `q`, newest first, and how many match in all.
@@ -848,7 +844,17 @@ impl Store {
         let n = {
             let conn = self.lock();
             conn.execute("DELETE FROM bodies WHERE flow_id = ?1", params![id])?;
-            conn.execute("DELETE FROM flows WHERE id = ?1", params![id])?
+            let size: Option<i64> = conn
+                .query_row(
+                    "DELETE FROM flows WHERE id = ?1 RETURNING size",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(size) = size {
+                self.bytes.fetch_sub(size, Ordering::Relaxed);
+            }
+            usize::from(size.is_some())
         };
         if n > 0 {
             let _ = self.events.send(Event::Deleted(id.to_owned()));
@@ -861,7 +867,9 @@ impl Store {
         let n = {
             let conn = self.lock();
             conn.execute("DELETE FROM bodies", [])?;
-            conn.execute("DELETE FROM flows", [])?
+            let n = conn.execute("DELETE FROM flows", [])?;
+            self.bytes.store(0, Ordering::Relaxed);
+            n
         };
         let _ = self.events.send(Event::Cleared);
         Ok(n)

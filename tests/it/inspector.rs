@@ -1099,3 +1099,44 @@ async fn health_probes_are_not_recorded_but_model_lists_are() {
     assert_eq!(flow["action"], "synthetic");
     assert_eq!(api_json(&gw, "/api/flows").await["total"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_by_bytes_and_by_age() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    // Every flow is larger than 1 KB: none may stay.
+    let gw = inspected(
+        &mock,
+        "anthropic",
+        "    retention:\n      max_bytes: 1024\n",
+    );
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    done(&gw, &request_id(&resp)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api_json(&gw, "/api/flows").await["total"] != 0 {
+        assert!(Instant::now() < deadline, "byte retention did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An age limit of about 1 s: the flow is stored, then removed once it is older.
+    let gw = inspected(
+        &mock,
+        "anthropic",
+        "    retention:\n      max_age_hours: 0.0003\n",
+    );
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let id = request_id(&resp);
+    done(&gw, &id).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while api(&gw, &format!("/api/flows/{id}")).await.status() != 404 {
+        assert!(Instant::now() < deadline, "age retention did not run");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api_json(&gw, "/api/flows").await["total"], 0);
+}
