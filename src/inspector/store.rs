@@ -494,12 +494,10 @@ fn write_loop(
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                 // Quiet: apply retention (also ages flows out when nothing new arrives; it
                 // reads only the oldest row when nothing is due).
-                {
-                    since_retention = 0;
-                    last_retention = Instant::now();
-                    if let Err(e) = store.apply_retention(retention, SystemTime::now()) {
-                        tracing::warn!(error = %e, "flow store: retention failed");
-                    }
+                since_retention = 0;
+                last_retention = Instant::now();
+                if let Err(e) = store.apply_retention(retention, SystemTime::now()) {
+                    tracing::warn!(error = %e, "flow store: retention failed");
                 }
                 continue;
             }
