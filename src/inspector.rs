@@ -15,8 +15,6 @@ pub mod store;
 
 use crate::config::{Config, TokenSource};
 use crate::telemetry::metrics::Metrics;
-use std::io::Write;
-use std::path::Path;
 use std::sync::Arc;
 
 /// Why the inspector could not start.
@@ -109,7 +107,7 @@ pub fn resolve_token(source: &TokenSource, create: bool) -> Result<String, Strin
             Ok(t) => t.trim().to_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
                 let token = random_token().map_err(|e| format!("cannot generate a token: {e}"))?;
-                write_private(path, token.as_bytes())
+                crate::config::paths::write_atomically(path, token.as_bytes(), 0o600)
                     .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 token
             }
@@ -134,34 +132,4 @@ fn random_token() -> std::io::Result<String> {
     let mut buf = [0u8; 16];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Write `data` to `path` with mode 0600: a temp file in the same directory, synced, renamed
-/// over the target, and the directory synced; never a half-written file.
-pub fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map_or_else(|| "token".into(), |n| n.to_string_lossy().into_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

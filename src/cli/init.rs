@@ -1,8 +1,6 @@
 //! `ccproxy init [--force]`: install the shipped default `ccproxy.yaml` into the config directory.
 
 use crate::config::ConfigLocation;
-use std::io::Write;
-use std::path::Path;
 use std::process::ExitCode;
 
 /// The shipped default configuration (`conf/ccproxy.yaml`).
@@ -14,7 +12,7 @@ pub fn run(location: &ConfigLocation, force: bool) -> ExitCode {
         println!("  Skipping ccproxy.yaml (already exists, use --force to overwrite)");
         return ExitCode::SUCCESS;
     }
-    match write_atomically(&file, TEMPLATE.as_bytes()) {
+    match crate::config::paths::write_atomically(&file, TEMPLATE.as_bytes(), 0o644) {
         Ok(()) => {
             println!("  Installed ccproxy.yaml");
             println!("  -> {}", file.display());
@@ -25,25 +23,4 @@ pub fn run(location: &ConfigLocation, force: bool) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Write via a temp file in the same directory and rename, so the target is never half-written.
-pub fn write_atomically(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

@@ -3,7 +3,10 @@
 //! Precedence (spec §2, with the §1 latent bug fixed on purpose: an explicit `--config` always
 //! wins over `$CCPROXY_CONFIG_DIR`): `--config DIR` > `$CCPROXY_CONFIG_DIR` >
 //! `$XDG_CONFIG_HOME/ccproxy` > `~/.config/ccproxy`. `--config` may also name the YAML file itself.
+//! Files ccproxy writes into the config directory (the config by `init`, the admin token) go
+//! through [`write_atomically`].
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Name of the config file inside the config directory.
@@ -76,6 +79,38 @@ pub fn relative_to(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(expanded)
     }
+}
+
+/// Write `data` to `path` with permission `mode`: a temp file in the same directory, synced,
+/// renamed over the target, and the directory synced; the target is never half-written.
+pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 #[cfg(test)]
