@@ -711,11 +711,8 @@ fn replay(
             }
             _ => {}
         }
-        if let Some(start) = path.find("/models/").map(|i| i + "/models/".len()) {
-            let end = path[start..]
-                .find([':', '/', '?'])
-                .map_or(path.len(), |e| start + e);
-            path.replace_range(start..end, m);
+        if let Some(span) = crate::proxy::route::path_model_span(&path) {
+            path.replace_range(span, m);
         }
     }
     // The captured credentials are redacted; a sentinel key names the provider instead.

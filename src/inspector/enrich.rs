@@ -151,9 +151,7 @@ fn model_of(body: &Value) -> Option<String> {
 
 /// `…/models/{model}:action` in a URL.
 fn model_in_path(url: &str) -> Option<String> {
-    let rest = &url[url.find("/models/")? + "/models/".len()..];
-    let end = rest.find([':', '/', '?']).unwrap_or(rest.len());
-    (end > 0).then(|| rest[..end].to_owned())
+    crate::proxy::route::path_model_span(url).map(|r| url[r].to_owned())
 }
 
 /// The first 12 hex digits of SHA-256.

@@ -249,10 +249,16 @@ pub fn routing_model<'a>(body: &Body, path: &'a str) -> Option<Cow<'a, str>> {
     if let Some(m) = body.str_field("model") {
         return Some(Cow::Owned(m));
     }
-    let i = path.find("/models/")?;
-    let rest = &path[i + "/models/".len()..];
-    let end = rest.find([':', '/']).unwrap_or(rest.len());
-    (end > 0).then(|| Cow::Borrowed(&rest[..end]))
+    path_model_span(path).map(|r| Cow::Borrowed(&path[r]))
+}
+
+/// Where the model is in `…/models/{model}:{action}` (a path, or a URL with a query).
+pub fn path_model_span(path: &str) -> Option<std::ops::Range<usize>> {
+    let start = path.find("/models/")? + "/models/".len();
+    let end = path[start..]
+        .find([':', '/', '?'])
+        .map_or(path.len(), |e| start + e);
+    (end > start).then_some(start..end)
 }
 
 /// Action in a Gemini-style path (`…:generateContent` → `generateContent`).
