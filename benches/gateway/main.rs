@@ -249,13 +249,20 @@ impl Drop for FloorProc {
 }
 
 fn http_get(port: u16, path: &str) -> String {
+    http_get_with(port, path, None)
+}
+
+/// `GET path` on 127.0.0.1:`port` (with a bearer token when given); the whole response, or ""
+/// on error.
+fn http_get_with(port: u16, path: &str, token: Option<&str>) -> String {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
         return String::new();
     };
+    let auth = token.map_or_else(String::new, |t| format!("authorization: Bearer {t}\r\n"));
     let _ = write!(
         s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nhost: x\r\n{auth}connection: close\r\n\r\n"
     );
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
@@ -1210,8 +1217,9 @@ fn capture_on_off(
     assert_eq!(run.errors, 0, "S9 load failed");
     let deadline = Instant::now() + Duration::from_secs(60);
     let stored = loop {
-        let status = http_get_auth(admin_port, "/api/status", "bench-token");
-        let n = serde_json::from_str::<Value>(&status)
+        let response = http_get_with(admin_port, "/api/status", Some("bench-token"));
+        let status = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let n = serde_json::from_str::<Value>(status)
             .ok()
             .and_then(|v| v["flows"].as_u64())
             .unwrap_or(0);
@@ -1235,21 +1243,6 @@ fn capture_on_off(
         "sse_mean_gap_us": {"off": gap(&t_off), "on": gap(&t_on)},
         "stored_flows": stored, "rss_kib_with_flows": rss_on, "rss_kib_idle": idle_on,
     })
-}
-
-/// `GET path` with a bearer token on 127.0.0.1:`port`; the body, or "" on error.
-fn http_get_auth(port: u16, path: &str, token: &str) -> String {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return String::new();
-    };
-    let _ = write!(
-        s,
-        "GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n"
-    );
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
 }
 
 /// Mean time to the first SSE event, in µs.

@@ -210,7 +210,7 @@ fn system_prompt(body: &Value) -> Option<&Value> {
 }
 
 /// `json.dumps(v, sort_keys=True)` of Python: `", "` and `": "` separators, keys sorted,
-/// non-ASCII escaped as `\uXXXX`.
+/// non-ASCII escaped as four-hex-digit `\u` escapes (UTF-16).
 pub fn python_json(v: &Value) -> String {
     let mut out = String::new();
     write_python(&mut out, v);
