@@ -362,12 +362,11 @@ async fn flows_survive_a_restart_and_no_credential_reaches_the_database() {
     assert!(f2["seq"].as_u64().unwrap() > v["flows"][0]["seq"].as_u64().unwrap());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_corrupt_store_is_a_clear_startup_error() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("flows.db"), vec![0x42u8; 8192]).unwrap();
+/// Write `file` as a config with the inspector's store at `flows.db` beside it, run
+/// `ccproxy start` on it, and return how it ended (the tests below expect a startup error).
+fn start_with_file_store(file: &std::path::Path) -> std::process::Output {
     std::fs::write(
-        dir.path().join("ccproxy.yaml"),
+        file,
         config_yaml(
             gateway_port(),
             gateway_port(),
@@ -378,12 +377,19 @@ async fn a_corrupt_store_is_a_clear_startup_error() {
         ),
     )
     .unwrap();
-    let out = std::process::Command::new(bin())
+    std::process::Command::new(bin())
         .arg("--config")
-        .arg(dir.path())
+        .arg(file)
         .arg("start")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_corrupt_store_is_a_clear_startup_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("flows.db"), vec![0x42u8; 8192]).unwrap();
+    let out = start_with_file_store(&dir.path().join("ccproxy.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -1056,24 +1062,7 @@ async fn a_store_in_use_by_another_gateway_is_a_clear_startup_error() {
     let mock = MockUpstream::start(Reply::Echo).await;
     let gw = inspected(&mock, "anthropic", "");
     // A second gateway on the same directory (same flows.db) while the first runs.
-    std::fs::write(
-        gw.path("second.yaml"),
-        config_yaml(
-            gateway_port(),
-            gateway_port(),
-            &format!(
-                "  inspector:\n    listen: 127.0.0.1:{}\n    store: flows.db\n",
-                gateway_port()
-            ),
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(gw.path("second.yaml"))
-        .arg("start")
-        .output()
-        .unwrap();
+    let out = start_with_file_store(&gw.path("second.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("flows.db") && err.contains("locked"), "{err}");
