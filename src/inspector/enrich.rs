@@ -9,13 +9,13 @@
 
 use super::model::{BodyInfo, Flow, FlowError, Message, Usage};
 use super::redact;
-use super::store::{rfc3339_ms, Captured, CapturedMessage};
+use super::store::{rfc3339_ms, Bodies, Captured, CapturedMessage};
 use crate::translate::sse::decode_all;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-/// The stored flow and its bodies (`part`, bytes).
-pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
+/// The stored flow and its bodies.
+pub fn finish(c: Captured) -> (Flow, Bodies) {
     let mut summary = c.summary_at_start();
     summary.state = "done".to_owned();
     summary.status = c.status;
@@ -28,7 +28,7 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
         .clone()
         .map(|(kind, message)| FlowError { kind, message });
 
-    let mut bodies: Vec<(&'static str, Vec<u8>)> = Vec::new();
+    let mut bodies = Bodies::default();
     let mut message = |part: &'static str, m: Option<CapturedMessage>| -> Option<Message> {
         let m = m?;
         let content_type = m
@@ -36,17 +36,13 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
             .get(http::header::CONTENT_TYPE)
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
         let body = m.body.as_ref().map(|b| {
-            let bytes = b.concat();
-            let info = BodyInfo {
-                size: bytes.len() as u64,
+            let size = bodies.push(part, b) as u64;
+            BodyInfo {
+                size,
                 total: b.total,
-                truncated: (bytes.len() as u64) < b.total,
+                truncated: size < b.total,
                 content_type: content_type.clone(),
-            };
-            if !bytes.is_empty() {
-                bodies.push((part, bytes));
             }
-            info
         });
         Some(Message {
             method: m.method,
@@ -74,12 +70,7 @@ pub fn finish(c: Captured) -> (Flow, Vec<(&'static str, Vec<u8>)>) {
         message("client_response", c.client_response)
     };
 
-    let body_of = |part: &str| {
-        bodies
-            .iter()
-            .find(|(p, _)| *p == part)
-            .map(|(_, b)| b.as_slice())
-    };
+    let body_of = |part: &str| bodies.get(part);
     let is_json = |m: &Message| {
         m.body
             .as_ref()

@@ -1,8 +1,9 @@
 //! What a stored flow is: the JSON shapes the admin API serves and the store keeps.
 //!
 //! A [`Flow`] is one exchange through the gateway, keyed by its request id. Its summary fields
-//! (the list view) are columns in the store; the rest (messages, timings, hooks, loss) is kept
-//! as one JSON document, and the four bodies as blobs beside it.
+//! (the list view) are columns in the store plus one JSON document; the rest ([`Detail`]:
+//! messages, timings, hooks, loss) is a second JSON document, and the four bodies one blob
+//! beside them.
 
 use serde::{Deserialize, Serialize};
 
@@ -155,7 +156,68 @@ pub struct Flow {
     pub client_response: Option<Message>,
 }
 
+/// A flow without its summary: what the store keeps as one JSON document beside the summary
+/// (which it keeps once, in its own column).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Detail {
+    pub system_prompt_sha: Option<String>,
+    pub attempts: u32,
+    pub loss: Vec<String>,
+    pub hooks: Vec<HookRun>,
+    pub timings: Timings,
+    pub client_request: Message,
+    pub forwarded_request: Option<Message>,
+    pub provider_response: Option<Message>,
+    pub client_response: Option<Message>,
+}
+
 impl Flow {
+    /// The flow as its summary and the rest.
+    pub fn split(self) -> (Summary, Detail) {
+        let Flow {
+            summary,
+            system_prompt_sha,
+            attempts,
+            loss,
+            hooks,
+            timings,
+            client_request,
+            forwarded_request,
+            provider_response,
+            client_response,
+        } = self;
+        (
+            summary,
+            Detail {
+                system_prompt_sha,
+                attempts,
+                loss,
+                hooks,
+                timings,
+                client_request,
+                forwarded_request,
+                provider_response,
+                client_response,
+            },
+        )
+    }
+
+    /// The flow made of its summary and the rest ([`Flow::split`] undone).
+    pub fn join(summary: Summary, d: Detail) -> Self {
+        Flow {
+            summary,
+            system_prompt_sha: d.system_prompt_sha,
+            attempts: d.attempts,
+            loss: d.loss,
+            hooks: d.hooks,
+            timings: d.timings,
+            client_request: d.client_request,
+            forwarded_request: d.forwarded_request,
+            provider_response: d.provider_response,
+            client_response: d.client_response,
+        }
+    }
+
     /// The message a body part belongs to.
     pub fn message(&self, part: &str) -> Option<&Message> {
         match part {
