@@ -431,6 +431,72 @@ fn system_roots() -> Vec<X509> {
         .unwrap_or_default()
 }
 
+/// `providers.<name>.auth` with `type: anthropic_oauth | google_oauth`: the type's defaults
+/// filled in (file, endpoint, client id, dot-paths) and each key checked.
+fn oauth_spec(
+    fname: &str,
+    at: &dyn Fn(&str) -> String,
+    dir: &Path,
+    o: file::OAuthConfig,
+) -> Result<crate::creds::oauth::OAuthSpec, Error> {
+    use crate::creds::oauth::{Flavor, JsonPath, OAuthSpec};
+    let flavor = if o.kind == "google_oauth" {
+        Flavor::Google
+    } else {
+        Flavor::Anthropic
+    };
+    let file = paths::relative_to(dir, o.file_path.as_deref().unwrap_or(flavor.default_file()));
+    let endpoint = o
+        .endpoint
+        .unwrap_or_else(|| flavor.default_endpoint().to_owned());
+    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://"))
+        || endpoint.parse::<http::Uri>().is_err()
+    {
+        return Err(invalid(
+            fname,
+            at("auth.endpoint"),
+            format!("\"{endpoint}\" is not an http(s) URL"),
+        ));
+    }
+    let client_id = match o
+        .client_id
+        .or(flavor.default_client_id().map(str::to_owned))
+    {
+        Some(c) if !c.trim().is_empty() => c.trim().to_owned(),
+        _ => {
+            return Err(invalid(
+                fname,
+                at("auth.client_id"),
+                format!("{} needs a client_id", flavor.type_name()),
+            ))
+        }
+    };
+    let defaults = flavor.default_paths(&file);
+    let path = |key: &str, given: Option<String>, default: &str| {
+        let text = given.unwrap_or_else(|| default.to_owned());
+        JsonPath::parse(text.trim()).ok_or_else(|| {
+            invalid(
+                fname,
+                at(&format!("auth.{key}")),
+                format!("\"{text}\" is not a dot-path (like claudeAiOauth.accessToken)"),
+            )
+        })
+    };
+    Ok(OAuthSpec {
+        flavor,
+        endpoint,
+        client_id,
+        client_secret: o
+            .client_secret
+            .filter(|s| !s.is_empty())
+            .map(crate::creds::Secret::new),
+        access_path: path("access_path", o.access_path, defaults[0])?,
+        refresh_path: path("refresh_path", o.refresh_path, defaults[1])?,
+        expiry_path: path("expiry_path", o.expiry_path, defaults[2])?,
+        file,
+    })
+}
+
 fn load_ca(fname: &str, path: &str, base: &Path, file: &str) -> Result<Vec<X509>, Error> {
     let p = paths::relative_to(base, file);
     let pem = std::fs::read(&p)
@@ -578,9 +644,12 @@ fn resolve(
                             })
                     })
                     .transpose()?;
-                let kind = match (a.command, a.file) {
-                    (Some(c), None) => SourceKind::Command(c),
-                    (None, Some(f)) => SourceKind::File(paths::relative_to(&dir, &f)),
+                let kind = match (a.oauth, a.command, a.file) {
+                    (Some(o), _, _) => {
+                        SourceKind::OAuth(Box::new(oauth_spec(fname, &at, &dir, o)?))
+                    }
+                    (None, Some(c), None) => SourceKind::Command(c),
+                    (None, None, Some(f)) => SourceKind::File(paths::relative_to(&dir, &f)),
                     _ => return Err(invalid(fname, at("auth"), "needs `command` or `file`")),
                 };
                 Some(SourceSpec {

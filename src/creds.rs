@@ -4,12 +4,18 @@
 //! ([`inject`]). Also the sentinel key that names a provider instead of carrying a key
 //! ([`sentinel_provider`]).
 //!
-//! A source is a shell command (`sh -c`, 5 s timeout, trimmed stdout) or a file (trimmed
-//! content). Resolution is single-flight per provider and cached: a command result for
+//! A source is a shell command (`sh -c`, 5 s timeout, trimmed stdout), a file (trimmed
+//! content), or an OAuth credentials file refreshed at the provider's token endpoint
+//! ([`oauth`]). Resolution is single-flight per provider and cached: a command result for
 //! `cache_seconds` (default 30 s, `0` = run on every request as the original did), a file until its
-//! modification time or size changes. Secrets never reach logs: [`Secret`]'s `Debug` is redacted,
+//! modification time or size changes, an OAuth token until the file changes or the token is
+//! within a minute of expiring. A failed OAuth refresh is shared by the requests that waited
+//! for it and retried by the next request. [`CredentialSource::renew_rejected`] is the 401 path. Secrets never reach logs: [`Secret`]'s `Debug` is redacted,
 //! injected header values are marked sensitive, and errors carry no credential bytes.
 
+pub mod oauth;
+
+use crate::config::CaList;
 use crate::translate::Format;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use pingora_http::RequestHeader;
@@ -17,7 +23,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 /// How long a credential command may run.
@@ -200,16 +207,19 @@ pub struct Store {
 }
 
 impl Store {
-    /// A store with one source per `(provider name, spec)`.
-    pub fn new<'a>(specs: impl IntoIterator<Item = (&'a str, &'a SourceSpec)>) -> Self {
+    /// A store with one source per `(provider name, spec)`; OAuth token endpoints are verified
+    /// against `trust` (`None`: the system's roots).
+    pub fn new<'a>(
+        specs: impl IntoIterator<Item = (&'a str, &'a SourceSpec)>,
+        trust: Option<Arc<CaList>>,
+    ) -> Self {
         Self {
             sources: specs
                 .into_iter()
                 .map(|(name, spec)| {
-                    (
-                        name.to_owned(),
-                        Arc::new(CredentialSource::new(spec.clone())),
-                    )
+                    let mut source = CredentialSource::new(spec.clone());
+                    source.trust = trust.clone();
+                    (name.to_owned(), Arc::new(source))
                 })
                 .collect(),
         }
@@ -303,6 +313,13 @@ pub enum Error {
     },
     #[error("credential file {path} is empty")]
     FileEmpty { path: PathBuf },
+    #[error("OAuth credentials file {path}: {message}")]
+    OAuthFile { path: PathBuf, message: String },
+    #[error("OAuth token refresh at {endpoint} failed: {message}")]
+    Refresh { endpoint: String, message: String },
+    /// The refresh this request waited for failed (the same failure, not a second attempt).
+    #[error("{0}")]
+    Shared(String),
 }
 
 impl Error {
@@ -317,6 +334,8 @@ impl Error {
             Error::CommandEmpty => self.to_string(),
             Error::FileRead { .. } => "credential file could not be read".to_owned(),
             Error::FileEmpty { .. } => "credential file is empty".to_owned(),
+            Error::OAuthFile { message, .. } => format!("OAuth credentials file: {message}"),
+            Error::Refresh { .. } | Error::Shared(_) => self.to_string(),
         }
     }
 }
@@ -326,6 +345,18 @@ impl Error {
 pub enum SourceKind {
     Command(String),
     File(PathBuf),
+    OAuth(Box<oauth::OAuthSpec>),
+}
+
+impl SourceKind {
+    /// The auth `type` as configured.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            SourceKind::Command(_) => "command",
+            SourceKind::File(_) => "file",
+            SourceKind::OAuth(o) => o.flavor.type_name(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -333,12 +364,16 @@ struct Cached {
     secret: Arc<Secret>,
     fetched: Instant,
     file_stamp: Option<(SystemTime, u64)>,
+    /// OAuth: when the token expires (ms since the epoch).
+    expiry_ms: Option<i64>,
 }
 
 /// A credential source with its cache.
 pub struct CredentialSource {
     spec: SourceSpec,
     state: Arc<State>,
+    /// Trust roots for an OAuth token endpoint.
+    trust: Option<Arc<CaList>>,
 }
 
 /// Cache shared with background refreshes.
@@ -346,6 +381,10 @@ pub struct CredentialSource {
 struct State {
     cached: RwLock<Option<Cached>>,
     refresh: Arc<tokio::sync::Mutex<()>>,
+    /// Counts OAuth reads/refreshes; a request that waited for one sees it moved.
+    generation: AtomicU64,
+    /// The last OAuth failure and the generation it belongs to.
+    failure: Mutex<Option<(u64, String)>>,
 }
 
 impl fmt::Debug for CredentialSource {
@@ -361,6 +400,7 @@ impl CredentialSource {
         Self {
             spec,
             state: Arc::default(),
+            trust: None,
         }
     }
 
@@ -386,6 +426,9 @@ impl CredentialSource {
     /// while one background task runs the command again, so requests do not wait for `sh` every
     /// time the cache turns over; only an empty or much older cache makes a request wait.
     pub async fn resolve(&self) -> Result<Arc<Secret>, Error> {
+        if let SourceKind::OAuth(spec) = &self.spec.kind {
+            return self.resolve_oauth(spec, None).await;
+        }
         let stamp = self.file_stamp();
         match self.lookup(stamp) {
             Lookup::Fresh(s) => return Ok(s),
@@ -401,6 +444,95 @@ impl CredentialSource {
             return Ok(s);
         }
         fetch(&self.spec.kind, &self.state, stamp).await
+    }
+
+    /// The provider rejected `rejected` (a 401): read the source again (an OAuth source
+    /// refreshes even a token that looks valid) and return the new credential, or `None`
+    /// when the source still gives the rejected one.
+    pub async fn renew_rejected(&self, rejected: &Secret) -> Result<Option<Arc<Secret>>, Error> {
+        let fresh = match &self.spec.kind {
+            SourceKind::OAuth(spec) => self.resolve_oauth(spec, Some(rejected)).await?,
+            _ => {
+                let _guard = self.state.refresh.lock().await;
+                // Another request may have renewed it while this one waited.
+                if let Some(c) = self.cached() {
+                    if *c != *rejected {
+                        return Ok(Some(c));
+                    }
+                }
+                let stamp = self.file_stamp();
+                fetch(&self.spec.kind, &self.state, stamp).await?
+            }
+        };
+        Ok((*fresh != *rejected).then_some(fresh))
+    }
+
+    fn cached(&self) -> Option<Arc<Secret>> {
+        let guard = self.state.cached.read().ok()?;
+        guard.as_ref().map(|c| c.secret.clone())
+    }
+
+    /// OAuth: the cached token while the file is unchanged and the token has more than a
+    /// minute left; else one task reads the file and refreshes if needed while the others
+    /// wait for its outcome (success or failure).
+    async fn resolve_oauth(
+        &self,
+        spec: &oauth::OAuthSpec,
+        rejected: Option<&Secret>,
+    ) -> Result<Arc<Secret>, Error> {
+        let fresh = |stamp: Option<(SystemTime, u64)>| -> Option<Arc<Secret>> {
+            let guard = self.state.cached.read().ok()?;
+            let c = guard.as_ref()?;
+            let left = c.expiry_ms? - oauth::now_ms();
+            let ok = stamp.is_some()
+                && c.file_stamp == stamp
+                && left > oauth::EXPIRY_MARGIN.as_millis() as i64
+                && rejected.is_none_or(|r| *c.secret != *r);
+            ok.then(|| c.secret.clone())
+        };
+        if let Some(s) = fresh(self.file_stamp()) {
+            return Ok(s);
+        }
+        let seen = self.state.generation.load(Ordering::Acquire);
+        let _guard = self.state.refresh.lock().await;
+        if self.state.generation.load(Ordering::Acquire) != seen {
+            // Someone read or refreshed while this request waited: take their outcome.
+            if let Ok(f) = self.state.failure.lock() {
+                if let Some((g, message)) = f.as_ref() {
+                    if *g != seen {
+                        return Err(Error::Shared(message.clone()));
+                    }
+                }
+            }
+            if let Some(s) = fresh(self.file_stamp()) {
+                return Ok(s);
+            }
+        }
+        let generation = self.state.generation.fetch_add(1, Ordering::AcqRel) + 1;
+        let trust = self.trust.as_deref();
+        match oauth::obtain(spec, trust, rejected.map(Secret::expose)).await {
+            Ok(got) => {
+                let secret = Arc::new(Secret::new(got.access));
+                if let Ok(mut c) = self.state.cached.write() {
+                    *c = Some(Cached {
+                        secret: secret.clone(),
+                        fetched: Instant::now(),
+                        file_stamp: self.file_stamp(),
+                        expiry_ms: Some(got.expiry_ms),
+                    });
+                }
+                if let Ok(mut f) = self.state.failure.lock() {
+                    *f = None;
+                }
+                Ok(secret)
+            }
+            Err(e) => {
+                if let Ok(mut f) = self.state.failure.lock() {
+                    *f = Some((generation, e.to_string()));
+                }
+                Err(e)
+            }
+        }
     }
 
     fn refresh_in_background(&self) {
@@ -427,7 +559,7 @@ impl CredentialSource {
             SourceKind::File(_) if stamp.is_some() && c.file_stamp == stamp => {
                 Lookup::Fresh(c.secret.clone())
             }
-            SourceKind::File(_) => Lookup::Missing,
+            SourceKind::File(_) | SourceKind::OAuth(_) => Lookup::Missing,
             SourceKind::Command(_) => {
                 let age = c.fetched.elapsed();
                 if age < self.spec.ttl {
@@ -442,13 +574,13 @@ impl CredentialSource {
     }
 
     fn file_stamp(&self) -> Option<(SystemTime, u64)> {
-        match &self.spec.kind {
-            SourceKind::File(p) => {
-                let m = std::fs::metadata(p).ok()?;
-                Some((m.modified().ok()?, m.len()))
-            }
-            SourceKind::Command(_) => None,
-        }
+        let p = match &self.spec.kind {
+            SourceKind::File(p) => p,
+            SourceKind::OAuth(o) => &o.file,
+            SourceKind::Command(_) => return None,
+        };
+        let m = std::fs::metadata(p).ok()?;
+        Some((m.modified().ok()?, m.len()))
     }
 }
 
@@ -468,6 +600,14 @@ async fn fetch(
     let value = match kind {
         SourceKind::Command(cmd) => run_command(cmd).await?,
         SourceKind::File(path) => read_file(path).await?,
+        // Resolved by `resolve_oauth`, which keeps the expiry with the token.
+        SourceKind::OAuth(spec) => oauth::read(spec)
+            .ok()
+            .and_then(|f| f.access_token().map(str::to_owned))
+            .ok_or_else(|| Error::OAuthFile {
+                path: spec.file.clone(),
+                message: "no access token".to_owned(),
+            })?,
     };
     let secret = Arc::new(Secret::new(value));
     if let Ok(mut c) = state.cached.write() {
@@ -475,6 +615,7 @@ async fn fetch(
             secret: secret.clone(),
             fetched: Instant::now(),
             file_stamp: stamp,
+            expiry_ms: None,
         });
     }
     Ok(secret)

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod creds;
 pub mod hooks;
+pub mod http_call;
 pub mod inspector;
 pub mod proxy;
 pub mod telemetry;

@@ -6,8 +6,8 @@
 //! | `request_filter` | [`inbound`]: synthetic routes, buffer the body ([`replay`], [`budget`]), `inbound` hooks |
 //! | `upstream_peer` | [`outbound`]: start an [`attempt`]: route ([`route`]), credential, peer ([`upstream`]) |
 //! | `upstream_request_filter` / `request_body_filter` | [`outbound`]: destination, credential, translation, `outbound` hooks, framing, sentinel check; the attempt's body |
-//! | `error_while_proxy` / `fail_to_connect` | [`outbound`]: may this attempt be retried |
-//! | `upstream_response_filter` / `upstream_response_body_filter` | [`response`]: upstream timings, raw provider bytes to the [`flow`] seam |
+//! | `error_while_proxy` / `fail_to_connect` | [`retry`]: may this attempt be retried |
+//! | `upstream_response_filter` / `upstream_response_body_filter` | [`response`]: upstream timings, raw provider bytes to the [`flow`] seam; [`retry`]: a 401 on an injected credential renews it and sends again |
 //! | `response_filter` / `response_body_filter` | [`response`]: request id, response translation (buffered JSON, SSE event by event) |
 //! | `fail_to_proxy` | [`response`]: every error as JSON in the client's API format ([`error`]) |
 //! | `logging` | [`response`]: restore the client session for keep-alive, metrics, flow summary |
@@ -25,6 +25,7 @@ pub mod ingress;
 pub mod outbound;
 pub mod replay;
 pub mod response;
+pub mod retry;
 pub mod route;
 pub mod server;
 pub mod synthetic;
@@ -88,6 +89,7 @@ impl Shared {
                 .providers
                 .values()
                 .filter_map(|p| p.auth.as_ref().map(|a| (&*p.name, a))),
+            config.trust.clone(),
         );
         let budget = BodyBudget::new(
             config.max_buffered_body_bytes,
@@ -243,7 +245,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         self.upstream_head(upstream_response, ctx);
-        Ok(())
+        match self.retry_on_head(upstream_response, ctx).await {
+            Some(retry) => Err(retry),
+            None => Ok(()),
+        }
     }
 
     fn upstream_response_body_filter(
@@ -284,6 +289,17 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         self.fail(session, e, ctx).await
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _e: &pingora::Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // `may_retry` logs every retry once, with the request id and the reason.
+        true
     }
 
     fn suppress_error_log(

@@ -125,12 +125,43 @@ fn render_json(c: &Config, pipeline: &Pipeline, proxy_up: bool, metrics_up: Opti
             "name": &*p.name,
             "provider": p.family.as_str(),
             "url": format!("{}://{}{}", p.dest.scheme.as_str(), p.dest.authority, p.path.as_deref().unwrap_or("")),
-            "auth": p.auth.as_ref().map(|a| match a.kind {
-                crate::creds::SourceKind::Command(_) => "command",
-                crate::creds::SourceKind::File(_) => "file",
-            }),
+            "auth": p.auth.as_ref().map(|a| a.kind.type_name()),
+            "token": p.auth.as_ref().and_then(|a| token_state(&a.kind)),
         })).collect::<Vec<_>>(),
     })
+}
+
+/// What an OAuth credentials file says about its token, never the token:
+/// `{"file", "expires_in_s"}` or `{"file", "error"}`.
+fn token_state(kind: &crate::creds::SourceKind) -> Option<Value> {
+    let crate::creds::SourceKind::OAuth(spec) = kind else {
+        return None;
+    };
+    let file = spec.file.display().to_string();
+    Some(match crate::creds::oauth::read(spec) {
+        Ok(t) => match t.remaining_ms(crate::creds::oauth::now_ms()) {
+            Some(ms) => json!({"file": file, "expires_in_s": ms / 1000}),
+            None => {
+                json!({"file": file, "error": format!("no access token or expiry at {} / {}", spec.access_path, spec.expiry_path)})
+            }
+        },
+        Err(e) => json!({"file": file, "error": e.summary()}),
+    })
+}
+
+fn token_text(t: &Value) -> String {
+    match (t["expires_in_s"].as_i64(), t["error"].as_str()) {
+        (Some(s), _) if s > 0 => format!(
+            "token valid for {}",
+            humantime::format_duration(std::time::Duration::from_secs(s as u64))
+        ),
+        (Some(s), _) => format!(
+            "token expired {} ago (refreshed on the next request)",
+            humantime::format_duration(std::time::Duration::from_secs(s.unsigned_abs()))
+        ),
+        (None, Some(e)) => format!("{e} in {}", t["file"].as_str().unwrap_or("")),
+        _ => String::new(),
+    }
 }
 
 fn list(items: &[&str]) -> String {
@@ -187,14 +218,28 @@ pub fn render_text(
         Some(l) => out.push_str(&format!("  log      {}\n", l.display())),
         None => out.push_str("  log      off\n"),
     }
-    out.push_str(&format!(
-        "  providers {}\n",
-        if c.providers.is_empty() {
-            "(none)".to_owned()
-        } else {
-            c.providers.keys().cloned().collect::<Vec<_>>().join(", ")
+    if c.providers.is_empty() {
+        out.push_str("  providers (none)\n");
+    } else {
+        out.push_str("  providers\n");
+        for p in c.providers.values() {
+            let auth = p.auth.as_ref().map_or_else(
+                || "no auth".to_owned(),
+                |a| {
+                    let mut s = a.kind.type_name().to_owned();
+                    if let Some(t) = token_state(&a.kind) {
+                        s.push_str(&format!(", {}", token_text(&t)));
+                    }
+                    s
+                },
+            );
+            out.push_str(&format!(
+                "    {:<12} {} ({auth})\n",
+                &*p.name,
+                p.family.as_str()
+            ));
         }
-    ));
+    }
     out.push_str("\nPipeline\n");
     render_stage(
         &mut out,

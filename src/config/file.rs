@@ -151,7 +151,8 @@ impl Scheme {
     }
 }
 
-/// `providers.<name>.auth`: a bare string is a shell command; a map names `command` or `file`.
+/// `providers.<name>.auth`: a bare string is a shell command; a map names `command` or `file`,
+/// or has `type: anthropic_oauth | google_oauth` with the OAuth keys.
 #[derive(Debug, Clone, Default)]
 pub struct AuthConfig {
     /// Shell command (`sh -c`) whose trimmed stdout is the credential.
@@ -162,11 +163,32 @@ pub struct AuthConfig {
     pub header: Option<String>,
     /// How long a resolved credential is reused before the source is read again.
     pub cache_seconds: Option<u64>,
+    /// `type: anthropic_oauth | google_oauth`.
+    pub oauth: Option<OAuthConfig>,
 }
+
+/// The OAuth keys of an auth source (absent = the type's default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// `anthropic_oauth` or `google_oauth`.
+    pub kind: String,
+    pub file_path: Option<String>,
+    pub endpoint: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub access_path: Option<String>,
+    pub refresh_path: Option<String>,
+    pub expiry_path: Option<String>,
+}
+
+/// The auth `type` names.
+pub const AUTH_TYPES: [&str; 4] = ["command", "file", "anthropic_oauth", "google_oauth"];
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuthMap {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
     #[serde(default)]
     command: Option<String>,
     #[serde(default)]
@@ -175,6 +197,101 @@ struct AuthMap {
     header: Option<String>,
     #[serde(default)]
     cache_seconds: Option<u64>,
+    #[serde(default)]
+    file_path: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    access_path: Option<String>,
+    #[serde(default)]
+    refresh_path: Option<String>,
+    #[serde(default)]
+    expiry_path: Option<String>,
+}
+
+impl AuthMap {
+    fn into_config(self) -> Result<AuthConfig, String> {
+        let oauth_keys = [
+            ("file_path", self.file_path.is_some()),
+            ("endpoint", self.endpoint.is_some()),
+            ("client_id", self.client_id.is_some()),
+            ("client_secret", self.client_secret.is_some()),
+            ("access_path", self.access_path.is_some()),
+            ("refresh_path", self.refresh_path.is_some()),
+            ("expiry_path", self.expiry_path.is_some()),
+        ];
+        let kind = self.kind.as_deref().map(str::trim);
+        match kind {
+            Some(k @ ("anthropic_oauth" | "google_oauth")) => {
+                for (key, set) in [
+                    ("command", self.command.is_some()),
+                    ("file", self.file.is_some()),
+                    ("cache_seconds", self.cache_seconds.is_some()),
+                ] {
+                    if set {
+                        return Err(format!(
+                            "`{key}` does not apply to type {k} (use `file_path`)"
+                        ));
+                    }
+                }
+                let kind = k.to_owned();
+                Ok(AuthConfig {
+                    header: self.header,
+                    oauth: Some(OAuthConfig {
+                        kind,
+                        file_path: self.file_path,
+                        endpoint: self.endpoint,
+                        client_id: self.client_id,
+                        client_secret: self.client_secret,
+                        access_path: self.access_path,
+                        refresh_path: self.refresh_path,
+                        expiry_path: self.expiry_path,
+                    }),
+                    ..AuthConfig::default()
+                })
+            }
+            None | Some("command" | "file") => {
+                if let Some((key, _)) = oauth_keys.iter().find(|(_, set)| *set) {
+                    return Err(format!(
+                        "`{key}` needs `type: anthropic_oauth` or `type: google_oauth`"
+                    ));
+                }
+                match (kind, &self.command, &self.file) {
+                    (_, Some(_), Some(_)) => {
+                        return Err("set either `command` or `file`, not both".to_owned())
+                    }
+                    (Some("file"), Some(_), None) => {
+                        return Err("type file needs `file`, not `command`".to_owned())
+                    }
+                    (Some("command"), None, Some(_)) => {
+                        return Err("type command needs `command`, not `file`".to_owned())
+                    }
+                    (_, None, None) => {
+                        return Err(
+                            "needs `command` or `file` (or `type: anthropic_oauth | google_oauth`)"
+                                .to_owned(),
+                        )
+                    }
+                    _ => {}
+                }
+                Ok(AuthConfig {
+                    command: self.command,
+                    file: self.file,
+                    header: self.header,
+                    cache_seconds: self.cache_seconds,
+                    oauth: None,
+                })
+            }
+            Some(other) => Err(format!(
+                "unknown auth type \"{other}\" (valid: {})",
+                AUTH_TYPES.join(", ")
+            )),
+        }
+    }
 }
 
 impl<'de> Deserialize<'de> for AuthConfig {
@@ -183,7 +300,7 @@ impl<'de> Deserialize<'de> for AuthConfig {
         impl<'de> Visitor<'de> for AuthVisitor {
             type Value = AuthConfig;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a shell command string or a map with `command` or `file`")
+                f.write_str("a shell command string or a map with `command`, `file` or `type`")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<AuthConfig, E> {
                 Ok(AuthConfig {
@@ -192,22 +309,9 @@ impl<'de> Deserialize<'de> for AuthConfig {
                 })
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<AuthConfig, A::Error> {
-                let m = AuthMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                match (&m.command, &m.file) {
-                    (Some(_), Some(_)) => {
-                        return Err(de::Error::custom(
-                            "set either `command` or `file`, not both",
-                        ))
-                    }
-                    (None, None) => return Err(de::Error::custom("needs `command` or `file`")),
-                    _ => {}
-                }
-                Ok(AuthConfig {
-                    command: m.command,
-                    file: m.file,
-                    header: m.header,
-                    cache_seconds: m.cache_seconds,
-                })
+                AuthMap::deserialize(de::value::MapAccessDeserializer::new(map))?
+                    .into_config()
+                    .map_err(de::Error::custom)
             }
         }
         deserializer.deserialize_any(AuthVisitor)

@@ -84,7 +84,18 @@ pub fn relative_to(base: &Path, p: &str) -> PathBuf {
 /// Write `data` to `path` with permission `mode`: a temp file in the same directory, synced,
 /// renamed over the target, and the directory synced; the target is never half-written.
 pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    write_atomically_with(path, data, mode, |_| Ok(()))
+}
+
+/// [`write_atomically`] with a step between the synced temp file and the rename (tests use it
+/// to stop there, as a crash would).
+fn write_atomically_with(
+    path: &Path,
+    data: &[u8],
+    mode: u32,
+    before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -102,8 +113,11 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<
             .truncate(true)
             .mode(mode)
             .open(&tmp)?;
+        // A temp file left by an earlier crash keeps its old mode; set it either way.
+        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.write_all(data)?;
         f.sync_all()?;
+        before_rename(&tmp)?;
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
     })();
@@ -116,6 +130,33 @@ pub fn write_atomically(path: &Path, data: &[u8], mode: u32) -> std::io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_crash_before_the_rename_leaves_the_old_file_whole() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("creds.json");
+        std::fs::write(&path, br#"{"token":"old"}"#).unwrap();
+        let crash = write_atomically_with(&path, br#"{"token":"new"}"#, 0o600, |tmp| {
+            // The new content is complete and synced in the temp file; stop here.
+            assert_eq!(std::fs::read(tmp).unwrap(), br#"{"token":"new"}"#);
+            Err(std::io::Error::other("simulated crash"))
+        });
+        assert!(crash.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), br#"{"token":"old"}"#);
+        // A temp file a real crash leaves behind (wrong mode, stale bytes) does not get in
+        // the way of the next write.
+        let stale = dir
+            .path()
+            .join(format!(".creds.json.{}.tmp", std::process::id()));
+        std::fs::write(&stale, b"garbage garbage garbage").unwrap();
+        std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomically(&path, br#"{"token":"new"}"#, 0o600).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), br#"{"token":"new"}"#);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!stale.exists());
+    }
     use std::ffi::OsString;
 
     fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {

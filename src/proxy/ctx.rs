@@ -17,6 +17,7 @@ use super::error::GatewayError;
 use super::flow::FlowCapture;
 use super::ingress::Ingress;
 use super::replay;
+use super::retry::Retries;
 use crate::hooks::{Body, Overrides, RequestMeta};
 use crate::translate::Format;
 use std::time::{Duration, Instant};
@@ -85,6 +86,8 @@ pub struct RequestCtx {
     pub synthetic: bool,
     /// The flow-recording seam's per-request handle (`None` when nothing records).
     pub flow: Option<Box<dyn FlowCapture>>,
+    /// Retries made and decided ([`super::retry`]).
+    pub retries: Retries,
 }
 
 impl RequestCtx {
@@ -105,6 +108,7 @@ impl RequestCtx {
             in_flight: false,
             synthetic: false,
             flow: None,
+            retries: Retries::default(),
         }
     }
 

@@ -27,9 +27,6 @@ use pingora_proxy::Session;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Most upstream attempts per request (the first try and one retry).
-pub const MAX_ATTEMPTS: u32 = 2;
-
 impl Gateway {
     /// `upstream_peer`: start attempt `n` (route, credential, peer).
     pub(super) async fn begin_attempt(
@@ -331,42 +328,6 @@ impl Gateway {
             }
         }
         Ok(())
-    }
-
-    /// `error_while_proxy` and `fail_to_connect`: may Pingora make another attempt? Only while
-    /// nothing has reached the client, within [`MAX_ATTEMPTS`], and when the failure says a
-    /// resend can help (a pooled connection the provider had closed, the one case Pingora marks
-    /// retryable for a request that was sent).
-    pub(super) fn may_retry(
-        &self,
-        peer: &HttpPeer,
-        session: &mut Session,
-        e: Box<pingora::Error>,
-        ctx: &mut RequestCtx,
-        client_reused: bool,
-    ) -> Box<pingora::Error> {
-        let mut e = e.more_context(format!("Peer: {peer}"));
-        // The request body is buffered whole (or empty), so a POST can be sent again.
-        e.retry.decide_reuse(client_reused);
-        if ctx.attempts >= MAX_ATTEMPTS || session.response_written().is_some() {
-            e.set_retry(false);
-        }
-        if e.retry() {
-            let provider = ctx.provider_label().to_owned();
-            self.shared
-                .metrics
-                .upstream_retries
-                .with_label_values(&[&provider, "stale_connection"])
-                .inc();
-            tracing::info!(
-                request_id = %ctx.client.meta.request_id,
-                attempt = ctx.attempts,
-                provider,
-                error = %e,
-                "upstream connection failed before answering; sending the request again"
-            );
-        }
-        e
     }
 }
 

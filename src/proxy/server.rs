@@ -9,7 +9,7 @@
 
 use super::flow::{FlowRecorder, NoRecorder};
 use super::ingress::{Ingress, ReverseListener};
-use super::outbound::MAX_ATTEMPTS;
+use super::retry::MAX_ATTEMPTS;
 use super::{Gateway, Shared};
 use crate::config::Config;
 use crate::hooks::Pipeline;

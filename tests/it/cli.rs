@@ -77,6 +77,22 @@ fn config_errors_fail_startup_with_one_line_naming_file_and_key() {
         ),
         ("ccproxy:\n  port: many\n", "ccproxy.yaml: port: invalid type"),
         (
+            "ccproxy:\n  providers:\n    anthropic:\n      host: h\n      provider: anthropic\n      auth:\n        type: claude_oauth\n",
+            "ccproxy.yaml: providers.anthropic.auth: unknown auth type \"claude_oauth\" (valid: command, file, anthropic_oauth, google_oauth)",
+        ),
+        (
+            "ccproxy:\n  providers:\n    gemini:\n      host: h\n      provider: gemini\n      auth:\n        type: google_oauth\n",
+            "ccproxy.yaml: providers.gemini.auth.client_id: google_oauth needs a client_id",
+        ),
+        (
+            "ccproxy:\n  providers:\n    anthropic:\n      host: h\n      provider: anthropic\n      auth:\n        type: anthropic_oauth\n        access_path: a..b\n",
+            "ccproxy.yaml: providers.anthropic.auth.access_path: \"a..b\" is not a dot-path",
+        ),
+        (
+            "ccproxy:\n  providers:\n    anthropic:\n      host: h\n      provider: anthropic\n      auth:\n        command: x\n        file_path: y\n",
+            "ccproxy.yaml: providers.anthropic.auth: \"file_path\" needs \"type: anthropic_oauth\" or \"type: google_oauth\"",
+        ),
+        (
             "ccproxy:\n  hooks:\n    inbound: [forward_oauth, nope]\n",
             "ccproxy.yaml: hooks.inbound[1]: unknown hook \"nope\"",
         ),

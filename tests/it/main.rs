@@ -14,6 +14,7 @@ mod hooks;
 mod hostile;
 mod inspector;
 mod metrics;
+mod oauth;
 mod routing;
 mod sdk;
 mod translation;

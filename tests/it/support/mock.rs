@@ -87,6 +87,26 @@ pub enum Reply {
     Delay { after: Duration, reply: Box<Reply> },
     /// The given status with an empty body.
     Status(u16),
+    /// Computed from the request (the count of earlier requests included): a token endpoint
+    /// that rotates, a provider that rejects one credential and accepts another.
+    Script(Script),
+}
+
+/// A reply computed per request: `f(request, n)` where `n` counts earlier requests.
+#[derive(Clone)]
+pub struct Script(pub Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>);
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Script(..)")
+    }
+}
+
+impl Reply {
+    /// A reply computed from each request and how many came before it.
+    pub fn script(f: impl Fn(&Recorded, usize) -> Reply + Send + Sync + 'static) -> Self {
+        Reply::Script(Script(Arc::new(f)))
+    }
 }
 
 /// A one-shot latch a test opens to release a gated [`Reply::Sse`].
@@ -395,20 +415,27 @@ async fn handle(
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let recorded = Recorded::new(&parts, body);
-    shared
-        .requests
-        .send_modify(|requests| requests.push(recorded.clone()));
-    Ok(respond(reply, &recorded).await)
+    let mut earlier = 0;
+    shared.requests.send_modify(|requests| {
+        earlier = requests.len();
+        requests.push(recorded.clone());
+    });
+    Ok(respond(reply, &recorded, earlier).await)
 }
 
-async fn respond(mut reply: Reply, req: &Recorded) -> Response<Body> {
-    while let Reply::Delay {
-        after,
-        reply: inner,
-    } = reply
-    {
-        tokio::time::sleep(after).await;
-        reply = *inner;
+async fn respond(mut reply: Reply, req: &Recorded, earlier: usize) -> Response<Body> {
+    loop {
+        match reply {
+            Reply::Delay {
+                after,
+                reply: inner,
+            } => {
+                tokio::time::sleep(after).await;
+                reply = *inner;
+            }
+            Reply::Script(Script(f)) => reply = f(req, earlier),
+            _ => break,
+        }
     }
     match reply {
         Reply::Json { status, body } => {
@@ -433,7 +460,9 @@ async fn respond(mut reply: Reply, req: &Recorded) -> Response<Body> {
             response(200, Some("text/event-stream"), sse_body(events, gate))
         }
         Reply::Status(status) => response(status, None, full(Bytes::new())),
-        Reply::Delay { .. } => unreachable!("delays unwrapped above"),
+        Reply::Delay { .. } | Reply::Script(_) => {
+            unreachable!("delays and scripts unwrapped above")
+        }
     }
 }
 
