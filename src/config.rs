@@ -95,6 +95,8 @@ pub struct Provider {
     pub trust: Option<Arc<CaList>>,
     /// Connection-pool key: upstream connections are never shared between providers.
     pub pool_key: u64,
+    /// Facts learned at run time (the Code Assist project).
+    pub learned: Arc<crate::code_assist::Learned>,
 }
 
 impl fmt::Debug for Provider {
@@ -687,6 +689,7 @@ fn resolve(
             name.clone(),
             Arc::new(Provider {
                 pool_key,
+                learned: Arc::default(),
                 name: name.into(),
                 family: p.provider,
                 dest,

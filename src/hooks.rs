@@ -304,6 +304,9 @@ pub struct RequestMeta {
     pub client_model: Option<String>,
     /// The client's path asks for a stream (Gemini `streamGenerateContent`).
     pub client_stream_path: bool,
+    /// This attempt went to Gemini Code Assist in its envelope (set by `gemini_cli`); its
+    /// answer is unwrapped.
+    pub code_assist: Option<crate::code_assist::Envelope>,
 }
 
 /// What a hook sees and may change.

@@ -12,6 +12,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod cli;
+pub mod code_assist;
 pub mod config;
 pub mod creds;
 pub mod hooks;

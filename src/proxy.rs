@@ -77,6 +77,25 @@ pub struct Shared {
     ids: RequestIds,
 }
 
+/// With the `gemini_cli` hook configured, learn each Code Assist provider's project in the
+/// background (`loadCodeAssist`); requests before it answers go without one.
+fn prewarm_code_assist(config: &Config, pipeline: &Pipeline, creds: &creds::Store) {
+    let hooked = pipeline
+        .stage(crate::hooks::Stage::Outbound)
+        .iter()
+        .any(|s| s.spec.name == crate::hooks::builtin::gemini_cli::SPEC.name);
+    if !hooked {
+        return;
+    }
+    let (providers, sources): (Vec<_>, Vec<_>) = config
+        .providers
+        .values()
+        .filter(|p| crate::code_assist::is_code_assist(p))
+        .filter_map(|p| creds.get(&p.name).map(|s| (p.clone(), s.clone())))
+        .unzip();
+    crate::code_assist::spawn_prewarm(providers, sources, config.trust.clone());
+}
+
 impl Shared {
     pub fn new(
         config: Arc<Config>,
@@ -91,6 +110,7 @@ impl Shared {
                 .filter_map(|p| p.auth.as_ref().map(|a| (&*p.name, a))),
             config.trust.clone(),
         );
+        prewarm_code_assist(&config, &pipeline, &creds);
         let budget = BodyBudget::new(
             config.max_buffered_body_bytes,
             metrics.buffered_body_bytes.clone(),

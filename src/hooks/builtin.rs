@@ -4,4 +4,5 @@
 pub mod commitbee_compat;
 pub mod extract_session_id;
 pub mod forward_oauth;
+pub mod gemini_cli;
 pub mod verbose_mode;

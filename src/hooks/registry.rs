@@ -27,6 +27,7 @@ pub static BUILTIN: &[HookSpec] = &[
     builtin::extract_session_id::SPEC,
     builtin::verbose_mode::SPEC,
     builtin::commitbee_compat::SPEC,
+    builtin::gemini_cli::SPEC,
 ];
 
 pub fn find(name: &str) -> Option<&'static HookSpec> {

@@ -29,6 +29,8 @@ pub struct Attempt {
     pub wire: Option<Bytes>,
     /// Set when the route translates between API formats.
     pub translation: Option<TranslationState>,
+    /// Takes the Code Assist envelope off the answer (before any translation).
+    pub unwrap: Option<crate::code_assist::Unwrap>,
     /// When `upstream_peer` returned (connection setup starts).
     pub peer_chosen: Option<Instant>,
     /// When the request headers went upstream.
@@ -46,6 +48,7 @@ impl Attempt {
             body,
             wire: None,
             translation: None,
+            unwrap: None,
             peer_chosen: None,
             upstream_sent: None,
             upstream_done: None,

@@ -122,6 +122,8 @@ impl Gateway {
             self.translate_request(upstream_request, ctx, tr)?;
         }
 
+        // Set again by `gemini_cli` if this attempt goes to Code Assist.
+        ctx.client.meta.code_assist = None;
         self.run_hooks(Stage::Outbound, upstream_request, ctx)
             .await?;
 

@@ -56,6 +56,9 @@ impl Gateway {
         ctx.status = head.status.as_u16();
         head.insert_header(REQUEST_ID_HEADER, ctx.request_id_header.clone())?;
         let cap = self.config().max_response_buffer_bytes;
+        if let (Some(envelope), Some(a)) = (ctx.client.meta.code_assist, ctx.attempt.as_mut()) {
+            a.unwrap = unwrap_for(head, envelope, cap)?;
+        }
         if let Some(t) = ctx.attempt.as_mut().and_then(|a| a.translation.as_mut()) {
             translated_head(head, t, cap, &ctx.client.meta.request_id)?;
             ctx.status = head.status.as_u16();
@@ -74,6 +77,9 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) {
         let cap = self.config().max_response_buffer_bytes;
+        if let Some(u) = ctx.attempt.as_mut().and_then(|a| a.unwrap.as_mut()) {
+            *body = u.feed(body.as_ref(), end_of_stream);
+        }
         if let Some(t) = ctx.attempt.as_mut().and_then(|a| a.translation.as_mut()) {
             translate_body(t, body, end_of_stream, cap, &ctx.client.meta.request_id);
         }
@@ -239,6 +245,33 @@ async fn drain(session: &mut Session) {
         }
     })
     .await;
+}
+
+/// How a Code Assist answer is unwrapped: successes only (errors are not enveloped), as a
+/// stream when the request was a stream (by its action) or the answer is an event stream,
+/// else whole. The body changes size, so it goes out chunked.
+fn unwrap_for(
+    head: &mut ResponseHeader,
+    envelope: crate::code_assist::Envelope,
+    cap: u64,
+) -> Result<Option<crate::code_assist::Unwrap>> {
+    if head.status.as_u16() >= 400 {
+        return Ok(None);
+    }
+    let is_sse = head
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+    let unwrap = if envelope.streaming || is_sse {
+        crate::code_assist::Unwrap::stream(cap)
+    } else {
+        crate::code_assist::Unwrap::buffered(cap)
+    };
+    head.remove_header(&http::header::CONTENT_LENGTH);
+    head.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    Ok(Some(unwrap))
 }
 
 /// Fit the response head of a translated route to the client and choose how its body is
