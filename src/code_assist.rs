@@ -14,7 +14,7 @@ use crate::creds::CredentialSource;
 use crate::http_call::{self, Call};
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The Code Assist actions the hook rewrites.
@@ -36,16 +36,56 @@ pub struct Envelope {
     pub streaming: bool,
 }
 
+/// Where the prewarm of a provider is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Prewarm {
+    #[default]
+    NotStarted,
+    Running,
+    /// The project learned (`None`: the prewarm failed or the account has none).
+    Done(Option<String>),
+}
+
 /// What a provider learned at run time (shared by every request to it).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Learned {
-    /// The Code Assist project from `loadCodeAssist` (`None` inside: the prewarm failed).
-    pub project: OnceLock<Option<String>>,
+    prewarm: tokio::sync::watch::Sender<Prewarm>,
+}
+
+impl Default for Learned {
+    fn default() -> Self {
+        Self {
+            prewarm: tokio::sync::watch::channel(Prewarm::NotStarted).0,
+        }
+    }
 }
 
 impl Learned {
-    pub fn project(&self) -> Option<&str> {
-        self.project.get().and_then(Option::as_deref)
+    /// Mark the prewarm as running: requests from now on wait for its outcome.
+    pub fn prewarm_started(&self) {
+        self.prewarm.send_replace(Prewarm::Running);
+    }
+
+    pub fn set_project(&self, project: Option<String>) {
+        self.prewarm.send_replace(Prewarm::Done(project));
+    }
+
+    /// The Code Assist project; while the prewarm runs, waits for it (at most its timeout),
+    /// so the first requests after start carry the project too.
+    pub async fn project(&self) -> Option<String> {
+        let mut rx = self.prewarm.subscribe();
+        if *rx.borrow() == Prewarm::Running {
+            let _ = tokio::time::timeout(
+                PREWARM_TIMEOUT + Duration::from_secs(1),
+                rx.wait_for(|p| *p != Prewarm::Running),
+            )
+            .await;
+        }
+        let state = rx.borrow().clone();
+        match state {
+            Prewarm::Done(p) => p,
+            _ => None,
+        }
     }
 }
 
@@ -133,7 +173,7 @@ pub async fn prewarm(provider: &Provider, source: &CredentialSource, trust: Opti
             None
         }
     };
-    let _ = provider.learned.project.set(project);
+    provider.learned.set_project(project);
 }
 
 async fn load_project(
@@ -313,6 +353,10 @@ pub fn spawn_prewarm(
     if providers.is_empty() {
         return;
     }
+    for p in &providers {
+        p.learned.prewarm_started();
+    }
+    let waiting = providers.clone();
     let run = move || {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -333,6 +377,9 @@ pub fn spawn_prewarm(
         .spawn(run)
     {
         tracing::warn!(error = %e, "cannot start the Code Assist prewarm");
+        for p in waiting {
+            p.learned.set_project(None);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod support;
 mod attempts;
 mod body;
 mod cli;
+mod code_assist;
 mod errors;
 mod golden;
 mod hooks;

@@ -46,7 +46,11 @@ impl Hook for GeminiCli {
         let Some(action) = code_assist::action_of(&path) else {
             return Ok(());
         };
-        let project = provider(cx).and_then(|p| p.learned.project().map(str::to_owned));
+        let learned = provider(cx).map(|p| p.learned.clone());
+        let project = match learned {
+            Some(l) => l.project().await,
+            None => None,
+        };
         let request_id = cx.meta.request_id.clone();
         let model = code_assist::model_in_path(&path)
             .map(str::to_owned)

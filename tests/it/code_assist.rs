@@ -1,0 +1,290 @@
+//! Gemini Code Assist through the `gemini_cli` hook against a cloudcode-pa mock: the
+//! `loadCodeAssist` prewarm, the `/v1internal:{action}` rewrite, the envelope and its UUID5
+//! session id, the SDK user-agent masquerade, and the `{"response": …}` unwrap for buffered
+//! answers, SSE streams and translated routes (Claude Code → Gemini).
+
+use crate::support::mock::{MockUpstream, Recorded, Reply};
+use crate::support::{client, provider, providers, sentinel_post, Gateway};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::SystemTime;
+
+const MODEL: &str = "gemini-2.5-flash";
+
+fn candidates(text: &str) -> Value {
+    json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
+           "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}, "modelVersion": MODEL})
+}
+
+/// cloudcode-pa: `loadCodeAssist` answers with `project` (or 500 when `None`); generate calls
+/// answer in the envelope, as JSON or as an event stream.
+fn cloudcode(project: Option<&'static str>) -> Reply {
+    Reply::script(move |r: &Recorded, _| {
+        if r.path.starts_with("/v1internal:loadCodeAssist") {
+            return match project {
+                Some(p) => Reply::Json {
+                    status: 200,
+                    body: json!({"currentTier": {"id": "free-tier"}, "cloudaicompanionProject": p}),
+                },
+                None => Reply::Status(500),
+            };
+        }
+        if r.path.starts_with("/v1internal:streamGenerateContent") {
+            return Reply::Sse {
+                events: vec![
+                    format!(
+                        "data: {}\r\n\r\n",
+                        json!({"response": candidates("Hel"), "traceId": "t1"})
+                    ),
+                    format!(
+                        "data: {}\r\n\r\n",
+                        json!({"response": candidates("lo"), "traceId": "t1"})
+                    ),
+                ],
+                gate: None,
+            };
+        }
+        Reply::Json {
+            status: 200,
+            body: json!({"response": candidates("Hello"), "traceId": "t1"}),
+        }
+    })
+}
+
+fn creds_file(dir: &Path) -> std::path::PathBuf {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let path = dir.join("oauth_creds.json");
+    std::fs::write(
+        &path,
+        json!({"access_token": "ya29.valid", "refresh_token": "1//r", "expiry_date": now + 3_600_000}).to_string(),
+    )
+    .unwrap();
+    path
+}
+
+fn gateway(mock: &MockUpstream, dir: &tempfile::TempDir) -> Gateway {
+    let file = creds_file(dir.path());
+    let yaml = format!(
+        "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n",
+        providers(&[provider(
+            "gemini",
+            "gemini",
+            mock,
+            &format!(
+                "      auth:\n        type: google_oauth\n        file_path: {}\n        client_id: cid\n        client_secret: s\n",
+                file.display()
+            ),
+        )])
+    );
+    Gateway::start(&yaml)
+}
+
+fn sha12(text: &str) -> String {
+    let d = Sha256::digest(text.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned()
+}
+
+fn generate_calls(mock: &MockUpstream) -> Vec<Recorded> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| !r.path.contains("loadCodeAssist"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_google_genai_request_goes_to_code_assist_in_the_envelope_and_comes_back_unwrapped() {
+    let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&mock, &dir);
+    let resp = client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .header("user-agent", "google-genai-sdk/1.0 gl-python/3.11")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "metadata": {"x": 1}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, candidates("Hello"), "the envelope is taken off");
+
+    let load = &mock.requests()[0];
+    assert_eq!(load.path, "/v1internal:loadCodeAssist");
+    assert_eq!(load.header("authorization"), Some("Bearer ya29.valid"));
+    let calls = generate_calls(&mock);
+    assert_eq!(calls.len(), 1);
+    let up = &calls[0];
+    assert_eq!(up.path, "/v1internal:generateContent");
+    assert_eq!(up.header("authorization"), Some("Bearer ya29.valid"));
+    assert!(!up.has_header("x-goog-api-key"));
+    assert_eq!(
+        up.header("user-agent"),
+        Some("GeminiCLI/0.36.0/gemini-2.5-flash (linux; x64; terminal) google-api-nodejs-client/9.15.1")
+    );
+    assert_eq!(up.header("x-goog-api-client"), Some("gl-node/22.22.2"));
+    let env = up.json();
+    let keys: Vec<&str> = env
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["model", "request", "project", "user_prompt_id"]);
+    assert_eq!(env["model"], MODEL);
+    assert_eq!(
+        env["project"], "p1",
+        "the prewarm's project (the first request waits for it)"
+    );
+    assert_eq!(env["request"]["contents"][0]["parts"][0]["text"], "hi");
+    assert!(env["request"].get("metadata").is_none());
+    let expected = ccproxy::code_assist::session_id(MODEL, Some("p1"), &sha12("hi"));
+    assert_eq!(env["request"]["session_id"], expected.as_str());
+    assert!(uuid_like(env["user_prompt_id"].as_str().unwrap()));
+
+    // Same conversation, same session id; the user prompt id is new each time.
+    let resp = client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "Hello"}]}, {"role": "user", "parts": [{"text": "more"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let second = generate_calls(&mock)[1].json();
+    assert_eq!(second["request"]["session_id"], expected.as_str());
+    assert_ne!(second["user_prompt_id"], env["user_prompt_id"]);
+    // No SDK user agent: no masquerade.
+    assert!(generate_calls(&mock)[1]
+        .header("x-goog-api-client")
+        .is_none());
+}
+
+fn uuid_like(s: &str) -> bool {
+    s.len() == 36 && s.chars().filter(|c| *c == '-').count() == 4
+}
+
+fn sse_data(text: &str) -> Vec<Value> {
+    text.split("\n\n")
+        .flat_map(|e| e.split("\r\n\r\n"))
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_gemini_cli_stream_is_unwrapped_event_by_event() {
+    let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&mock, &dir);
+    let resp = client()
+        .post(gw.url(&format!(
+            "/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
+        )))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .header(
+            "user-agent",
+            "GeminiCLI/0.36.0/gemini-2.5-flash (linux; x64)",
+        )
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    assert_eq!(sse_data(&text), [candidates("Hel"), candidates("lo")]);
+    let up = &generate_calls(&mock)[0];
+    assert_eq!(up.path, "/v1internal:streamGenerateContent?alt=sse");
+    assert_eq!(
+        up.header("user-agent"),
+        Some("GeminiCLI/0.36.0/gemini-2.5-flash (linux; x64)"),
+        "Gemini CLI keeps its own user agent"
+    );
+}
+
+#[tokio::test]
+async fn claude_code_through_code_assist_is_translated_after_the_unwrap() {
+    let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&mock, &dir);
+    let ask = |stream: bool| {
+        sentinel_post(&gw, "/v1/messages", "gemini")
+            .json(&json!({"model": MODEL, "max_tokens": 50, "stream": stream, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    let resp = ask(false).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let msg: Value = resp.json().await.unwrap();
+    assert_eq!(msg["type"], "message");
+    assert_eq!(msg["content"][0]["text"], "Hello");
+    let up = &generate_calls(&mock)[0];
+    assert_eq!(up.path, "/v1internal:generateContent");
+    assert_eq!(
+        up.json()["request"]["contents"][0]["parts"][0]["text"],
+        "hi"
+    );
+
+    let resp = ask(true).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let deltas: String = sse_data(&text)
+        .iter()
+        .filter(|e| e["type"] == "content_block_delta")
+        .map(|e| e["delta"]["text"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(deltas, "Hello", "{text}");
+    assert_eq!(
+        generate_calls(&mock)[1].path,
+        "/v1internal:streamGenerateContent?alt=sse"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_prewarm_leaves_the_project_out() {
+    let mock = MockUpstream::start(cloudcode(None)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&mock, &dir);
+    let resp = client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let env = generate_calls(&mock)[0].json();
+    assert!(env.get("project").is_none());
+    assert_eq!(
+        env["request"]["session_id"],
+        ccproxy::code_assist::session_id(MODEL, None, &sha12("hi")).as_str()
+    );
+}
+
+#[tokio::test]
+async fn an_already_wrapped_body_only_gets_its_session_id() {
+    let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = gateway(&mock, &dir);
+    let resp = client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .json(&json!({"model": MODEL, "project": "mine", "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "session_id": "client-chosen"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let env = generate_calls(&mock)[0].json();
+    assert_eq!(env["project"], "mine");
+    assert!(env.get("user_prompt_id").is_none());
+    assert_eq!(
+        env["request"]["session_id"],
+        ccproxy::code_assist::session_id(MODEL, Some("p1"), &sha12("hi")).as_str()
+    );
+}
