@@ -9,6 +9,8 @@
 //! (`hooks::builtin::gemini_cli`) applies the request side; the response filters apply the
 //! unwrap.
 
+pub mod capacity;
+
 use crate::config::{CaList, Provider};
 use crate::creds::CredentialSource;
 use crate::http_call::{self, Call};

@@ -202,6 +202,8 @@ pub struct Config {
     pub default_jq_filters: Vec<String>,
     /// OTLP span export (`None` = off).
     pub otel: Option<Otel>,
+    /// Gemini Code Assist capacity retries (`None` = off).
+    pub capacity: Option<crate::code_assist::capacity::Policy>,
 }
 
 /// Where spans go.
@@ -722,6 +724,7 @@ fn resolve(
     } else {
         None
     };
+    let capacity = capacity(&raw.gemini_capacity, fname)?;
     let mut rules = Vec::with_capacity(raw.inspector.transforms.len());
     for (i, r) in raw.inspector.transforms.into_iter().enumerate() {
         let at = |k: &str| format!("inspector.transforms[{i}].{k}");
@@ -803,7 +806,46 @@ fn resolve(
         inspector,
         default_jq_filters: raw.flows.default_jq_filters,
         otel,
+        capacity,
     })
+}
+
+/// `gemini_capacity:` checked; `None` when disabled or without fallback models.
+fn capacity(
+    raw: &file::GeminiCapacityConfig,
+    fname: &str,
+) -> Result<Option<crate::code_assist::capacity::Policy>, Error> {
+    let at = |k: &str| format!("gemini_capacity.{k}");
+    if raw.sticky_retry_attempts > 10 {
+        return Err(invalid(fname, at("sticky_retry_attempts"), "must be 0..10"));
+    }
+    let seconds = |key: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(Duration::from_secs_f64(v))
+        } else {
+            Err(invalid(fname, at(key), "must be a number of seconds > 0"))
+        }
+    };
+    let policy = crate::code_assist::capacity::Policy {
+        retry_status_codes: raw.retry_status_codes.clone(),
+        fallback_models: raw
+            .fallback_models
+            .iter()
+            .map(|m| m.trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .collect(),
+        sticky_attempts: raw.sticky_retry_attempts,
+        sticky_max_delay: seconds(
+            "sticky_retry_max_delay_seconds",
+            raw.sticky_retry_max_delay_seconds,
+        )?,
+        terminal_delay: seconds(
+            "terminal_delay_threshold_seconds",
+            raw.terminal_delay_threshold_seconds,
+        )?,
+        budget: seconds("total_retry_budget_seconds", raw.total_retry_budget_seconds)?,
+    };
+    Ok(raw.enabled.then_some(policy))
 }
 
 /// Resolve the `inspector:` settings (everything but the transform rules).

@@ -307,6 +307,11 @@ pub struct RequestMeta {
     /// This attempt went to Gemini Code Assist in its envelope (set by `gemini_cli`); its
     /// answer is unwrapped.
     pub code_assist: Option<crate::code_assist::Envelope>,
+    /// The model this attempt asks for instead of the client's (Code Assist capacity
+    /// fallback; `gemini_cli` puts it in the envelope).
+    pub fallback_model: Option<String>,
+    /// The model `gemini_cli` sent this attempt to.
+    pub sent_model: Option<String>,
 }
 
 /// What a hook sees and may change.

@@ -279,6 +279,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<Duration>> {
         response::upstream_body(body, end_of_stream, ctx);
+        self.capacity_body(body, end_of_stream, ctx)?;
         Ok(None)
     }
 

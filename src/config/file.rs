@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub flows: FlowsConfig,
     /// OpenTelemetry export of one span per flow.
     pub otel: OtelConfig,
+    /// Gemini Code Assist capacity retries and model fallback.
+    pub gemini_capacity: GeminiCapacityConfig,
     /// Hook pipeline; absent = the built-in default pipeline.
     pub hooks: Option<HooksConfig>,
 }
@@ -74,6 +76,7 @@ impl Default for FileConfig {
             inspector: InspectorConfig::default(),
             flows: FlowsConfig::default(),
             otel: OtelConfig::default(),
+            gemini_capacity: GeminiCapacityConfig::default(),
             hooks: None,
         }
     }
@@ -391,6 +394,33 @@ impl Default for RetentionConfig {
             max_flows: 10_000,
             max_age_hours: 24.0 * 7.0,
             max_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// `gemini_capacity:` section (spec §8.6).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GeminiCapacityConfig {
+    pub enabled: bool,
+    pub retry_status_codes: Vec<u16>,
+    pub fallback_models: Vec<String>,
+    pub sticky_retry_attempts: u32,
+    pub sticky_retry_max_delay_seconds: f64,
+    pub terminal_delay_threshold_seconds: f64,
+    pub total_retry_budget_seconds: f64,
+}
+
+impl Default for GeminiCapacityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            retry_status_codes: vec![429, 503, 500],
+            fallback_models: Vec::new(),
+            sticky_retry_attempts: 3,
+            sticky_retry_max_delay_seconds: 60.0,
+            terminal_delay_threshold_seconds: 300.0,
+            total_retry_budget_seconds: 120.0,
         }
     }
 }

@@ -74,6 +74,8 @@ pub struct RequestCtx {
     pub error: Option<GatewayError>,
     /// Where the original downstream session waits while the replay session is installed.
     pub replay: Option<replay::Slot>,
+    /// Holds the replay session's response writes while a retry is being decided.
+    pub hold: Option<replay::Hold>,
     /// The share of the global body budget this request's buffered body holds.
     pub body_permit: Option<BodyPermit>,
     /// State of the client's request body.
@@ -102,6 +104,7 @@ impl RequestCtx {
             connect_time: Duration::ZERO,
             error: None,
             replay: None,
+            hold: None,
             body_permit: None,
             client_body: ClientBody::Empty,
             status: 0,

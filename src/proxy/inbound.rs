@@ -81,7 +81,9 @@ impl Gateway {
 
         if !session.downstream_session.is_body_empty() {
             let body = self.read_client_body(session, ctx).await?;
-            ctx.replay = Some(replay::install(session, body.clone()));
+            let (slot, hold) = replay::install(session, body.clone());
+            ctx.replay = Some(slot);
+            ctx.hold = Some(hold);
             ctx.client.body = Body::new(body);
         }
 

@@ -34,6 +34,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
+        self.capacity_wait(ctx).await;
         ctx.attempts += 1;
         let n = ctx.attempts;
         let route = route::resolve(

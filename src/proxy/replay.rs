@@ -28,6 +28,90 @@ use std::time::Duration;
 /// Where the original session waits while the replay session is installed.
 pub type Slot = Arc<Mutex<Option<Box<ServerSession>>>>;
 
+/// A response write held back from the client.
+pub enum Write {
+    Header(Box<ResponseHeader>, bool),
+    Body(Bytes, bool),
+    Trailers(HeaderMap),
+    Tasks(Vec<HttpTask>),
+}
+
+/// What the replay session does with response writes. Holding lets the gateway read a whole
+/// answer (a capacity error's body) before deciding to send the request again: while held,
+/// nothing has reached the client and `response_written()` says so.
+#[derive(Default)]
+enum HoldMode {
+    /// Write through.
+    #[default]
+    Pass,
+    /// Keep every write.
+    Hold,
+    /// Write what is held, then go on writing through.
+    Release,
+    /// Write these instead of what is held, and drop the rest of the current response.
+    ReleaseInstead(Vec<Write>),
+    /// Drop writes (the response that was replaced).
+    Drop,
+}
+
+/// The held writes and the mode; shared by the replay session and the request context.
+#[derive(Default)]
+pub struct Held {
+    mode: HoldMode,
+    writes: Vec<Write>,
+}
+
+/// Handle on a replay session's [`Held`] state.
+pub type Hold = Arc<Mutex<Held>>;
+
+fn lock(hold: &Hold) -> std::sync::MutexGuard<'_, Held> {
+    hold.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Start holding the response writes.
+pub fn hold(h: &Hold) {
+    let mut g = lock(h);
+    g.mode = HoldMode::Hold;
+    g.writes.clear();
+}
+
+/// Forget what is held and write through again (the next attempt answers); returns what was
+/// held.
+pub fn discard(h: &Hold) -> Vec<Write> {
+    let mut g = lock(h);
+    g.mode = HoldMode::Pass;
+    std::mem::take(&mut g.writes)
+}
+
+/// Let what is held go to the client with the next write.
+pub fn release(h: &Hold) {
+    let mut g = lock(h);
+    if matches!(g.mode, HoldMode::Hold) {
+        g.mode = HoldMode::Release;
+    }
+}
+
+/// Send `writes` (an earlier answer) instead of what is held, with the next write.
+pub fn release_instead(h: &Hold, writes: Vec<Write>) {
+    let mut g = lock(h);
+    g.writes.clear();
+    g.mode = HoldMode::ReleaseInstead(writes);
+}
+
+fn ends(w: &Write) -> bool {
+    match w {
+        Write::Header(_, end) | Write::Body(_, end) => *end,
+        Write::Trailers(_) => true,
+        Write::Tasks(t) => t.iter().any(|t| match t {
+            HttpTask::Header(_, end) | HttpTask::Body(_, end) | HttpTask::UpgradedBody(_, end) => {
+                *end
+            }
+            HttpTask::Trailer(_) | HttpTask::Done => true,
+            HttpTask::Failed(_) => false,
+        }),
+    }
+}
+
 /// Outcome of reading the request body.
 pub enum ReadBody {
     Complete(Bytes),
@@ -123,8 +207,9 @@ pub async fn read_body(
 }
 
 /// Replace `session`'s downstream with a replay of `body`; returns the slot for [`restore`].
-pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> Slot {
+pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> (Slot, Hold) {
     let slot: Slot = Arc::new(Mutex::new(None));
+    let hold: Hold = Arc::default();
     let req = session.downstream_session.req_header().clone();
     let original = std::mem::replace(&mut session.downstream_session, placeholder());
     let replay = ReplaySession {
@@ -132,9 +217,10 @@ pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> Slot {
         slot: slot.clone(),
         req,
         body,
+        hold: hold.clone(),
     };
     *session.downstream_session = ServerSession::new_custom(Box::new(replay));
-    slot
+    (slot, hold)
 }
 
 /// A stand-in session on an empty in-memory stream, held only for the instant of a swap (no
@@ -162,6 +248,7 @@ struct ReplaySession {
     slot: Slot,
     req: RequestHeader,
     body: Bytes,
+    hold: Hold,
 }
 
 impl Drop for ReplaySession {
@@ -182,6 +269,74 @@ fn gone() -> Box<Error> {
 impl ReplaySession {
     fn inner(&mut self) -> Result<&mut ServerSession> {
         self.inner.as_deref_mut().ok_or_else(gone)
+    }
+
+    /// Route a write through the hold state: held, dropped, or written (after anything held
+    /// that is due). Returns whether the response is complete.
+    async fn gate(&mut self, w: Write) -> Result<bool> {
+        let due = {
+            let mut g = lock(&self.hold);
+            match std::mem::take(&mut g.mode) {
+                HoldMode::Pass => vec![w],
+                HoldMode::Hold => {
+                    let done = ends(&w);
+                    g.writes.push(w);
+                    g.mode = HoldMode::Hold;
+                    return Ok(done);
+                }
+                HoldMode::Release => {
+                    let mut all = std::mem::take(&mut g.writes);
+                    all.push(w);
+                    all
+                }
+                HoldMode::ReleaseInstead(instead) => {
+                    g.writes.clear();
+                    g.mode = if ends(&w) {
+                        HoldMode::Pass
+                    } else {
+                        HoldMode::Drop
+                    };
+                    instead
+                }
+                HoldMode::Drop => {
+                    if !ends(&w) {
+                        g.mode = HoldMode::Drop;
+                    }
+                    return Ok(ends(&w));
+                }
+            }
+        };
+        let mut done = false;
+        for w in due {
+            done |= self.write_now(w).await?;
+        }
+        Ok(done)
+    }
+
+    async fn write_now(&mut self, w: Write) -> Result<bool> {
+        let inner = self.inner()?;
+        match w {
+            Write::Header(resp, end) => {
+                inner.write_response_header(resp).await?;
+                if end {
+                    inner.write_response_body(Bytes::new(), true).await?;
+                }
+                Ok(end)
+            }
+            Write::Body(data, end) => {
+                inner.write_response_body(data, end).await?;
+                Ok(end)
+            }
+            Write::Trailers(t) => {
+                inner.write_response_trailers(t).await?;
+                Ok(true)
+            }
+            Write::Tasks(tasks) => inner.response_duplex_vec(tasks).await,
+        }
+    }
+
+    fn holding(&self) -> bool {
+        !matches!(lock(&self.hold).mode, HoldMode::Pass)
     }
 }
 
@@ -205,33 +360,25 @@ impl CustomSession for ReplaySession {
     }
 
     async fn write_response_header(&mut self, resp: Box<ResponseHeader>, end: bool) -> Result<()> {
-        let inner = self.inner()?;
-        inner.write_response_header(resp).await?;
-        if end {
-            inner.write_response_body(Bytes::new(), true).await?;
-        }
-        Ok(())
+        self.gate(Write::Header(resp, end)).await.map(|_| ())
     }
 
     async fn write_response_header_ref(&mut self, resp: &ResponseHeader, end: bool) -> Result<()> {
-        let inner = self.inner()?;
-        inner.write_response_header_ref(resp).await?;
-        if end {
-            inner.write_response_body(Bytes::new(), true).await?;
-        }
-        Ok(())
+        self.gate(Write::Header(Box::new(resp.clone()), end))
+            .await
+            .map(|_| ())
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        self.inner()?.write_response_body(data, end).await
+        self.gate(Write::Body(data, end)).await.map(|_| ())
     }
 
     async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
-        self.inner()?.write_response_trailers(trailers).await
+        self.gate(Write::Trailers(trailers)).await.map(|_| ())
     }
 
     async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
-        self.inner()?.response_duplex_vec(tasks).await
+        self.gate(Write::Tasks(tasks)).await
     }
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) {
@@ -278,6 +425,10 @@ impl CustomSession for ReplaySession {
     }
 
     fn response_written(&self) -> Option<&ResponseHeader> {
+        if self.holding() {
+            // Held writes have not reached the client.
+            return None;
+        }
         self.inner
             .as_deref()
             .and_then(ServerSession::response_written)

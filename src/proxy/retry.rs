@@ -1,12 +1,16 @@
 //! The gateway's one retry mechanism: whether to send the client's request upstream again,
 //! decided before any byte of the answer reaches the client.
 //!
-//! Two kinds of trigger feed it:
+//! Three kinds of trigger feed it:
 //! - a transport failure Pingora marks retryable (a pooled connection the provider had
 //!   closed): `error_while_proxy` / `fail_to_connect` ([`Gateway::may_retry`]);
 //! - the provider's response head (`upstream_response_filter`, [`Gateway::retry_on_head`]):
 //!   a 401 on a credential the gateway injected makes the credential source renew it, and a
-//!   changed credential sends the request once more.
+//!   changed credential sends the request once more;
+//! - a Code Assist capacity error (`gemini_capacity`, [`Gateway::capacity_body`]): its head
+//!   starts holding the answer back from the client (the replay session keeps the writes),
+//!   its body decides ([`crate::code_assist::capacity::Plan`]): send again after a delay, to
+//!   the same or a fallback model, or let the client have the original error.
 //!
 //! Either way the phase returns a retryable error; Pingora calls `upstream_peer` again, which
 //! builds a fresh [`super::attempt::Attempt`] from the frozen client request (credential
@@ -17,13 +21,20 @@
 
 use super::ctx::RequestCtx;
 use super::error::GatewayError;
+use super::replay;
 use super::Gateway;
+use crate::code_assist::capacity::{capacity_error, Decision, Plan};
+use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::time::{Duration, Instant};
 
 /// Most upstream attempts per request, over every reason.
-pub const MAX_ATTEMPTS: u32 = 4;
+pub const MAX_ATTEMPTS: u32 = 16;
+
+/// Largest error body read to decide on a capacity retry; a bigger one passes on.
+const PROBE_MAX: usize = 64 * 1024;
 
 /// Why a request is sent again (the metric's `reason` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +43,8 @@ pub enum RetryReason {
     StaleConnection,
     /// The provider rejected the injected credential (401) and the source had a new one.
     AuthRefresh,
+    /// Code Assist had no capacity (`gemini_capacity`).
+    Capacity,
 }
 
 impl RetryReason {
@@ -39,6 +52,7 @@ impl RetryReason {
         match self {
             RetryReason::StaleConnection => "stale_connection",
             RetryReason::AuthRefresh => "auth_refresh",
+            RetryReason::Capacity => "capacity",
         }
     }
 
@@ -46,16 +60,32 @@ impl RetryReason {
     fn budget(self) -> usize {
         match self {
             RetryReason::StaleConnection | RetryReason::AuthRefresh => 1,
+            // Bounded by the plan (sticky attempts, fallback models, time budget).
+            RetryReason::Capacity => MAX_ATTEMPTS as usize,
         }
     }
 }
 
 /// The retries of one request so far, and the one being set up.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Retries {
     pub done: Vec<RetryReason>,
     /// Decided on a response head; taken by `may_retry`.
     pub pending: Option<RetryReason>,
+    pub capacity: CapacityState,
+}
+
+/// Capacity fallback of one request.
+#[derive(Default)]
+pub struct CapacityState {
+    /// The head and body of an answer held back from the client, being read to decide.
+    probe: Option<(Box<ResponseHeader>, Vec<u8>)>,
+    plan: Option<Plan>,
+    /// The first capacity error (head as the client gets it, body): what the client gets if
+    /// no retry succeeds.
+    original: Option<(Box<ResponseHeader>, Bytes)>,
+    /// Wait this long, then ask for this model (taken by `upstream_peer`).
+    pub next: Option<(Duration, String)>,
 }
 
 impl Retries {
@@ -73,9 +103,9 @@ impl Gateway {
         head: &ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Option<Box<pingora::Error>> {
-        if head.status.as_u16() != 401
-            || !ctx.retries.allows(RetryReason::AuthRefresh, ctx.attempts)
-        {
+        let status = head.status.as_u16();
+        self.probe_capacity(head, ctx);
+        if status != 401 || !ctx.retries.allows(RetryReason::AuthRefresh, ctx.attempts) {
             return None;
         }
         let attempt = ctx.attempt.as_ref()?;
@@ -107,6 +137,121 @@ impl Gateway {
                 ctx.retries.done.push(RetryReason::AuthRefresh);
                 None
             }
+        }
+    }
+
+    /// A Code Assist answer that may be a capacity error (or, once capacity retries began, any
+    /// answer that is not a success) is held back from the client while its body is read.
+    fn probe_capacity(&self, head: &ResponseHeader, ctx: &mut RequestCtx) {
+        let status = head.status.as_u16();
+        let Some(policy) = self.config().capacity.as_ref() else {
+            return;
+        };
+        let Some(hold) = ctx.hold.as_ref() else {
+            return;
+        };
+        if ctx.client.meta.code_assist.is_none() {
+            return;
+        }
+        let retrying = ctx.retries.capacity.original.is_some();
+        let candidate = policy.retry_status_codes.contains(&status)
+            && ctx.retries.allows(RetryReason::Capacity, ctx.attempts);
+        if candidate || (retrying && !(200..300).contains(&status)) {
+            replay::hold(hold);
+            let mut head = Box::new(head.clone());
+            // As `response_filter` would have it.
+            let _ = head.insert_header(super::REQUEST_ID_HEADER, ctx.request_id_header.clone());
+            ctx.retries.capacity.probe = Some((head, Vec::new()));
+        }
+    }
+
+    /// `upstream_response_body_filter` for a held answer: collect its body; at its end decide
+    /// between another attempt (an error here makes Pingora send the request again) and
+    /// letting the client have an answer (this one, or the original capacity error).
+    pub(super) fn capacity_body(
+        &self,
+        body: &Option<Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let (Some((_, probe)), Some(hold)) =
+            (ctx.retries.capacity.probe.as_mut(), ctx.hold.clone())
+        else {
+            return Ok(());
+        };
+        if let Some(b) = body {
+            if probe.len() + b.len() > PROBE_MAX {
+                ctx.retries.capacity.probe = None;
+                replay::release(&hold);
+                return Ok(());
+            }
+            probe.extend_from_slice(b);
+        }
+        if !end {
+            return Ok(());
+        }
+        let Some((head, probe)) = ctx.retries.capacity.probe.take() else {
+            return Ok(());
+        };
+        let Some(policy) = self.config().capacity.as_ref() else {
+            replay::release(&hold);
+            return Ok(());
+        };
+        let request_id = ctx.client.meta.request_id.clone();
+        let now = Instant::now();
+        let decision = match capacity_error(&probe, &policy.retry_status_codes) {
+            Some(err) if ctx.retries.allows(RetryReason::Capacity, ctx.attempts) => {
+                let model = ctx.client.meta.sent_model.clone().unwrap_or_default();
+                ctx.retries
+                    .capacity
+                    .plan
+                    .get_or_insert_with(|| Plan::new(policy, &model, now))
+                    .next(err.retry_delay, now)
+            }
+            _ => Decision::Stop,
+        };
+        match decision {
+            Decision::Retry { model, delay } => {
+                // This answer's writes never reach the client (the error below stops them).
+                replay::discard(&hold);
+                if ctx.retries.capacity.original.is_none() {
+                    ctx.retries.capacity.original = Some((head, Bytes::from(probe)));
+                }
+                tracing::info!(%request_id, model, delay_s = delay.as_secs_f64(), "Code Assist has no capacity; retrying");
+                ctx.retries.capacity.next = Some((delay, model));
+                ctx.retries.pending = Some(RetryReason::Capacity);
+                Err(
+                    GatewayError::new(502, "retry", "Code Assist capacity error")
+                        .retryable()
+                        .to_pingora(),
+                )
+            }
+            Decision::Stop => {
+                match ctx.retries.capacity.original.take() {
+                    Some((head, body)) => {
+                        tracing::info!(%request_id, "Code Assist capacity retries did not succeed; the client gets the original error");
+                        replay::release_instead(
+                            &hold,
+                            vec![
+                                replay::Write::Header(head, false),
+                                replay::Write::Body(body, true),
+                            ],
+                        );
+                    }
+                    None => replay::release(&hold),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `upstream_peer`, before a capacity retry: wait as planned and ask for the planned model.
+    pub(super) async fn capacity_wait(&self, ctx: &mut RequestCtx) {
+        if let Some((delay, model)) = ctx.retries.capacity.next.take() {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            ctx.client.meta.fallback_model = Some(model);
         }
     }
 

@@ -288,3 +288,150 @@ async fn an_already_wrapped_body_only_gets_its_session_id() {
         ccproxy::code_assist::session_id(MODEL, Some("p1"), &sha12("hi")).as_str()
     );
 }
+
+/// cloudcode-pa without capacity for `busy` models: 429 RESOURCE_EXHAUSTED (with a short
+/// `retryDelay` when `delay` is set, naming the attempt), the envelope otherwise.
+fn busy(
+    models: &'static [&'static str],
+    delay: Option<&'static str>,
+    status: &'static str,
+) -> Reply {
+    Reply::script(move |r: &Recorded, n| {
+        if r.path.starts_with("/v1internal:loadCodeAssist") {
+            return Reply::Json {
+                status: 200,
+                body: json!({"cloudaicompanionProject": "p1"}),
+            };
+        }
+        let model = r.json()["model"].as_str().unwrap_or("").to_owned();
+        if models.contains(&model.as_str()) {
+            let mut details = vec![];
+            if let Some(d) = delay {
+                details.push(
+                    json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": d}),
+                );
+            }
+            return Reply::Json {
+                status: 429,
+                body: json!({"error": {"code": 429, "status": status, "message": format!("no capacity (request {n})"), "details": details}}),
+            };
+        }
+        if r.path.starts_with("/v1internal:streamGenerateContent") {
+            return Reply::Sse {
+                events: vec![format!(
+                    "data: {}\n\n",
+                    json!({"response": candidates(&model)})
+                )],
+                gate: None,
+            };
+        }
+        Reply::Json {
+            status: 200,
+            body: json!({"response": candidates(&model)}),
+        }
+    })
+}
+
+fn capacity_gateway(mock: &MockUpstream, dir: &tempfile::TempDir, sticky: u32) -> Gateway {
+    let file = creds_file(dir.path());
+    let yaml = format!(
+        "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n  gemini_capacity:\n    enabled: true\n    sticky_retry_attempts: {sticky}\n    fallback_models: [gemini-2.5-pro, {MODEL}]\n",
+        providers(&[provider(
+            "gemini",
+            "gemini",
+            mock,
+            &format!(
+                "      auth:\n        type: google_oauth\n        file_path: {}\n        client_id: cid\n        client_secret: s\n",
+                file.display()
+            ),
+        )])
+    );
+    Gateway::start(&yaml)
+}
+
+fn models_sent(mock: &MockUpstream) -> Vec<String> {
+    generate_calls(mock)
+        .iter()
+        .map(|r| r.json()["model"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn generate(gw: &Gateway, stream: bool) -> reqwest::Response {
+    let action = if stream {
+        "streamGenerateContent?alt=sse"
+    } else {
+        "generateContent"
+    };
+    client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:{action}")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+        .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn capacity_errors_retry_the_model_then_fall_back_and_the_client_sees_the_success() {
+    let mock = MockUpstream::start(busy(&[MODEL], Some("0.05s"), "RESOURCE_EXHAUSTED")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = capacity_gateway(&mock, &dir, 2);
+    let resp = generate(&gw, false).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        candidates("gemini-2.5-pro"),
+        "the fallback's answer, unwrapped"
+    );
+    // The original, two sticky retries, then the fallback (the client's own model is not a
+    // fallback of itself).
+    assert_eq!(models_sent(&mock), [MODEL, MODEL, MODEL, "gemini-2.5-pro"]);
+    let metrics = client()
+        .get(&gw.metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::support::sample(
+            &metrics,
+            "ccproxy_upstream_retries_total{provider=\"gemini\",reason=\"capacity\"}"
+        ),
+        Some(3.0)
+    );
+
+    // A stream: the fallback's events reach the client unwrapped.
+    let resp = generate(&gw, true).await;
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    assert_eq!(sse_data(&text), [candidates("gemini-2.5-pro")]);
+}
+
+#[tokio::test]
+async fn when_every_retry_fails_the_client_gets_the_original_error() {
+    let mock =
+        MockUpstream::start(busy(&[MODEL, "gemini-2.5-pro"], None, "RESOURCE_EXHAUSTED")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = capacity_gateway(&mock, &dir, 1);
+    let resp = generate(&gw, false).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    // Request 0 was loadCodeAssist; request 1 the original generate call.
+    assert_eq!(body["error"]["message"], "no capacity (request 1)");
+    assert_eq!(models_sent(&mock), [MODEL, MODEL, "gemini-2.5-pro"]);
+}
+
+#[tokio::test]
+async fn an_error_that_is_not_about_capacity_is_not_retried() {
+    let mock = MockUpstream::start(busy(&[MODEL], None, "PERMISSION_DENIED")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = capacity_gateway(&mock, &dir, 3);
+    let resp = generate(&gw, false).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
+    assert_eq!(models_sent(&mock), [MODEL]);
+}

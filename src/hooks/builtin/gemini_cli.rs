@@ -52,8 +52,11 @@ impl Hook for GeminiCli {
             None => None,
         };
         let request_id = cx.meta.request_id.clone();
-        let model = code_assist::model_in_path(&path)
-            .map(str::to_owned)
+        let model = cx
+            .meta
+            .fallback_model
+            .clone()
+            .or_else(|| code_assist::model_in_path(&path).map(str::to_owned))
             .or_else(|| cx.body.str_field("model"))
             .or_else(|| {
                 cx.body
@@ -69,6 +72,10 @@ impl Hook for GeminiCli {
         let session = code_assist::session_id(&model, project.as_deref(), &conversation);
         let taken = std::mem::take(body);
         *body = code_assist::wrap(taken, &model, project.as_deref(), &session);
+        if cx.meta.fallback_model.is_some() {
+            // A pre-wrapped body keeps its own `model` otherwise.
+            body["model"] = Value::String(model.clone());
+        }
 
         let uri = code_assist::upstream_path(action)
             .parse::<http::Uri>()
@@ -90,6 +97,7 @@ impl Hook for GeminiCli {
         cx.meta.code_assist = Some(Envelope {
             streaming: action == "streamGenerateContent",
         });
+        cx.meta.sent_model = Some(model);
         Ok(())
     }
 }
