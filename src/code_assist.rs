@@ -48,16 +48,20 @@ pub enum Prewarm {
     Done(Option<String>),
 }
 
-/// What a provider learned at run time (shared by every request to it).
+/// What a provider learned at run time (shared by every request to it): the Code Assist
+/// project, the live model list.
 #[derive(Debug)]
 pub struct Learned {
     prewarm: tokio::sync::watch::Sender<Prewarm>,
+    /// The provider's live model list (`crate::catalog`).
+    pub live_models: tokio::sync::watch::Sender<crate::catalog::Live>,
 }
 
 impl Default for Learned {
     fn default() -> Self {
         Self {
             prewarm: tokio::sync::watch::channel(Prewarm::NotStarted).0,
+            live_models: tokio::sync::watch::channel(crate::catalog::Live::default()).0,
         }
     }
 }

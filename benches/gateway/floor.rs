@@ -39,7 +39,7 @@ impl ProxyHttp for Floor {
         while let Some(chunk) = session.downstream_session.read_request_body().await? {
             buf.extend_from_slice(&chunk);
         }
-        ctx.slot = Some(replay::install(session, buf.freeze()));
+        ctx.slot = Some(replay::install(session, buf.freeze()).0);
         Ok(false)
     }
 

@@ -47,11 +47,15 @@ impl Gateway {
                 req.method.as_str(),
                 req.uri.path(),
                 &self.config().providers,
-            ) {
+                &self.shared.creds,
+                self.config().trust.clone(),
+            )
+            .await
+            {
                 ctx.synthetic = true;
                 ctx.status = s.status;
                 self.record_client_request(session, ctx);
-                let head = req.method == http::Method::HEAD;
+                let head = session.req_header().method == http::Method::HEAD;
                 respond(session, ctx, s.status, s.content_type, s.body, head, &[]).await?;
                 return Ok(true);
             }

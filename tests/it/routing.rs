@@ -1,7 +1,7 @@
 //! Routing (spec §4.3, §16.1 cases 1–3, 5): synthetic routes, sentinel keys, transform rules,
 //! and what reaches the upstream.
 
-use crate::support::mock::{MockUpstream, Reply};
+use crate::support::mock::{MockUpstream, Recorded, Reply};
 use crate::support::tls::TestCa;
 use crate::support::{client, json, provider, providers, sentinel_bearer, sentinel_post, Gateway};
 use serde_json::json;
@@ -31,7 +31,8 @@ async fn health_and_root_say_hey_as_plain_text() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn models_catalog_lists_configured_providers_without_network() {
+async fn models_catalog_keeps_the_floor_list_when_the_live_list_fails() {
+    // The mock answers every path with a chat reply, not a model list.
     let mock = MockUpstream::start(ok_json()).await;
     let gw = Gateway::with_provider("anthropic", "anthropic", &mock, "");
     let r = client().get(gw.url("/v1/models")).send().await.unwrap();
@@ -50,7 +51,87 @@ async fn models_catalog_lists_configured_providers_without_network() {
         .unwrap()
         .iter()
         .all(|m| m["owned_by"] == "anthropic" && m["object"] == "model"));
-    assert_eq!(mock.request_count(), 0);
+    // One live-list attempt; its failure is not retried on the next catalog request.
+    assert_eq!(mock.request_count(), 1);
+    assert_eq!(mock.requests()[0].path, "/v1/models");
+    let r = client().get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(mock.request_count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn models_catalog_lists_live_models_first_then_the_floor() {
+    let list = |ids: &[&str]| Reply::Json {
+        status: 200,
+        body: json!({"data": ids.iter().map(|id| json!({"id": id, "type": "model"})).collect::<Vec<_>>(), "has_more": false}),
+    };
+    let anthropic = MockUpstream::start(list(&["claude-live-9", "claude-sonnet-4-6"])).await;
+    let router = MockUpstream::start(Reply::script(move |r: &Recorded, _| {
+        if r.path == "/api/v1/models" {
+            Reply::Json {
+                status: 200,
+                body: json!({"data": [{"id": "openai/gpt-5"}]}),
+            }
+        } else {
+            Reply::Status(404)
+        }
+    }))
+    .await;
+    let gw = Gateway::start(&providers(&[
+        provider(
+            "anthropic",
+            "anthropic",
+            &anthropic,
+            "      auth:\n        command: echo sk-ant-api03-key\n        header: x-api-key\n",
+        ),
+        provider(
+            "openrouter",
+            "openai",
+            &router,
+            "      path: /api/v1/chat/completions\n      auth: echo sk-or-key\n",
+        ),
+    ]));
+    let v = json(client().get(gw.url("/v1/models")).send().await.unwrap()).await;
+    let entries: Vec<(String, String)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["owned_by"].as_str().unwrap().to_owned(),
+                m["id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let anth: Vec<&str> = entries
+        .iter()
+        .filter(|(o, _)| o == "anthropic")
+        .map(|(_, id)| id.as_str())
+        .collect();
+    // Live first, then the floor without the duplicate.
+    assert_eq!(
+        anth,
+        [
+            "claude-live-9",
+            "claude-sonnet-4-6",
+            "claude-opus-4-7",
+            "claude-sonnet-4-5-20250929",
+            "claude-haiku-4-5-20251001"
+        ]
+    );
+    assert!(entries.contains(&("openrouter".to_owned(), "openai/gpt-5".to_owned())));
+    let seen = &anthropic.requests()[0];
+    assert_eq!(seen.path, "/v1/models");
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-api03-key"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    assert_eq!(
+        router.requests()[0].header("authorization"),
+        Some("Bearer sk-or-key")
+    );
+    // Fresh lists are served from memory.
+    let _ = client().get(gw.url("/v1/models")).send().await.unwrap();
+    assert_eq!(anthropic.request_count(), 1);
+    assert_eq!(router.request_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -94,7 +94,10 @@ pub enum Reply {
 
 /// A reply computed per request: `f(request, n)` where `n` counts earlier requests.
 #[derive(Clone)]
-pub struct Script(pub Arc<dyn Fn(&Recorded, usize) -> Reply + Send + Sync>);
+pub struct Script(pub Arc<ReplyFn>);
+
+/// `f(request, earlier requests)`.
+pub type ReplyFn = dyn Fn(&Recorded, usize) -> Reply + Send + Sync;
 
 impl std::fmt::Debug for Script {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
