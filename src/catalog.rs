@@ -21,14 +21,6 @@ pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A live list older than this is fetched again (in the background).
 pub const REFRESH_AFTER: Duration = Duration::from_secs(600);
 
-/// A provider's live model list.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Live {
-    pub models: Vec<String>,
-    pub fetched: Option<Instant>,
-    pub running: bool,
-}
-
 /// Floor models by provider name (spec §15.3), falling back to the API family.
 pub fn floor(name: &str, family: Format) -> &'static [&'static str] {
     const ANTHROPIC: &[&str] = &[

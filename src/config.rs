@@ -82,6 +82,21 @@ impl LogLevel {
     }
 }
 
+/// `gemini_capacity` as configured (used by `code_assist::capacity`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityPolicy {
+    pub retry_status_codes: Vec<u16>,
+    pub fallback_models: Vec<String>,
+    /// Retries of the original model after its first failure.
+    pub sticky_attempts: u32,
+    /// A delay above this moves on to the next model.
+    pub sticky_max_delay: Duration,
+    /// A delay above this stops retrying.
+    pub terminal_delay: Duration,
+    /// All retries end within this, counted from the first failure.
+    pub budget: Duration,
+}
+
 /// A resolved upstream provider.
 pub struct Provider {
     pub name: Arc<str>,
@@ -96,7 +111,7 @@ pub struct Provider {
     /// Connection-pool key: upstream connections are never shared between providers.
     pub pool_key: u64,
     /// Facts learned at run time (the Code Assist project).
-    pub learned: Arc<crate::code_assist::Learned>,
+    pub learned: Arc<crate::learned::Learned>,
 }
 
 impl fmt::Debug for Provider {
@@ -203,7 +218,7 @@ pub struct Config {
     /// OTLP span export (`None` = off).
     pub otel: Option<Otel>,
     /// Gemini Code Assist capacity retries (`None` = off).
-    pub capacity: Option<crate::code_assist::capacity::Policy>,
+    pub capacity: Option<CapacityPolicy>,
 }
 
 /// Where spans go.
@@ -814,7 +829,7 @@ fn resolve(
 fn capacity(
     raw: &file::GeminiCapacityConfig,
     fname: &str,
-) -> Result<Option<crate::code_assist::capacity::Policy>, Error> {
+) -> Result<Option<CapacityPolicy>, Error> {
     let at = |k: &str| format!("gemini_capacity.{k}");
     if raw.sticky_retry_attempts > 10 {
         return Err(invalid(fname, at("sticky_retry_attempts"), "must be 0..10"));
@@ -826,7 +841,7 @@ fn capacity(
             Err(invalid(fname, at(key), "must be a number of seconds > 0"))
         }
     };
-    let policy = crate::code_assist::capacity::Policy {
+    let policy = CapacityPolicy {
         retry_status_codes: raw.retry_status_codes.clone(),
         fallback_models: raw
             .fallback_models

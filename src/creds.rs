@@ -15,7 +15,7 @@
 
 pub mod oauth;
 
-use crate::config::CaList;
+use crate::http_call::CaList;
 use crate::translate::Format;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use pingora_http::RequestHeader;

@@ -5,7 +5,8 @@
 //!
 //! Proxied traffic never goes through here; it uses Pingora's pooled connectors.
 
-use crate::config::CaList;
+/// Trust roots (Pingora's CA list type).
+pub type CaList = pingora::protocols::tls::CaType;
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, HOST};
 use http_body_util::{BodyExt, Full, Limited};

@@ -11,20 +11,7 @@
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// `gemini_capacity` as configured.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    pub retry_status_codes: Vec<u16>,
-    pub fallback_models: Vec<String>,
-    /// Retries of the original model after its first failure.
-    pub sticky_attempts: u32,
-    /// A delay above this moves on to the next model.
-    pub sticky_max_delay: Duration,
-    /// A delay above this stops retrying.
-    pub terminal_delay: Duration,
-    /// All retries end within this, counted from the first failure.
-    pub budget: Duration,
-}
+pub use crate::config::CapacityPolicy as Policy;
 
 /// A capacity error as Code Assist reports it.
 #[derive(Debug, Clone, PartialEq)]

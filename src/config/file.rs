@@ -507,7 +507,8 @@ pub struct HooksConfig {
 
 impl HooksConfig {
     /// The pipeline when `hooks:` is absent: the spec's defaults minus hooks that are not built
-    /// yet (§2: inbound `forward_oauth, extract_session_id`; outbound `verbose_mode`).
+    /// yet (§2: inbound `forward_oauth, extract_session_id`; outbound `verbose_mode`,
+    /// `gemini_cli`, which only touches Code Assist providers).
     pub fn builtin_default() -> Self {
         let entry = |name: &str| HookEntryConfig {
             hook: name.to_owned(),
@@ -516,7 +517,7 @@ impl HooksConfig {
         };
         Self {
             inbound: vec![entry("forward_oauth"), entry("extract_session_id")],
-            outbound: vec![entry("verbose_mode")],
+            outbound: vec![entry("verbose_mode"), entry("gemini_cli")],
         }
     }
 }

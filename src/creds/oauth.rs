@@ -11,7 +11,7 @@
 //! Single flight and failure memory live in [`super::CredentialSource`].
 
 use super::{Error, Secret};
-use crate::config::CaList;
+use crate::http_call::CaList;
 use crate::http_call::{self, Call};
 use bytes::Bytes;
 use serde_json::{Map, Value};

@@ -13,6 +13,7 @@ use crate::hooks::registry::{no_params, HookSpec};
 use crate::hooks::{Hook, HookContext, HookError, Stage};
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub const SPEC: HookSpec = HookSpec {
     name: "gemini_cli",
@@ -48,7 +49,10 @@ impl Hook for GeminiCli {
         };
         let learned = provider(cx).map(|p| p.learned.clone());
         let project = match learned {
-            Some(l) => l.project().await,
+            Some(l) => {
+                l.project(code_assist::PREWARM_TIMEOUT + Duration::from_secs(1))
+                    .await
+            }
             None => None,
         };
         let request_id = cx.meta.request_id.clone();
@@ -68,7 +72,7 @@ impl Hook for GeminiCli {
         let Some(body) = cx.body.json_mut() else {
             return Err(HookError::soft("the request body is not JSON"));
         };
-        let conversation = crate::inspector::enrich::conversation_id(body, &request_id);
+        let conversation = crate::conversation::conversation_id(body, &request_id);
         let session = code_assist::session_id(&model, project.as_deref(), &conversation);
         let taken = std::mem::take(body);
         *body = code_assist::wrap(taken, &model, project.as_deref(), &session);
