@@ -240,6 +240,7 @@ impl FlowCapture for Capture {
         f.provider = summary.provider.to_owned();
         f.action = summary.action;
         f.attempts = summary.attempts.max(f.attempts);
+        f.retries = summary.retries.iter().map(|r| (*r).to_owned()).collect();
         f.provider_format = summary.provider_format.map(|p| p.as_str());
         f.loss = summary.loss.to_vec();
         f.error = summary

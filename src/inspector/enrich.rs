@@ -118,6 +118,7 @@ pub fn finish(c: Captured) -> (Flow, Bodies) {
         summary,
         system_prompt_sha,
         attempts: c.attempts,
+        retries: c.retries,
         loss: c.loss,
         hooks: c.hooks,
         timings: c.timings,

@@ -145,6 +145,10 @@ pub struct Flow {
     pub summary: Summary,
     pub system_prompt_sha: Option<String>,
     pub attempts: u32,
+    /// Why each attempt after the first was made (`stale_connection`, `auth_refresh`,
+    /// `capacity`).
+    #[serde(default)]
+    pub retries: Vec<String>,
     pub loss: Vec<String>,
     pub hooks: Vec<HookRun>,
     pub timings: Timings,
@@ -162,6 +166,10 @@ pub struct Flow {
 pub struct Detail {
     pub system_prompt_sha: Option<String>,
     pub attempts: u32,
+    /// Why each attempt after the first was made (`stale_connection`, `auth_refresh`,
+    /// `capacity`).
+    #[serde(default)]
+    pub retries: Vec<String>,
     pub loss: Vec<String>,
     pub hooks: Vec<HookRun>,
     pub timings: Timings,
@@ -178,6 +186,7 @@ impl Flow {
             summary,
             system_prompt_sha,
             attempts,
+            retries,
             loss,
             hooks,
             timings,
@@ -191,6 +200,7 @@ impl Flow {
             Detail {
                 system_prompt_sha,
                 attempts,
+                retries,
                 loss,
                 hooks,
                 timings,
@@ -208,6 +218,7 @@ impl Flow {
             summary,
             system_prompt_sha: d.system_prompt_sha,
             attempts: d.attempts,
+            retries: d.retries,
             loss: d.loss,
             hooks: d.hooks,
             timings: d.timings,

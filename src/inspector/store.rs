@@ -189,6 +189,8 @@ pub struct Captured {
     pub client_response: Option<CapturedMessage>,
     pub client_same_as_provider: bool,
     pub attempts: u32,
+    /// Why each attempt after the first was made.
+    pub retries: Vec<String>,
     pub timings: Timings,
     pub status: u16,
     pub provider: String,
@@ -218,6 +220,7 @@ impl Default for Captured {
             client_response: None,
             client_same_as_provider: false,
             attempts: 0,
+            retries: Vec::new(),
             timings: Timings::default(),
             status: 0,
             provider: "none".to_owned(),

@@ -73,6 +73,8 @@ pub struct FlowSummary<'a> {
     pub action: &'static str,
     /// Upstream attempts made.
     pub attempts: u32,
+    /// Why each attempt after the first was made (`auth_refresh`, `capacity`, …).
+    pub retries: &'a [&'static str],
     /// API format of the provider the last attempt went to (`None`: not routed, or not an LLM
     /// API).
     pub provider_format: Option<crate::translate::Format>,

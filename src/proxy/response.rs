@@ -190,6 +190,12 @@ impl Gateway {
                 provider: ctx.provider_label(),
                 action: ctx.action_label(),
                 attempts: ctx.attempts,
+                retries: &ctx
+                    .retries
+                    .done
+                    .iter()
+                    .map(|r| r.label())
+                    .collect::<Vec<_>>(),
                 provider_format: ctx.provider_format(),
                 loss: ctx
                     .attempt

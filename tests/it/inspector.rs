@@ -1129,3 +1129,47 @@ async fn retention_by_bytes_and_by_age() {
     }
     assert_eq!(api_json(&gw, "/api/flows").await["total"], 0);
 }
+
+#[tokio::test]
+async fn a_retried_flow_records_its_attempts_and_why() {
+    use crate::support::mock::Recorded;
+    // 401 for the first credential, 200 for the renewed one.
+    let mock = MockUpstream::start(Reply::script(|r: &Recorded, _| {
+        if r.header("authorization") == Some("Bearer tok2") {
+            anthropic_reply()
+        } else {
+            Reply::Status(401)
+        }
+    }))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let counter = dir.path().join("n");
+    let cmd = format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; if [ $n -eq 0 ]; then echo tok1; else echo tok2; fi",
+        c = counter.display()
+    );
+    let iport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "{}  inspector:\n    listen: 127.0.0.1:{iport}\n    store: null\n",
+        providers(&[provider(
+            "p",
+            "anthropic",
+            &mock,
+            &format!("      auth:\n        command: '{cmd}'\n")
+        )])
+    ));
+    let resp = sentinel_post(&gw, "/v1/messages", "p")
+        .json(&json!({"model": "claude-sonnet-4-6", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = request_id(&resp);
+    let flow = done(&gw, &id).await;
+    assert_eq!(flow["attempts"], 2);
+    assert_eq!(flow["retries"], json!(["auth_refresh"]));
+    assert_eq!(
+        flow["provider_response"]["status"], 200,
+        "the final attempt's answer"
+    );
+}
