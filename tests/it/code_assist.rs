@@ -12,14 +12,14 @@ use std::time::SystemTime;
 
 const MODEL: &str = "gemini-2.5-flash";
 
-fn candidates(text: &str) -> Value {
+pub fn candidates(text: &str) -> Value {
     json!({"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}],
            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": 1}, "modelVersion": MODEL})
 }
 
 /// cloudcode-pa: `loadCodeAssist` answers with `project` (or 500 when `None`); generate calls
 /// answer in the envelope, as JSON or as an event stream.
-fn cloudcode(project: Option<&'static str>) -> Reply {
+pub fn cloudcode(project: Option<&'static str>) -> Reply {
     Reply::script(move |r: &Recorded, _| {
         if r.path.starts_with("/v1internal:loadCodeAssist") {
             return match project {
@@ -66,7 +66,7 @@ fn creds_file(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-fn gateway(mock: &MockUpstream, dir: &tempfile::TempDir) -> Gateway {
+pub fn gateway(mock: &MockUpstream, dir: &tempfile::TempDir) -> Gateway {
     let file = creds_file(dir.path());
     let yaml = format!(
         "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n",
@@ -88,7 +88,7 @@ fn sha12(text: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned()
 }
 
-fn generate_calls(mock: &MockUpstream) -> Vec<Recorded> {
+pub fn generate_calls(mock: &MockUpstream) -> Vec<Recorded> {
     mock.requests()
         .into_iter()
         .filter(|r| !r.path.contains("loadCodeAssist"))

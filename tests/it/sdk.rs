@@ -320,3 +320,49 @@ async fn anthropic_sdk_streams_from_an_openai_provider() {
         json!({"text": "Hello", "stop": "end_turn", "out": 2})
     );
 }
+
+const GOOGLE_GENAI_CODE_ASSIST: &str = r#"
+import json, sys
+from google import genai
+from google.genai import types
+c = genai.Client(api_key="sk-ant-oat-ccproxy-gemini", http_options=types.HttpOptions(base_url=sys.argv[1]))
+r = c.models.generate_content(model="gemini-2.5-flash", contents="hi")
+print(json.dumps({"text": r.text}))
+for chunk in c.models.generate_content_stream(model="gemini-2.5-flash", contents="hi"):
+    print(json.dumps({"chunk": chunk.text}))
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn google_genai_through_gemini_code_assist() {
+    let mock = MockUpstream::start(crate::code_assist::cloudcode(Some("p1"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = crate::code_assist::gateway(&mock, &dir);
+    let base = gw.base.clone();
+    let Some(out) = tokio::task::spawn_blocking(move || {
+        run(
+            "google_genai_code_assist",
+            GOOGLE_GENAI_CODE_ASSIST,
+            &[&base],
+        )
+    })
+    .await
+    .unwrap() else {
+        return;
+    };
+    assert_eq!(
+        out[0]["text"], "Hello",
+        "the SDK parsed the unwrapped answer"
+    );
+    let chunks: String = out[1..]
+        .iter()
+        .filter_map(|v| v["chunk"].as_str())
+        .collect();
+    assert_eq!(chunks, "Hello");
+    let calls = crate::code_assist::generate_calls(&mock);
+    assert_eq!(calls[0].path, "/v1internal:generateContent");
+    assert_eq!(calls[1].path, "/v1internal:streamGenerateContent?alt=sse");
+    assert!(calls[0]
+        .header("user-agent")
+        .is_some_and(|ua| ua.starts_with("GeminiCLI/0.36.0/gemini-2.5-flash")));
+    assert_eq!(calls[0].json()["project"], "p1");
+}
