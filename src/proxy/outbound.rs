@@ -91,6 +91,59 @@ impl Gateway {
         Ok(peer)
     }
 
+    /// Gemini context caching for a translated Anthropic request ([`crate::gemini_cache`]):
+    /// any failure leaves the request as it is.
+    async fn context_cache(&self, ctx: &mut RequestCtx) {
+        static MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+            std::sync::LazyLock::new(|| memchr::memmem::Finder::new("cache_control"));
+        if !ctx.client.body.may_contain(&MARKER) {
+            return;
+        }
+        let Some(attempt) = ctx.attempt.as_mut() else {
+            return;
+        };
+        let Some(provider) = attempt.route.provider.clone() else {
+            return;
+        };
+        if crate::code_assist::is_code_assist(&provider) {
+            // Code Assist has no cachedContents.
+            return;
+        }
+        let (Some(credential), Some(model)) = (
+            attempt.credential.clone(),
+            attempt.translation.as_ref().map(|t| t.model.clone()),
+        ) else {
+            return;
+        };
+        let Some(client) = ctx.client.body.json() else {
+            return;
+        };
+        let Some(plan) = attempt
+            .body
+            .json()
+            .and_then(|t| crate::gemini_cache::plan(client, t, &model))
+        else {
+            return;
+        };
+        let base = format!(
+            "{}://{}",
+            provider.dest.scheme.as_str(),
+            provider.dest.authority
+        );
+        let trust = provider.trust.as_deref().or(self.config().trust.as_deref());
+        match crate::gemini_cache::find_or_create(&base, credential.expose(), &plan, trust).await {
+            Ok(name) => {
+                if let Some(t) = attempt.body.json_mut() {
+                    crate::gemini_cache::apply(t, &plan, &name);
+                }
+                tracing::debug!(request_id = %ctx.client.meta.request_id, cache = name, "Gemini context cache used");
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %ctx.client.meta.request_id, error = %e, "Gemini context caching failed; sending the request uncached");
+            }
+        }
+    }
+
     /// `upstream_request_filter`: fit the attempt's request for its destination.
     pub(super) async fn outbound(
         &self,
@@ -121,6 +174,9 @@ impl Gateway {
 
         if let Some(tr) = &route.translation {
             self.translate_request(upstream_request, ctx, tr)?;
+            if tr.client == Format::Anthropic && tr.provider == Format::Gemini {
+                self.context_cache(ctx).await;
+            }
         }
 
         // Set again by `gemini_cli` if this attempt goes to Code Assist.

@@ -8,6 +8,7 @@ use crate::support::{
 };
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use std::sync::{Arc, Mutex};
 
 fn anthropic_message() -> Reply {
     Reply::Json {
@@ -677,4 +678,127 @@ async fn provider_answering_a_stream_request_with_json_still_streams_to_the_clie
     );
     assert_eq!(ev[2]["delta"]["text"], "whole answer");
     assert_eq!(ev[4]["usage"]["output_tokens"], 2);
+}
+
+/// A Gemini API mock with `cachedContents`: entries created are listed afterwards; with
+/// `broken`, listing fails.
+fn gemini_with_caches(broken: bool) -> (Reply, Arc<Mutex<Vec<Value>>>) {
+    let created: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let store = created.clone();
+    let reply = Reply::script(move |r: &crate::support::mock::Recorded, _| {
+        if r.path.starts_with("/v1beta/cachedContents") {
+            if broken {
+                return Reply::Status(500);
+            }
+            if r.method == "GET" {
+                let items: Vec<Value> = store.lock().unwrap().clone();
+                return Reply::Json {
+                    status: 200,
+                    body: json!({"cachedContents": items}),
+                };
+            }
+            let mut entry = r.json();
+            let n = store.lock().unwrap().len();
+            entry["name"] = json!(format!("cachedContents/c{n}"));
+            store.lock().unwrap().push(entry.clone());
+            return Reply::Json {
+                status: 200,
+                body: entry,
+            };
+        }
+        Reply::Json {
+            status: 200,
+            body: json!({"candidates": [{"content": {"role": "model", "parts": [{"text": "ok"}]}, "finishReason": "STOP"}],
+                         "usageMetadata": {"promptTokenCount": 2000, "candidatesTokenCount": 1, "cachedContentTokenCount": 1900}}),
+        }
+    });
+    (reply, created)
+}
+
+fn cacheable_request() -> Value {
+    json!({"model": "gemini-2.5-flash", "max_tokens": 20,
+           "system": [{"type": "text", "text": "You answer questions about the document.", "cache_control": {"type": "ephemeral"}}],
+           "messages": [
+             {"role": "user", "content": [{"type": "text", "text": "The document: ".to_owned() + &"lorem ipsum dolor sit amet ".repeat(400), "cache_control": {"type": "ephemeral"}}]},
+             {"role": "assistant", "content": "Read it."},
+             {"role": "user", "content": "What is it about?"}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_context_cache_is_created_then_reused_for_a_marked_prefix() {
+    let (reply, created) = gemini_with_caches(false);
+    let mock = MockUpstream::start(reply).await;
+    let gw = Gateway::with_provider(
+        "g",
+        "gemini",
+        &mock,
+        "      auth:\n        command: echo AIza-key\n        header: x-goog-api-key\n",
+    );
+    for round in 0..2 {
+        let r = sentinel_post(&gw, "/v1/messages", "g")
+            .json(&cacheable_request())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
+    }
+    let reqs = mock.requests();
+    let generate: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path.contains(":generateContent"))
+        .collect();
+    let cache_calls: Vec<_> = reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/v1beta/cachedContents"))
+        .collect();
+    // Round 1: list (miss), create; round 2: list (hit).
+    let methods: Vec<&str> = cache_calls.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "POST", "GET"]);
+    assert_eq!(cache_calls[0].header("x-goog-api-key"), Some("AIza-key"));
+    let entry = &created.lock().unwrap()[0];
+    assert_eq!(entry["model"], "models/gemini-2.5-flash");
+    assert_eq!(entry["contents"].as_array().unwrap().len(), 1);
+    assert!(entry["systemInstruction"]["parts"][0]["text"]
+        .as_str()
+        .unwrap()
+        .contains("document"));
+    for g in generate {
+        let b = g.json();
+        assert_eq!(b["cachedContent"], "cachedContents/c0");
+        assert!(b.get("systemInstruction").is_none());
+        let contents = b["contents"].as_array().unwrap();
+        assert_eq!(
+            contents.len(),
+            2,
+            "only the messages after the cached prefix"
+        );
+        assert_eq!(contents[1]["parts"][0]["text"], "What is it about?");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gemini_context_cache_failure_sends_the_request_unchanged() {
+    let (reply, _) = gemini_with_caches(true);
+    let mock = MockUpstream::start(reply).await;
+    let gw = Gateway::with_provider(
+        "g",
+        "gemini",
+        &mock,
+        "      auth:\n        command: echo AIza-key\n        header: x-goog-api-key\n",
+    );
+    let r = sentinel_post(&gw, "/v1/messages", "g")
+        .json(&cacheable_request())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let generate = mock
+        .requests()
+        .into_iter()
+        .find(|r| r.path.contains(":generateContent"))
+        .unwrap();
+    let b = generate.json();
+    assert!(b.get("cachedContent").is_none());
+    assert_eq!(b["contents"].as_array().unwrap().len(), 3);
+    assert!(b.get("systemInstruction").is_some());
 }
