@@ -67,9 +67,15 @@ fn creds_file(dir: &Path) -> std::path::PathBuf {
 }
 
 pub fn gateway(mock: &MockUpstream, dir: &tempfile::TempDir) -> Gateway {
+    gateway_with(mock, dir, "")
+}
+
+/// A gateway with one Code Assist provider `gemini` at `mock` (credentials in `dir`), the
+/// `gemini_cli` hook, and `extra` appended to the `ccproxy:` section.
+fn gateway_with(mock: &MockUpstream, dir: &tempfile::TempDir, extra: &str) -> Gateway {
     let file = creds_file(dir.path());
     let yaml = format!(
-        "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n",
+        "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n{extra}",
         providers(&[provider(
             "gemini",
             "gemini",
@@ -333,20 +339,11 @@ fn busy(
 }
 
 fn capacity_gateway(mock: &MockUpstream, dir: &tempfile::TempDir, sticky: u32) -> Gateway {
-    let file = creds_file(dir.path());
-    let yaml = format!(
-        "{}  hooks:\n    inbound: [forward_oauth, extract_session_id]\n    outbound: [gemini_cli]\n  gemini_capacity:\n    enabled: true\n    sticky_retry_attempts: {sticky}\n    fallback_models: [gemini-2.5-pro, {MODEL}]\n",
-        providers(&[provider(
-            "gemini",
-            "gemini",
-            mock,
-            &format!(
-                "      auth:\n        type: google_oauth\n        file_path: {}\n        client_id: cid\n        client_secret: s\n",
-                file.display()
-            ),
-        )])
-    );
-    Gateway::start(&yaml)
+    gateway_with(
+        mock,
+        dir,
+        &format!("  gemini_capacity:\n    enabled: true\n    sticky_retry_attempts: {sticky}\n    fallback_models: [gemini-2.5-pro, {MODEL}]\n"),
+    )
 }
 
 fn models_sent(mock: &MockUpstream) -> Vec<String> {
@@ -387,14 +384,7 @@ async fn capacity_errors_retry_the_model_then_fall_back_and_the_client_sees_the_
     // The original, two sticky retries, then the fallback (the client's own model is not a
     // fallback of itself).
     assert_eq!(models_sent(&mock), [MODEL, MODEL, MODEL, "gemini-2.5-pro"]);
-    let metrics = client()
-        .get(&gw.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         crate::support::sample(
             &metrics,

@@ -294,14 +294,7 @@ async fn a_401_refreshes_an_oauth_token_that_looked_valid_and_replays_once() {
     assert_eq!(seen[0].body, seen[1].body, "the same request, sent again");
     assert_eq!(token.request_count(), 1);
     assert_eq!(read_json(&file)["claudeAiOauth"]["accessToken"], "new");
-    let metrics = client()
-        .get(&gw.metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert_eq!(
         sample(
             &metrics,
