@@ -106,6 +106,18 @@ impl Gateway {
                 a.route.dest.authority
             )
         });
+        if let Some((head, body)) = Gateway::capacity_original(ctx) {
+            if session.response_written().is_none() {
+                let status = head.status.as_u16();
+                ctx.status = status;
+                let written = session.write_response_header(head, false).await.is_ok()
+                    && session.write_response_body(Some(body), true).await.is_ok();
+                return FailToProxy {
+                    error_code: status,
+                    can_reuse_downstream: written && ctx.client_reusable(),
+                };
+            }
+        }
         let Some(err) = ctx
             .error
             .clone()

@@ -245,6 +245,12 @@ impl Gateway {
         }
     }
 
+    /// The original capacity error, when capacity retries ended in a transport failure: the
+    /// client gets it instead of a gateway error (`fail_to_proxy`).
+    pub(super) fn capacity_original(ctx: &mut RequestCtx) -> Option<(Box<ResponseHeader>, Bytes)> {
+        ctx.retries.capacity.original.take()
+    }
+
     /// `upstream_peer`, before a capacity retry: wait as planned and ask for the planned model.
     pub(super) async fn capacity_wait(&self, ctx: &mut RequestCtx) {
         if let Some((delay, model)) = ctx.retries.capacity.next.take() {
@@ -271,11 +277,26 @@ impl Gateway {
         let mut e = e.more_context(format!("Peer: {peer}"));
         // The request body is buffered whole (or empty), so a POST can be sent again.
         e.retry.decide_reuse(client_reused);
-        let reason = ctx
+        let mut reason = ctx
             .retries
             .pending
             .take()
             .unwrap_or(RetryReason::StaleConnection);
+        if reason == RetryReason::StaleConnection {
+            if let Some(plan) = ctx.retries.capacity.plan.as_mut() {
+                // A transport failure during capacity retries moves on in the plan (§8.6:
+                // a network error goes to the next attempt); a plan that is done leaves the
+                // client the original error (see `fail`).
+                reason = RetryReason::Capacity;
+                match plan.next(None, std::time::Instant::now()) {
+                    Decision::Retry { model, delay } => {
+                        ctx.retries.capacity.next = Some((delay, model));
+                        e.set_retry(true);
+                    }
+                    Decision::Stop => e.set_retry(false),
+                }
+            }
+        }
         if !ctx.retries.allows(reason, ctx.attempts) || session.response_written().is_some() {
             e.set_retry(false);
         }

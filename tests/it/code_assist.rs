@@ -425,3 +425,67 @@ async fn an_error_that_is_not_about_capacity_is_not_retried() {
     assert_eq!(body["error"]["status"], "PERMISSION_DENIED");
     assert_eq!(models_sent(&mock), [MODEL]);
 }
+
+/// The original request gets a capacity error; every later call for a model in `hang`
+/// stalls past the gateway's read timeout (a transport failure), others succeed.
+fn capacity_then_stalls(hang: &'static [&'static str]) -> Reply {
+    Reply::script(move |r: &Recorded, n| {
+        if r.path.starts_with("/v1internal:loadCodeAssist") {
+            return Reply::Json {
+                status: 200,
+                body: json!({"cloudaicompanionProject": "p1"}),
+            };
+        }
+        let model = r.json()["model"].as_str().unwrap_or("").to_owned();
+        if n == 1 {
+            return Reply::Json {
+                status: 429,
+                body: json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "original"}}),
+            };
+        }
+        let ok = Reply::Json {
+            status: 200,
+            body: json!({"response": candidates(&model)}),
+        };
+        if hang.contains(&model.as_str()) {
+            Reply::Delay {
+                after: std::time::Duration::from_secs(3),
+                reply: Box::new(ok),
+            }
+        } else {
+            ok
+        }
+    })
+}
+
+fn stalling_gateway(mock: &MockUpstream, dir: &tempfile::TempDir) -> Gateway {
+    gateway_with(
+        mock,
+        dir,
+        "  timeouts:\n    read_seconds: 0.3\n  gemini_capacity:\n    enabled: true\n    sticky_retry_attempts: 1\n    fallback_models: [gemini-2.5-pro]\n",
+    )
+}
+
+#[tokio::test]
+async fn a_transport_failure_during_capacity_retries_moves_on_to_the_next_model() {
+    let mock = MockUpstream::start(capacity_then_stalls(&[MODEL])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = stalling_gateway(&mock, &dir);
+    let resp = generate(&gw, false).await;
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body, candidates("gemini-2.5-pro"));
+    assert_eq!(models_sent(&mock), [MODEL, MODEL, "gemini-2.5-pro"]);
+}
+
+#[tokio::test]
+async fn capacity_retries_that_end_in_a_transport_failure_give_the_original_error() {
+    let mock = MockUpstream::start(capacity_then_stalls(&[MODEL, "gemini-2.5-pro"])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = stalling_gateway(&mock, &dir);
+    let resp = generate(&gw, false).await;
+    assert_eq!(resp.status(), 429);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "original");
+    assert_eq!(models_sent(&mock), [MODEL, MODEL, "gemini-2.5-pro"]);
+}
