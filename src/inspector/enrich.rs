@@ -77,13 +77,14 @@ pub fn finish(c: Captured) -> (Flow, Bodies) {
     let client_json: Option<Value> = body_of("client_request")
         .filter(|_| is_json(&client_request))
         .and_then(|b| serde_json::from_slice(b).ok());
-    let forwarded_json: Option<Value> = body_of("forwarded_request")
-        .filter(|_| forwarded_request.as_ref().is_some_and(is_json))
-        .and_then(|b| serde_json::from_slice(b).ok());
+    // Only the forwarded body's `model` is needed, and only when it is not the client's body.
+    let forwarded_model = body_of("forwarded_request")
+        .filter(|b| {
+            forwarded_request.as_ref().is_some_and(is_json) && Some(*b) != body_of("client_request")
+        })
+        .and_then(top_level_model);
 
-    summary.model = forwarded_json
-        .as_ref()
-        .and_then(model_of)
+    summary.model = forwarded_model
         .or_else(|| client_json.as_ref().and_then(model_of))
         .or_else(|| {
             forwarded_request
@@ -131,6 +132,19 @@ pub fn finish(c: Captured) -> (Flow, Bodies) {
 }
 
 /// The model a request body names (`model`, or Code Assist's envelope `model`).
+/// The top-level `model` of a JSON body, read without building a tree of the rest.
+fn top_level_model(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ModelField {
+        #[serde(default)]
+        model: Option<String>,
+    }
+    serde_json::from_slice::<ModelField>(body)
+        .ok()?
+        .model
+        .filter(|m| !m.is_empty())
+}
+
 fn model_of(body: &Value) -> Option<String> {
     body.get("model")
         .and_then(Value::as_str)
@@ -160,14 +174,48 @@ pub fn usage(body: &[u8], streamed: bool) -> Option<Usage> {
     };
     if streamed {
         for ev in decode_all(body) {
-            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+            if let Some(v) = usage_parts(ev.data.as_bytes()) {
                 merge(&v);
             }
         }
-    } else if let Ok(v) = serde_json::from_slice::<Value>(body) {
+    } else if let Some(v) = usage_parts(body) {
         merge(&v);
     }
     total
+}
+
+/// The parts of a response that can carry token usage (`usage`, `usageMetadata`, and the
+/// `response` / `message` envelopes, recursively) as a small JSON object; everything else is
+/// skipped while parsing, never built into a tree (a response body can be megabytes).
+fn usage_parts(json: &[u8]) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    struct Parts<'a> {
+        #[serde(borrow, default)]
+        response: Option<&'a serde_json::value::RawValue>,
+        #[serde(borrow, default)]
+        message: Option<&'a serde_json::value::RawValue>,
+        #[serde(default, rename = "usageMetadata")]
+        usage_metadata: Option<Value>,
+        #[serde(default)]
+        usage: Option<Value>,
+    }
+    let p: Parts<'_> = serde_json::from_slice(json).ok()?;
+    let mut out = serde_json::Map::new();
+    for (key, inner) in [("response", p.response), ("message", p.message)] {
+        if let Some(v) = inner
+            .filter(|r| r.get().starts_with('{'))
+            .and_then(|r| usage_parts(r.get().as_bytes()))
+        {
+            out.insert(key.to_owned(), v);
+        }
+    }
+    if let Some(u) = p.usage_metadata {
+        out.insert("usageMetadata".to_owned(), u);
+    }
+    if let Some(u) = p.usage {
+        out.insert("usage".to_owned(), u);
+    }
+    Some(Value::Object(out))
 }
 
 fn usage_of(v: &Value) -> Option<Usage> {
