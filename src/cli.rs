@@ -1,6 +1,7 @@
 //! Command-line definitions (clap derive) and dispatch; each subcommand lives in `cli/<name>.rs`
 //! with one `run` function returning the process exit code.
 
+pub mod ca;
 pub mod flows;
 pub mod init;
 pub mod logs;
@@ -70,6 +71,9 @@ pub enum Command {
         #[command(subcommand)]
         command: flows::FlowsCommand,
     },
+    /// Print where the local CA certificate is and how to trust it (creating the CA first if
+    /// needed).
+    Ca,
     /// Run a command with its API base URLs pointed at the gateway.
     ///
     /// Sets ANTHROPIC_BASE_URL (http://host:port) and OPENAI_BASE_URL / OPENAI_API_BASE
@@ -99,6 +103,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => status::run(location, json, proxy, inspect),
         Command::Logs { follow, lines } => logs::run(location, follow, lines),
         Command::Run { command } => run::run(location, &command),
+        Command::Ca => ca::run(&location),
         Command::Flows { jq, command } => flows::run(location, &jq, command),
     }
 }

@@ -22,6 +22,7 @@ pub mod hooks;
 pub mod http_call;
 pub mod inspector;
 pub mod learned;
+pub mod local_ca;
 pub mod proxy;
 pub mod telemetry;
 pub mod translate;

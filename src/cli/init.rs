@@ -7,6 +7,11 @@ use std::process::ExitCode;
 pub const TEMPLATE: &str = include_str!("../../conf/ccproxy.yaml");
 
 pub fn run(location: &ConfigLocation, force: bool) -> ExitCode {
+    // The local CA for TLS interception, with the config (`ccproxy ca` says how to trust it).
+    match crate::local_ca::LocalCa::load_or_create(&location.dir) {
+        Ok(ca) => println!("  Local CA: {}", ca.cert_path().display()),
+        Err(e) => eprintln!("ccproxy: {e}"),
+    }
     let file = location.dir.join(crate::config::paths::FILE_NAME);
     if file.exists() && !force {
         println!("  Skipping ccproxy.yaml (already exists, use --force to overwrite)");

@@ -36,6 +36,11 @@ pub fn run(location: ConfigLocation, verbose: u8) -> ExitCode {
     if config.providers.is_empty() {
         tracing::warn!("no providers configured: every proxied request will get 501");
     }
+    // The local CA for TLS interception, created on the first start (`ccproxy ca` says how to
+    // trust it). Nothing serves with it yet, so a failure is a warning.
+    if let Err(e) = crate::local_ca::LocalCa::load_or_create(&config.location.dir) {
+        tracing::warn!(error = %e, "local CA not available");
+    }
     tracing::info!(
         listen = %config.listen_addr(),
         metrics = config.metrics.as_deref().unwrap_or("off"),

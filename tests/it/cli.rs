@@ -362,3 +362,28 @@ fn start_fails_clearly_when_the_port_is_taken() {
     );
     drop(taken);
 }
+
+#[test]
+fn ca_creates_the_local_ca_once_and_says_how_to_trust_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = ccproxy(dir.path(), &["ca"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cert = dir.path().join("ccproxy-ca.pem");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("NODE_EXTRA_CA_CERTS={}", cert.display())),
+        "{stdout}"
+    );
+    assert!(stdout.contains("update-ca-certificates"), "{stdout}");
+    let key = dir.path().join("ccproxy-ca-key.pem");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let pem = std::fs::read(&cert).unwrap();
+    assert!(pem.starts_with(b"-----BEGIN CERTIFICATE-----"));
+    // A second run (or a start) keeps the same CA.
+    assert!(ccproxy(dir.path(), &["ca"]).status.success());
+    assert_eq!(std::fs::read(&cert).unwrap(), pem);
+}
