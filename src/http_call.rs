@@ -17,13 +17,31 @@ use tokio::net::TcpStream;
 /// Largest response body read.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
-/// A request to send.
-#[derive(Debug, Clone)]
+/// A request to send. `Debug` shows header names only (they may carry credentials).
+#[derive(Clone)]
 pub struct Call {
     pub method: http::Method,
     pub url: String,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Call")
+            .field("method", &self.method)
+            .field("url", &self.url)
+            .field(
+                "headers",
+                &self
+                    .headers
+                    .iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 impl Call {
@@ -55,12 +73,22 @@ impl Call {
     }
 }
 
-/// What came back.
-#[derive(Debug)]
+/// What came back. `Debug` shows the status and sizes only (a token endpoint's body is a
+/// credential).
 pub struct Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Bytes,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers.len())
+            .field("body_bytes", &self.body.len())
+            .finish()
+    }
 }
 
 /// Why a call failed. Messages name the host, never a credential.

@@ -170,8 +170,9 @@ pub struct AuthConfig {
     pub oauth: Option<OAuthConfig>,
 }
 
-/// The OAuth keys of an auth source (absent = the type's default).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The OAuth keys of an auth source (absent = the type's default). `Debug` hides the client
+/// secret.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct OAuthConfig {
     /// `anthropic_oauth` or `google_oauth`.
     pub kind: String,
@@ -182,6 +183,24 @@ pub struct OAuthConfig {
     pub access_path: Option<String>,
     pub refresh_path: Option<String>,
     pub expiry_path: Option<String>,
+}
+
+impl fmt::Debug for OAuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthConfig")
+            .field("kind", &self.kind)
+            .field("file_path", &self.file_path)
+            .field("endpoint", &self.endpoint)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field("access_path", &self.access_path)
+            .field("refresh_path", &self.refresh_path)
+            .field("expiry_path", &self.expiry_path)
+            .finish()
+    }
 }
 
 /// The auth `type` names.
@@ -603,5 +622,17 @@ impl<'de> Deserialize<'de> for HookEntryConfig {
             }
         }
         deserializer.deserialize_any(EntryVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn oauth_client_secret_is_not_in_debug() {
+        let c = super::OAuthConfig {
+            client_secret: Some("GOCSPX-very-secret".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("very-secret"));
     }
 }

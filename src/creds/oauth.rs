@@ -133,14 +133,23 @@ pub struct OAuthSpec {
     pub expiry_path: JsonPath,
 }
 
-/// What the credentials file holds now.
-#[derive(Debug)]
+/// What the credentials file holds now. `Debug` shows no token.
 pub struct TokenFile {
     doc: Value,
     access: Option<String>,
     refresh: Option<String>,
     /// Milliseconds since the epoch.
     expiry_ms: Option<i64>,
+}
+
+impl std::fmt::Debug for TokenFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenFile")
+            .field("access", &self.access.as_ref().map(|_| "<redacted>"))
+            .field("refresh", &self.refresh.as_ref().map(|_| "<redacted>"))
+            .field("expiry_ms", &self.expiry_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl TokenFile {
@@ -163,11 +172,19 @@ impl TokenFile {
     }
 }
 
-/// A token ready to use, and until when.
-#[derive(Debug)]
+/// A token ready to use, and until when. `Debug` shows no token.
 pub struct Obtained {
     pub access: String,
     pub expiry_ms: i64,
+}
+
+impl std::fmt::Debug for Obtained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Obtained")
+            .field("access", &"<redacted>")
+            .field("expiry_ms", &self.expiry_ms)
+            .finish()
+    }
 }
 
 pub fn now_ms() -> i64 {
