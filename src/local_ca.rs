@@ -80,6 +80,25 @@ fn serial() -> Result<boring::asn1::Asn1Integer, CaError> {
     bn.to_asn1_integer().map_err(crypto)
 }
 
+/// A certificate builder with version 3, a random serial, the names, the public key and a
+/// validity of `days` from yesterday.
+fn builder(
+    subject: &boring::x509::X509NameRef,
+    issuer: &boring::x509::X509NameRef,
+    key: &PKey<Private>,
+    days: u32,
+) -> Result<X509Builder, CaError> {
+    let mut b = X509Builder::new().map_err(crypto)?;
+    b.set_version(2).map_err(crypto)?;
+    let serial = serial()?;
+    b.set_serial_number(&serial).map_err(crypto)?;
+    b.set_subject_name(subject).map_err(crypto)?;
+    b.set_issuer_name(issuer).map_err(crypto)?;
+    b.set_pubkey(key).map_err(crypto)?;
+    validity(&mut b, days)?;
+    Ok(b)
+}
+
 fn validity(b: &mut X509Builder, days: u32) -> Result<(), CaError> {
     // A day of slack for clocks that are behind.
     let now = std::time::SystemTime::now()
@@ -172,14 +191,7 @@ impl LocalCa {
         name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "ccproxy")
             .map_err(crypto)?;
         let name = name.build();
-        let mut b = X509Builder::new().map_err(crypto)?;
-        b.set_version(2).map_err(crypto)?;
-        let serial = serial()?;
-        b.set_serial_number(&serial).map_err(crypto)?;
-        b.set_subject_name(&name).map_err(crypto)?;
-        b.set_issuer_name(&name).map_err(crypto)?;
-        b.set_pubkey(&key).map_err(crypto)?;
-        validity(&mut b, CA_DAYS)?;
+        let mut b = builder(&name, &name, &key, CA_DAYS)?;
         let bc = BasicConstraints::new()
             .critical()
             .ca()
@@ -241,15 +253,7 @@ impl LocalCa {
         name.append_entry_by_nid(Nid::COMMONNAME, host)
             .map_err(crypto)?;
         let name = name.build();
-        let mut b = X509Builder::new().map_err(crypto)?;
-        b.set_version(2).map_err(crypto)?;
-        let serial = serial()?;
-        b.set_serial_number(&serial).map_err(crypto)?;
-        b.set_subject_name(&name).map_err(crypto)?;
-        b.set_issuer_name(self.cert.subject_name())
-            .map_err(crypto)?;
-        b.set_pubkey(&self.leaf_key).map_err(crypto)?;
-        validity(&mut b, LEAF_DAYS)?;
+        let mut b = builder(&name, self.cert.subject_name(), &self.leaf_key, LEAF_DAYS)?;
         let bc = BasicConstraints::new().build().map_err(crypto)?;
         b.append_extension(&bc).map_err(crypto)?;
         let ku = KeyUsage::new()
