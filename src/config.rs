@@ -267,6 +267,8 @@ pub struct Inspector {
     pub max_flows: u64,
     pub max_age: Duration,
     pub max_bytes: u64,
+    /// Upstream address overrides by host name (lower case).
+    pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
 }
 
 impl fmt::Debug for Config {
@@ -927,7 +929,23 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
             "must be > 0",
         ));
     }
+    let mut resolve = std::collections::HashMap::new();
+    for (host, addr) in &raw.resolve {
+        let key = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        let parsed = addr.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+            invalid(
+                fname,
+                format!("inspector.resolve.{host}"),
+                format!("\"{addr}\" is not an ip:port address (like 127.0.0.1:8443)"),
+            )
+        })?;
+        if key.is_empty() {
+            return Err(invalid(fname, "inspector.resolve", "a host name is empty"));
+        }
+        resolve.insert(key, parsed);
+    }
     Ok(Inspector {
+        resolve,
         capture: raw.capture,
         listen,
         store,

@@ -116,12 +116,13 @@ impl Shared {
             metrics.buffered_body_bytes.clone(),
             metrics.body_budget_rejections.clone(),
         );
+        let resolver = upstream::Resolver::with_overrides(config.inspector.resolve.clone());
         Self {
             config,
             metrics,
             pipeline,
             creds,
-            resolver: upstream::Resolver::default(),
+            resolver,
             budget,
             recorder,
             ids: RequestIds::new(),

@@ -360,6 +360,8 @@ pub struct InspectorConfig {
     pub retention: RetentionConfig,
     /// Routing rules tried before sentinel keys, first match wins.
     pub transforms: Vec<TransformRuleConfig>,
+    /// `host: "ip:port"`: where upstream connections to `host` go instead of its DNS answer.
+    pub resolve: IndexMap<String, String>,
 }
 
 impl Default for InspectorConfig {
@@ -372,6 +374,7 @@ impl Default for InspectorConfig {
             max_body_bytes: 4 * 1024 * 1024,
             retention: RetentionConfig::default(),
             transforms: Vec::new(),
+            resolve: IndexMap::new(),
         }
     }
 }

@@ -33,6 +33,8 @@ type Answer = (u16, SocketAddr, Instant);
 #[derive(Default)]
 pub struct Resolver {
     cache: RwLock<HashMap<Arc<str>, Vec<Answer>>>,
+    /// `inspector.resolve`: these hosts go to these addresses, whatever the port asked.
+    overrides: HashMap<String, SocketAddr>,
 }
 
 impl Resolver {
@@ -45,8 +47,21 @@ impl Resolver {
             .map(|(_, a, _)| *a)
     }
 
-    /// The first address of `host:port`.
+    /// A resolver whose `overrides` (lower-case host → address) beat DNS.
+    pub fn with_overrides(overrides: HashMap<String, SocketAddr>) -> Self {
+        Self {
+            cache: RwLock::default(),
+            overrides,
+        }
+    }
+
+    /// The first address of `host:port` (an `inspector.resolve` entry wins over DNS).
     pub async fn lookup(&self, host: &Arc<str>, port: u16) -> Result<SocketAddr, GatewayError> {
+        if !self.overrides.is_empty() {
+            if let Some(a) = self.overrides.get(host.to_ascii_lowercase().as_str()) {
+                return Ok(*a);
+            }
+        }
         if let Ok(ip) = host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, port));
         }

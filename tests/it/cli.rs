@@ -77,6 +77,10 @@ fn config_errors_fail_startup_with_one_line_naming_file_and_key() {
         ),
         ("ccproxy:\n  port: many\n", "ccproxy.yaml: port: invalid type"),
         (
+            "ccproxy:\n  inspector:\n    resolve:\n      api.anthropic.com: localhost\n",
+            "ccproxy.yaml: inspector.resolve.api.anthropic.com: \"localhost\" is not an ip:port address",
+        ),
+        (
             "ccproxy:\n  providers:\n    anthropic:\n      host: h\n      provider: anthropic\n      auth:\n        type: claude_oauth\n",
             "ccproxy.yaml: providers.anthropic.auth: unknown auth type \"claude_oauth\" (valid: command, file, anthropic_oauth, google_oauth)",
         ),

@@ -664,3 +664,25 @@ async fn tls_trust_stays_per_provider_on_a_shared_host() {
     assert_eq!(send("untrusted").await.unwrap().status(), 502);
     assert_eq!(mock.request_count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inspector_resolve_pins_a_host_to_an_address() {
+    let mock = MockUpstream::start(ok_json()).await;
+    // A name that has no DNS answer anywhere: only the override makes it reachable.
+    let gw = Gateway::start(&format!(
+        "  providers:\n    local:\n      host: models.invalid:8000\n      scheme: http\n      provider: openai\n      auth: echo k\n  inspector:\n    resolve:\n      Models.Invalid: {}\n",
+        mock.addr()
+    ));
+    let r = sentinel_bearer(&gw, "/v1/chat/completions", "local")
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = &mock.requests()[0];
+    assert_eq!(
+        seen.header("host"),
+        Some("models.invalid:8000"),
+        "the request still names the host"
+    );
+}
