@@ -269,6 +269,8 @@ pub struct Inspector {
     pub max_bytes: u64,
     /// Upstream address overrides by host name (lower case).
     pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
+    /// The explicit proxy listener (`None` = off).
+    pub proxy_listen: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -944,7 +946,14 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
         }
         resolve.insert(key, parsed);
     }
+    let proxy_listen = raw
+        .proxy_listen
+        .as_deref()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned);
     Ok(Inspector {
+        proxy_listen,
         resolve,
         capture: raw.capture,
         listen,

@@ -22,6 +22,7 @@ pub mod error;
 pub mod flow;
 pub mod inbound;
 pub mod ingress;
+pub mod intercept;
 pub mod outbound;
 pub mod replay;
 pub mod response;

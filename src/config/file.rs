@@ -362,6 +362,8 @@ pub struct InspectorConfig {
     pub transforms: Vec<TransformRuleConfig>,
     /// `host: "ip:port"`: where upstream connections to `host` go instead of its DNS answer.
     pub resolve: IndexMap<String, String>,
+    /// `host:port` of the explicit proxy listener (`CONNECT`, TLS interception); `null` = off.
+    pub proxy_listen: Option<String>,
 }
 
 impl Default for InspectorConfig {
@@ -375,6 +377,7 @@ impl Default for InspectorConfig {
             retention: RetentionConfig::default(),
             transforms: Vec::new(),
             resolve: IndexMap::new(),
+            proxy_listen: None,
         }
     }
 }

@@ -243,8 +243,14 @@ impl Gateway {
         {
             return Ok(false);
         }
-        let translated = route::resolve(self.config(), req, &ctx.client.body, &ctx.client.meta)
-            .is_ok_and(|r| r.translation.is_some_and(|t| !t.is_identity()));
+        let translated = route::resolve(
+            self.config(),
+            req,
+            &ctx.client.body,
+            &ctx.client.meta,
+            self.ingress,
+        )
+        .is_ok_and(|r| r.translation.is_some_and(|t| !t.is_identity()));
         if !translated {
             return Ok(false);
         }

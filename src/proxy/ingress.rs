@@ -40,12 +40,17 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub enum Ingress {
     /// The reverse-proxy listener (`host:port`): clients point their base URL at the gateway.
     Reverse,
+    /// The explicit proxy listener (`inspector.proxy_listen`): a client's `CONNECT` (or
+    /// absolute-form HTTP) request, TLS decrypted with a leaf from the local CA. A request with
+    /// no sentinel and no matching rule goes on to the host it named.
+    Intercept,
 }
 
 impl Ingress {
     pub fn as_str(self) -> &'static str {
         match self {
             Ingress::Reverse => "reverse",
+            Ingress::Intercept => "intercept",
         }
     }
 

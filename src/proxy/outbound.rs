@@ -42,6 +42,7 @@ impl Gateway {
             session.req_header(),
             &ctx.client.body,
             &ctx.client.meta,
+            self.ingress,
         )
         .map_err(|e| self.reject(ctx, e))?;
         let route = Arc::new(route);

@@ -11,6 +11,7 @@
 //! provider, say) is refused with `501`. This module only decides; it performs no I/O.
 
 use super::error::GatewayError;
+use super::ingress::Ingress;
 use crate::config::file::RuleAction;
 use crate::config::{Config, Destination, Provider, Rule};
 use crate::hooks::{Body, RequestMeta};
@@ -326,11 +327,18 @@ pub fn resolve(
     req: &RequestHeader,
     body: &Body,
     meta: &RequestMeta,
+    ingress: Ingress,
 ) -> Result<Route, GatewayError> {
     if let Some(rule) = cfg.rules.iter().find(|r| rule_matches(r, req, body)) {
+        if rule.action == RuleAction::Passthrough && ingress == Ingress::Intercept {
+            return original_route(req, Some(rule.index));
+        }
         return rule_route(cfg, rule, req, body, meta);
     }
     let Some(name) = &meta.sentinel_provider else {
+        if ingress == Ingress::Intercept {
+            return original_route(req, None);
+        }
         return Err(GatewayError::no_route());
     };
     let Some(p) = cfg.providers.get(&**name) else {
@@ -361,6 +369,43 @@ pub fn resolve(
         dest: p.dest.clone(),
         path: route_path,
         rule: None,
+        translation: None,
+    })
+}
+
+/// An intercepted request going on to the host it named (`Host`, or the absolute URI), over
+/// HTTPS with normal verification and the client's own credentials.
+fn original_route(req: &RequestHeader, rule: Option<usize>) -> Result<Route, GatewayError> {
+    let authority = req
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .ok_or_else(|| {
+            GatewayError::new(
+                400,
+                "bad_request",
+                "an intercepted request without a Host header",
+            )
+        })?;
+    let scheme = match req.uri.scheme_str() {
+        Some("http") => crate::config::file::Scheme::Http,
+        _ => crate::config::file::Scheme::Https,
+    };
+    let dest = crate::config::Destination::parse(scheme, &authority).ok_or_else(|| {
+        GatewayError::new(400, "bad_request", format!("{authority:?} is not a host"))
+    })?;
+    Ok(Route {
+        action: Action::Passthrough,
+        provider: None,
+        dest,
+        path: None,
+        rule,
         translation: None,
     })
 }

@@ -157,6 +157,24 @@ pub fn build(
     proxy.add_tcp(&listen);
     server.add_service(proxy);
 
+    if let Some(addr) = &config.inspector.proxy_listen {
+        preflight(addr)?;
+        match crate::local_ca::LocalCa::load_or_create(&config.location.dir) {
+            Ok(ca) => {
+                let intercept = super::intercept::ConnectListener {
+                    app: Arc::new(proxy_app(&conf, &shared, Ingress::Intercept)),
+                    ca: Arc::new(ca),
+                    head_timeout: config.timeouts.client_read,
+                };
+                let mut svc = Service::new("ccproxy intercept".to_owned(), intercept);
+                svc.add_tcp(addr);
+                server.add_service(svc);
+                tracing::info!(listen = %addr, "proxy listener (CONNECT, TLS interception) on");
+            }
+            Err(e) => tracing::warn!(error = %e, "proxy listener off: no local CA"),
+        }
+    }
+
     if let Some(addr) = &config.metrics {
         let mut scrape = Service::new(
             "ccproxy metrics".to_owned(),

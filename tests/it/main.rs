@@ -14,6 +14,7 @@ mod golden;
 mod hooks;
 mod hostile;
 mod inspector;
+mod intercept;
 mod metrics;
 mod oauth;
 mod routing;

@@ -1,0 +1,149 @@
+//! The explicit proxy listener (`inspector.proxy_listen`): clients that honour `HTTPS_PROXY`
+//! send `CONNECT host:port`; the gateway answers `200`, terminates the client's TLS with a leaf
+//! for that host minted by the local CA ([`crate::local_ca`]), and hands the decrypted stream
+//! to the same proxy service as the reverse listener, with [`Ingress::Intercept`], so hooks,
+//! routing, translation, capture and metrics apply alike. A request that is not `CONNECT`
+//! (absolute-form plain HTTP) goes to the same service unencrypted.
+//!
+//! [`Ingress::Intercept`]: super::ingress::Ingress::Intercept
+
+use crate::local_ca::LocalCa;
+use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::tls::TlsRef;
+use pingora::protocols::Stream;
+use pingora::server::ShutdownWatch;
+use pingora::tls::ssl::{NameType, SslAcceptor, SslMethod};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Longest `CONNECT` request head read.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// The listener's application.
+pub struct ConnectListener<A> {
+    pub app: Arc<A>,
+    pub ca: Arc<LocalCa>,
+    /// How long a new connection may take to send its request head.
+    pub head_timeout: Duration,
+}
+
+/// Mints the certificate for the name the client asked for (SNI, else the `CONNECT` host).
+struct Mint {
+    ca: Arc<LocalCa>,
+    connect_host: String,
+}
+
+#[async_trait]
+impl pingora::listeners::TlsAccept for Mint {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let host = ssl
+            .servername(NameType::HOST_NAME)
+            .map_or_else(|| self.connect_host.clone(), str::to_owned);
+        match self.ca.leaf(&host) {
+            Ok(leaf) => {
+                let _ = pingora::tls::ext::ssl_use_certificate(ssl, &leaf.cert);
+                let _ = pingora::tls::ext::ssl_use_private_key(ssl, &leaf.key);
+                let _ = pingora::tls::ext::ssl_add_chain_cert(ssl, self.ca.cert());
+            }
+            Err(e) => {
+                tracing::warn!(host, error = %e, "cannot mint a certificate; the handshake fails")
+            }
+        }
+    }
+}
+
+/// The request head: `(method, target, bytes after the head)`, or `None` when the client
+/// closed, stalled or sent something that is not an HTTP request head.
+async fn read_head(s: &mut L4Stream, limit: Duration) -> Option<(String, String, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(1024);
+    let deadline = tokio::time::Instant::now() + limit;
+    let end = loop {
+        if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+            break i + 4;
+        }
+        if buf.len() >= MAX_HEAD {
+            return None;
+        }
+        let mut chunk = [0u8; 2048];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    };
+    let line_end = memchr::memmem::find(&buf, b"\r\n")?;
+    let line = std::str::from_utf8(&buf[..line_end]).ok()?;
+    let mut parts = line.split(' ');
+    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut rest = buf;
+    let after = rest.split_off(end);
+    // Not CONNECT: the head itself goes to the proxy service.
+    let after = if method.eq_ignore_ascii_case("CONNECT") {
+        after
+    } else {
+        let mut all = rest;
+        all.extend_from_slice(&after);
+        all
+    };
+    Some((method, target, after))
+}
+
+fn acceptor(mint: &Mint) -> Option<SslAcceptor> {
+    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).ok()?;
+    // The leaf is chosen per connection; this one only satisfies the builder.
+    let leaf = mint.ca.leaf(&mint.connect_host).ok()?;
+    b.set_certificate(&leaf.cert).ok()?;
+    b.set_private_key(&leaf.key).ok()?;
+    b.set_alpn_select_callback(|_, client| {
+        pingora::tls::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
+            .ok_or(pingora::tls::ssl::AlpnError::NOACK)
+    });
+    Some(b.build())
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
+        let (method, target, after) = read_head(&mut l4, self.head_timeout).await?;
+        if !method.eq_ignore_ascii_case("CONNECT") {
+            l4.rewind(&after);
+            return self.app.process_new(l4, shutdown).await;
+        }
+        let host = target
+            .rsplit_once(':')
+            .map_or(target.as_str(), |(h, _)| h)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        l4.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .await
+            .ok()?;
+        // The stream buffers writes; the client waits for this answer before its TLS hello.
+        l4.flush().await.ok()?;
+        if !after.is_empty() {
+            l4.rewind(&after);
+        }
+        let mint = Mint {
+            ca: self.ca.clone(),
+            connect_host: host,
+        };
+        let acceptor = acceptor(&mint)?;
+        let tls = pingora::protocols::tls::server::handshake_with_callback(&acceptor, *l4, &mint)
+            .await
+            .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
+            .ok()?;
+        let stream: Stream = Box::new(tls);
+        self.app.process_new(stream, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}

@@ -1,0 +1,106 @@
+//! The explicit proxy listener (`inspector.proxy_listen`): a real client (`curl` with
+//! `--proxy`) sends `CONNECT`, the gateway decrypts with a leaf from its local CA and sends the
+//! request on to the host it named (verified against its trust roots), or to a provider when
+//! the request carries a sentinel key.
+
+use crate::support::mock::{MockUpstream, Reply};
+use crate::support::tls::TestCa;
+use crate::support::{gateway_port, provider, Gateway};
+use serde_json::Value;
+use std::process::Command;
+
+fn curl() -> Option<&'static str> {
+    Command::new("curl")
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|_| "curl")
+}
+
+/// `curl --proxy` to `url` trusting the gateway's CA at `ca` (run off the async runtime).
+async fn through_proxy(
+    ca: std::path::PathBuf,
+    proxy_port: u16,
+    url: String,
+    key: &'static str,
+) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || curl_once(&ca, proxy_port, &url, key))
+        .await
+        .unwrap()
+}
+
+fn curl_once(ca: &std::path::Path, proxy_port: u16, url: &str, key: &str) -> (u16, Value) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
+        .arg("--proxy")
+        .arg(format!("http://127.0.0.1:{proxy_port}"))
+        .arg("--cacert")
+        .arg(ca)
+        .args(["-H", "content-type: application/json", "-H"])
+        .arg(format!("x-api-key: {key}"))
+        .args(["-d", r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#])
+        .arg(url)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let pport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "  ca_file: {}\n  providers:\n{}  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
+        ca.ca_file.display(),
+        provider(
+            "anthropic",
+            "anthropic",
+            &provider_mock,
+            "      auth: echo sk-provider\n"
+        )
+    ));
+    let url = format!("https://localhost:{}/v1/messages", original.port());
+
+    // No sentinel: on to the host the client named, with the client's own key.
+    let ca_pem = gw.path("ccproxy-ca.pem");
+    let (status, body) = through_proxy(ca_pem.clone(), pport, url.clone(), "sk-client-own").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &original.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-client-own"));
+    assert_eq!(seen.json()["model"], "claude-sonnet-4-6");
+    assert!(
+        body["headers"].is_object(),
+        "the echo came back through the tunnel: {body}"
+    );
+
+    // A sentinel key: routed to the provider with its credential, like the reverse listener.
+    let (status, _) = through_proxy(ca_pem, pport, url, "sk-ant-oat-ccproxy-anthropic").await;
+    assert_eq!(status, 200);
+    let routed = &provider_mock.requests()[0];
+    assert_eq!(routed.header("authorization"), Some("Bearer sk-provider"));
+    assert_eq!(
+        original.request_count(),
+        1,
+        "the named host saw only the first request"
+    );
+}
