@@ -44,6 +44,9 @@ pub enum Ingress {
     /// absolute-form HTTP) request, TLS decrypted with a leaf from the local CA. A request with
     /// no sentinel and no matching rule goes on to the host it named.
     Intercept,
+    /// The same listener, a plain-HTTP request in absolute form (`GET http://host/…`): as
+    /// `Intercept`, over HTTP.
+    ProxyHttp,
 }
 
 impl Ingress {
@@ -51,7 +54,14 @@ impl Ingress {
         match self {
             Ingress::Reverse => "reverse",
             Ingress::Intercept => "intercept",
+            Ingress::ProxyHttp => "proxy_http",
         }
+    }
+
+    /// Whether requests name the host they are for (intercepted ones), which is where they go
+    /// when nothing else routes them.
+    pub fn has_original_host(self) -> bool {
+        matches!(self, Ingress::Intercept | Ingress::ProxyHttp)
     }
 
     /// Whether the gateway answers `/`, `/health` and `/v1/models` itself on this listener

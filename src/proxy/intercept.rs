@@ -24,7 +24,10 @@ const MAX_HEAD: usize = 8 * 1024;
 
 /// The listener's application.
 pub struct ConnectListener<A> {
+    /// Serves the decrypted streams (`Ingress::Intercept`).
     pub app: Arc<A>,
+    /// Serves plain absolute-form HTTP requests (`Ingress::ProxyHttp`).
+    pub plain: Arc<A>,
     pub ca: Arc<LocalCa>,
     /// How long a new connection may take to send its request head.
     pub head_timeout: Duration,
@@ -114,7 +117,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
         let (method, target, after) = read_head(&mut l4, self.head_timeout).await?;
         if !method.eq_ignore_ascii_case("CONNECT") {
             l4.rewind(&after);
-            return self.app.process_new(l4, shutdown).await;
+            return self.plain.process_new(l4, shutdown).await;
         }
         let host = target
             .rsplit_once(':')

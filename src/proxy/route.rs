@@ -330,14 +330,14 @@ pub fn resolve(
     ingress: Ingress,
 ) -> Result<Route, GatewayError> {
     if let Some(rule) = cfg.rules.iter().find(|r| rule_matches(r, req, body)) {
-        if rule.action == RuleAction::Passthrough && ingress == Ingress::Intercept {
-            return original_route(req, Some(rule.index));
+        if rule.action == RuleAction::Passthrough && ingress.has_original_host() {
+            return original_route(req, ingress, Some(rule.index));
         }
         return rule_route(cfg, rule, req, body, meta);
     }
     let Some(name) = &meta.sentinel_provider else {
-        if ingress == Ingress::Intercept {
-            return original_route(req, None);
+        if ingress.has_original_host() {
+            return original_route(req, ingress, None);
         }
         return Err(GatewayError::no_route());
     };
@@ -375,7 +375,11 @@ pub fn resolve(
 
 /// An intercepted request going on to the host it named (`Host`, or the absolute URI), over
 /// HTTPS with normal verification and the client's own credentials.
-fn original_route(req: &RequestHeader, rule: Option<usize>) -> Result<Route, GatewayError> {
+fn original_route(
+    req: &RequestHeader,
+    ingress: Ingress,
+    rule: Option<usize>,
+) -> Result<Route, GatewayError> {
     let authority = req
         .uri
         .authority()
@@ -393,8 +397,8 @@ fn original_route(req: &RequestHeader, rule: Option<usize>) -> Result<Route, Gat
                 "an intercepted request without a Host header",
             )
         })?;
-    let scheme = match req.uri.scheme_str() {
-        Some("http") => crate::config::file::Scheme::Http,
+    let scheme = match ingress {
+        Ingress::ProxyHttp => crate::config::file::Scheme::Http,
         _ => crate::config::file::Scheme::Https,
     };
     let dest = crate::config::Destination::parse(scheme, &authority).ok_or_else(|| {

@@ -163,6 +163,7 @@ pub fn build(
             Ok(ca) => {
                 let intercept = super::intercept::ConnectListener {
                     app: Arc::new(proxy_app(&conf, &shared, Ingress::Intercept)),
+                    plain: Arc::new(proxy_app(&conf, &shared, Ingress::ProxyHttp)),
                     ca: Arc::new(ca),
                     head_timeout: config.timeouts.client_read,
                 };

@@ -104,3 +104,23 @@ async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
         "the named host saw only the first request"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_through_the_proxy_goes_to_the_named_host() {
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let original = MockUpstream::start(Reply::Echo).await;
+    let pport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n"
+    ));
+    let url = format!("http://127.0.0.1:{}/v1/messages", original.port());
+    let (status, body) =
+        through_proxy(gw.path("ccproxy-ca.pem"), pport, url, "sk-client-own").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = &original.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-client-own"));
+}
