@@ -271,6 +271,8 @@ pub struct Inspector {
     pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
     /// The explicit proxy listener (`None` = off).
     pub proxy_listen: Option<String>,
+    /// Hosts whose tunnels are relayed, not decrypted.
+    pub ignore_hosts: Vec<Regex>,
 }
 
 impl fmt::Debug for Config {
@@ -952,7 +954,22 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_owned);
+    let ignore_hosts = raw
+        .ignore_hosts
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Regex::new(r).map_err(|e| {
+                invalid(
+                    fname,
+                    format!("inspector.ignore_hosts[{i}]"),
+                    format!("invalid regex: {e}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Inspector {
+        ignore_hosts,
         proxy_listen,
         resolve,
         capture: raw.capture,

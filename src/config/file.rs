@@ -364,6 +364,8 @@ pub struct InspectorConfig {
     pub resolve: IndexMap<String, String>,
     /// `host:port` of the explicit proxy listener (`CONNECT`, TLS interception); `null` = off.
     pub proxy_listen: Option<String>,
+    /// Regexes of hosts whose `CONNECT` tunnels are relayed as they are, never decrypted.
+    pub ignore_hosts: Vec<String>,
 }
 
 impl Default for InspectorConfig {
@@ -378,6 +380,7 @@ impl Default for InspectorConfig {
             transforms: Vec::new(),
             resolve: IndexMap::new(),
             proxy_listen: None,
+            ignore_hosts: Vec::new(),
         }
     }
 }

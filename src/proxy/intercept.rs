@@ -31,6 +31,29 @@ pub struct ConnectListener<A> {
     pub ca: Arc<LocalCa>,
     /// How long a new connection may take to send its request head.
     pub head_timeout: Duration,
+    /// Hosts whose tunnels are relayed as they are (`inspector.ignore_hosts`).
+    pub ignore_hosts: Vec<regex::Regex>,
+    /// `inspector.resolve`, for relayed tunnels too.
+    pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
+}
+
+/// Copy bytes both ways between the client and `host:port` until either side closes.
+async fn relay(
+    mut client: Box<L4Stream>,
+    host: &str,
+    port: u16,
+    resolve: &std::collections::HashMap<String, std::net::SocketAddr>,
+) {
+    let upstream = match resolve.get(&host.to_ascii_lowercase()) {
+        Some(addr) => tokio::net::TcpStream::connect(*addr).await,
+        None => tokio::net::TcpStream::connect((host, port)).await,
+    };
+    match upstream {
+        Ok(mut up) => {
+            let _ = tokio::io::copy_bidirectional(&mut *client, &mut up).await;
+        }
+        Err(e) => tracing::debug!(host, port, error = %e, "cannot reach an ignored host"),
+    }
 }
 
 /// Mints the certificate for the name the client asked for (SNI, else the `CONNECT` host).
@@ -119,9 +142,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
             l4.rewind(&after);
             return self.plain.process_new(l4, shutdown).await;
         }
-        let host = target
-            .rsplit_once(':')
-            .map_or(target.as_str(), |(h, _)| h)
+        let (host, port) = match target.rsplit_once(':') {
+            Some((h, p)) => (h, p.parse().unwrap_or(443)),
+            None => (target.as_str(), 443),
+        };
+        let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
@@ -132,6 +157,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
         l4.flush().await.ok()?;
         if !after.is_empty() {
             l4.rewind(&after);
+        }
+        if self.ignore_hosts.iter().any(|r| r.is_match(&host)) {
+            relay(l4, &host, port, &self.resolve).await;
+            return None;
         }
         let mint = Mint {
             ca: self.ca.clone(),

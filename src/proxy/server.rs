@@ -166,6 +166,8 @@ pub fn build(
                     plain: Arc::new(proxy_app(&conf, &shared, Ingress::ProxyHttp)),
                     ca: Arc::new(ca),
                     head_timeout: config.timeouts.client_read,
+                    ignore_hosts: config.inspector.ignore_hosts.clone(),
+                    resolve: config.inspector.resolve.clone(),
                 };
                 let mut svc = Service::new("ccproxy intercept".to_owned(), intercept);
                 svc.add_tcp(addr);

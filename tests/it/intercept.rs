@@ -124,3 +124,41 @@ async fn plain_http_through_the_proxy_goes_to_the_named_host() {
     assert_eq!(seen.path, "/v1/messages");
     assert_eq!(seen.header("x-api-key"), Some("sk-client-own"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignored_hosts_are_relayed_without_decryption() {
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let pport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n    ignore_hosts: ['^localhost$']\n"
+    ));
+    let url = format!("https://localhost:{}/v1/messages", original.port());
+    // The client sees the upstream's own certificate (it trusts only the test CA, not the
+    // gateway's): the tunnel was not decrypted.
+    let (status, _) = through_proxy(ca.ca_file.clone(), pport, url.clone(), "sk-client-own").await;
+    assert_eq!(status, 200);
+    assert_eq!(original.request_count(), 1);
+    // The gateway's CA alone does not verify it.
+    let gw_ca = gw.path("ccproxy-ca.pem");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--max-time", "10", "--proxy"])
+            .arg(format!("http://127.0.0.1:{pport}"))
+            .arg("--cacert")
+            .arg(gw_ca)
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        !out.status.success(),
+        "verified with the gateway CA: the tunnel was decrypted"
+    );
+}
