@@ -273,6 +273,8 @@ pub struct Inspector {
     pub proxy_listen: Option<String>,
     /// Hosts whose tunnels are relayed, not decrypted.
     pub ignore_hosts: Vec<Regex>,
+    /// Where intercepted TLS secrets go (`None` = nowhere).
+    pub keylog: Option<PathBuf>,
 }
 
 impl fmt::Debug for Config {
@@ -969,6 +971,7 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
         })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Inspector {
+        keylog: raw.keylog.then(|| dir.join("tls.keylog")),
         ignore_hosts,
         proxy_listen,
         resolve,

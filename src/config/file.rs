@@ -366,6 +366,8 @@ pub struct InspectorConfig {
     pub proxy_listen: Option<String>,
     /// Regexes of hosts whose `CONNECT` tunnels are relayed as they are, never decrypted.
     pub ignore_hosts: Vec<String>,
+    /// Write intercepted TLS sessions' secrets to `<config dir>/tls.keylog`.
+    pub keylog: bool,
 }
 
 impl Default for InspectorConfig {
@@ -381,6 +383,7 @@ impl Default for InspectorConfig {
             resolve: IndexMap::new(),
             proxy_listen: None,
             ignore_hosts: Vec::new(),
+            keylog: false,
         }
     }
 }

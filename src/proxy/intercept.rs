@@ -35,6 +35,35 @@ pub struct ConnectListener<A> {
     pub ignore_hosts: Vec<regex::Regex>,
     /// `inspector.resolve`, for relayed tunnels too.
     pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
+    /// The TLS acceptor (ALPN, key log); the certificate is chosen per connection.
+    pub acceptor: SslAcceptor,
+}
+
+/// The acceptor for intercepted TLS: h2 and http/1.1 offered; with `keylog`, every session's
+/// secrets appended to that file (NSS key log format, mode 0600) for Wireshark.
+pub fn acceptor(keylog: Option<&std::path::Path>) -> Result<SslAcceptor, String> {
+    let mut b =
+        SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
+    b.set_alpn_select_callback(|_, client| {
+        pingora::tls::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
+            .ok_or(pingora::tls::ssl::AlpnError::NOACK)
+    });
+    if let Some(path) = keylog {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = std::sync::Mutex::new(file);
+        b.set_keylog_callback(move |_, line| {
+            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(f, "{line}");
+        });
+    }
+    Ok(b.build())
 }
 
 /// Copy bytes both ways between the client and `host:port` until either side closes.
@@ -116,19 +145,6 @@ async fn read_head(s: &mut L4Stream, limit: Duration) -> Option<(String, String,
     Some((method, target, after))
 }
 
-fn acceptor(mint: &Mint) -> Option<SslAcceptor> {
-    let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).ok()?;
-    // The leaf is chosen per connection; this one only satisfies the builder.
-    let leaf = mint.ca.leaf(&mint.connect_host).ok()?;
-    b.set_certificate(&leaf.cert).ok()?;
-    b.set_private_key(&leaf.key).ok()?;
-    b.set_alpn_select_callback(|_, client| {
-        pingora::tls::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
-            .ok_or(pingora::tls::ssl::AlpnError::NOACK)
-    });
-    Some(b.build())
-}
-
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
     async fn process_new(
@@ -166,11 +182,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
             ca: self.ca.clone(),
             connect_host: host,
         };
-        let acceptor = acceptor(&mint)?;
-        let tls = pingora::protocols::tls::server::handshake_with_callback(&acceptor, *l4, &mint)
-            .await
-            .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
-            .ok()?;
+        let tls =
+            pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, *l4, &mint)
+                .await
+                .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
+                .ok()?;
         let stream: Stream = Box::new(tls);
         self.app.process_new(stream, shutdown).await
     }

@@ -159,8 +159,12 @@ pub fn build(
 
     if let Some(addr) = &config.inspector.proxy_listen {
         preflight(addr)?;
-        match crate::local_ca::LocalCa::load_or_create(&config.location.dir) {
-            Ok(ca) => {
+        let acceptor = super::intercept::acceptor(config.inspector.keylog.as_deref());
+        match (
+            crate::local_ca::LocalCa::load_or_create(&config.location.dir),
+            acceptor,
+        ) {
+            (Ok(ca), Ok(acceptor)) => {
                 let intercept = super::intercept::ConnectListener {
                     app: Arc::new(proxy_app(&conf, &shared, Ingress::Intercept)),
                     plain: Arc::new(proxy_app(&conf, &shared, Ingress::ProxyHttp)),
@@ -168,13 +172,15 @@ pub fn build(
                     head_timeout: config.timeouts.client_read,
                     ignore_hosts: config.inspector.ignore_hosts.clone(),
                     resolve: config.inspector.resolve.clone(),
+                    acceptor,
                 };
                 let mut svc = Service::new("ccproxy intercept".to_owned(), intercept);
                 svc.add_tcp(addr);
                 server.add_service(svc);
                 tracing::info!(listen = %addr, "proxy listener (CONNECT, TLS interception) on");
             }
-            Err(e) => tracing::warn!(error = %e, "proxy listener off: no local CA"),
+            (Err(e), _) => tracing::warn!(error = %e, "proxy listener off: no local CA"),
+            (_, Err(e)) => tracing::warn!(error = %e, "proxy listener off: TLS setup failed"),
         }
     }
 

@@ -69,7 +69,7 @@ async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
     let provider_mock = MockUpstream::start(Reply::Echo).await;
     let pport = gateway_port();
     let gw = Gateway::start(&format!(
-        "  ca_file: {}\n  providers:\n{}  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
+        "  ca_file: {}\n  providers:\n{}  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n    keylog: true\n",
         ca.ca_file.display(),
         provider(
             "anthropic",
@@ -102,6 +102,21 @@ async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
         original.request_count(),
         1,
         "the named host saw only the first request"
+    );
+
+    // keylog: the intercepted sessions' secrets, NSS format, private.
+    use std::os::unix::fs::PermissionsExt;
+    let keylog = gw.path("tls.keylog");
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("CLIENT_HANDSHAKE_TRAFFIC_SECRET ")
+                || l.starts_with("CLIENT_RANDOM ")),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777,
+        0o600
     );
 }
 
