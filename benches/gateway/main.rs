@@ -113,7 +113,7 @@ impl Gateway {
         let inspector = if std::env::var_os("CCPROXY_BENCH_LEGACY_CONFIG").is_some() {
             ""
         } else {
-            "  inspector:\n    capture: false\n    listen: null\n"
+            "  inspector:\n    capture: false\n    listen: null\n    proxy_listen: null\n"
         };
         Self::start_full(mock, threads, pin_core, extra, inspector)
     }
@@ -1122,14 +1122,14 @@ fn capture_on_off(
         cores,
         None,
         "",
-        "  inspector:\n    capture: false\n    listen: null\n",
+        "  inspector:\n    capture: false\n    listen: null\n    proxy_listen: null\n",
     );
     let on = Gateway::start_full(
         mock,
         cores,
         None,
         "",
-        &format!("  inspector:\n    listen: 127.0.0.1:{admin_port}\n    token: bench-token\n    store: flows.db\n"),
+        &format!("  inspector:\n    listen: 127.0.0.1:{admin_port}\n    token: bench-token\n    store: flows.db\n    proxy_listen: null\n"),
     );
     let direct = openai_target(mock, "sk-bench", "instant");
     let via_off = openai_target(off.addr(), "sk-ant-oat-ccproxy-openai", "instant");

@@ -381,7 +381,7 @@ impl Default for InspectorConfig {
             retention: RetentionConfig::default(),
             transforms: Vec::new(),
             resolve: IndexMap::new(),
-            proxy_listen: None,
+            proxy_listen: Some("127.0.0.1:8084".to_owned()),
             ignore_hosts: Vec::new(),
             keylog: false,
         }

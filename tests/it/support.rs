@@ -63,6 +63,9 @@ pub fn config_yaml(port: u16, metrics_port: u16, body: &str) -> String {
     if !body.contains("    store:") {
         defaults.push_str("    store: null\n");
     }
+    if !body.contains("    proxy_listen:") {
+        defaults.push_str("    proxy_listen: null\n");
+    }
     match body.find(section) {
         Some(i) => body.insert_str(i + section.len(), &defaults),
         None => {
