@@ -60,6 +60,14 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
     let metrics_up = config.metrics.as_deref().map(probe);
     if json {
         let mut v = render_json(&config, &pipeline, proxy_up, metrics_up);
+        v["proxy_listener"] = match &config.inspector.proxy_listen {
+            Some(l) => json!({
+                "url": format!("http://{l}"),
+                "running": probe(l),
+                "ca": config.location.dir.join(crate::local_ca::CERT_FILE).display().to_string(),
+            }),
+            None => Value::Null,
+        };
         v["inspector"] = match inspector_addr(&config) {
             Some(l) => json!({
                 "url": format!("http://{l}/"),
@@ -78,6 +86,19 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
             ),
             _ => "  inspect  off\n".to_owned(),
         };
+        let line = line
+            + &match &config.inspector.proxy_listen {
+                Some(l) => format!(
+                    "  intercept {}  http://{l}  (HTTPS_PROXY; trust {})\n",
+                    if probe(l) { "running" } else { "stopped" },
+                    config
+                        .location
+                        .dir
+                        .join(crate::local_ca::CERT_FILE)
+                        .display()
+                ),
+                None => "  intercept off\n".to_owned(),
+            };
         if let Some(i) = text.find("  config ") {
             text.insert_str(i, &line);
         }

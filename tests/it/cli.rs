@@ -148,6 +148,12 @@ fn status_reports_down_with_exit_bitmask_and_pipeline_json() {
     assert_eq!(v["inspector"]["running"], false);
     assert_eq!(v["inspector"]["url"], format!("http://127.0.0.1:{iport}/"));
     assert_eq!(v["url"], format!("http://127.0.0.1:{port}"));
+    // The proxy listener is on by default; status names it and the CA to trust.
+    assert_eq!(v["proxy_listener"]["url"], "http://127.0.0.1:8084");
+    assert!(v["proxy_listener"]["ca"]
+        .as_str()
+        .unwrap()
+        .ends_with("ccproxy-ca.pem"));
     // `after:` reorders the DAG: verbose_mode runs first although listed second.
     let order: Vec<&str> = v["hooks"]["outbound"]
         .as_array()
