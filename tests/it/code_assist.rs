@@ -94,6 +94,13 @@ fn sha12(text: &str) -> String {
     d.iter().map(|b| format!("{b:02x}")).collect::<String>()[..12].to_owned()
 }
 
+/// `POST /v1beta/models/{MODEL}:{action}` with the `gemini` sentinel key (google-genai style).
+fn gemini_post(gw: &Gateway, action: &str) -> reqwest::RequestBuilder {
+    client()
+        .post(gw.url(&format!("/v1beta/models/{MODEL}:{action}")))
+        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+}
+
 pub fn generate_calls(mock: &MockUpstream) -> Vec<Recorded> {
     mock.requests()
         .into_iter()
@@ -106,9 +113,7 @@ async fn a_google_genai_request_goes_to_code_assist_in_the_envelope_and_comes_ba
     let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&mock, &dir);
-    let resp = client()
-        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    let resp = gemini_post(&gw, "generateContent")
         .header("user-agent", "google-genai-sdk/1.0 gl-python/3.11")
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "metadata": {"x": 1}}))
         .send()
@@ -152,9 +157,7 @@ async fn a_google_genai_request_goes_to_code_assist_in_the_envelope_and_comes_ba
     assert!(uuid_like(env["user_prompt_id"].as_str().unwrap()));
 
     // Same conversation, same session id; the user prompt id is new each time.
-    let resp = client()
-        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    let resp = gemini_post(&gw, "generateContent")
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}, {"role": "model", "parts": [{"text": "Hello"}]}, {"role": "user", "parts": [{"text": "more"}]}]}))
         .send()
         .await
@@ -186,11 +189,7 @@ async fn a_gemini_cli_stream_is_unwrapped_event_by_event() {
     let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&mock, &dir);
-    let resp = client()
-        .post(gw.url(&format!(
-            "/v1beta/models/{MODEL}:streamGenerateContent?alt=sse"
-        )))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    let resp = gemini_post(&gw, "streamGenerateContent?alt=sse")
         .header(
             "user-agent",
             "GeminiCLI/0.36.0/gemini-2.5-flash (linux; x64)",
@@ -257,9 +256,7 @@ async fn a_failed_prewarm_leaves_the_project_out() {
     let mock = MockUpstream::start(cloudcode(None)).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&mock, &dir);
-    let resp = client()
-        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    let resp = gemini_post(&gw, "generateContent")
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
         .await
@@ -278,9 +275,7 @@ async fn an_already_wrapped_body_only_gets_its_session_id() {
     let mock = MockUpstream::start(cloudcode(Some("p1"))).await;
     let dir = tempfile::tempdir().unwrap();
     let gw = gateway(&mock, &dir);
-    let resp = client()
-        .post(gw.url(&format!("/v1beta/models/{MODEL}:generateContent")))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    let resp = gemini_post(&gw, "generateContent")
         .json(&json!({"model": MODEL, "project": "mine", "request": {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "session_id": "client-chosen"}}))
         .send()
         .await
@@ -359,9 +354,7 @@ async fn generate(gw: &Gateway, stream: bool) -> reqwest::Response {
     } else {
         "generateContent"
     };
-    client()
-        .post(gw.url(&format!("/v1beta/models/{MODEL}:{action}")))
-        .header("x-goog-api-key", "sk-ant-oat-ccproxy-gemini")
+    gemini_post(gw, action)
         .json(&json!({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}))
         .send()
         .await
