@@ -335,8 +335,13 @@ impl ReplaySession {
         }
     }
 
+    /// Whether writes are being held back (nothing of them has reached the client yet). In
+    /// `Drop` mode a replacement answer was already written, so the client has an answer.
     fn holding(&self) -> bool {
-        !matches!(lock(&self.hold).mode, HoldMode::Pass)
+        matches!(
+            lock(&self.hold).mode,
+            HoldMode::Hold | HoldMode::Release | HoldMode::ReleaseInstead(_)
+        )
     }
 }
 
