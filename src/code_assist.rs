@@ -41,16 +41,13 @@ pub struct Envelope {
 /// The action of a Gemini path (`…/models/m:streamGenerateContent`), if it is one of [`ACTIONS`].
 pub fn action_of(path: &str) -> Option<&'static str> {
     let path = path.split('?').next().unwrap_or(path);
-    let (_, action) = path.rsplit_once(':')?;
+    let action = crate::translate::gemini::path_action(path)?;
     ACTIONS.into_iter().find(|a| *a == action)
 }
 
 /// The model named in a path (`/models/{model}:action`).
 pub fn model_in_path(path: &str) -> Option<&str> {
-    let path = path.split('?').next().unwrap_or(path);
-    let rest = &path[path.find("/models/")? + "/models/".len()..];
-    let end = rest.find([':', '/']).unwrap_or(rest.len());
-    Some(&rest[..end]).filter(|m| !m.is_empty())
+    crate::translate::gemini::path_model_span(path).map(|r| &path[r])
 }
 
 /// The Code Assist path for `action` (streams ask for SSE).

@@ -253,20 +253,7 @@ pub fn routing_model<'a>(body: &Body, path: &'a str) -> Option<Cow<'a, str>> {
     path_model_span(path).map(|r| Cow::Borrowed(&path[r]))
 }
 
-/// Where the model is in `…/models/{model}:{action}` (a path, or a URL with a query).
-pub fn path_model_span(path: &str) -> Option<std::ops::Range<usize>> {
-    let start = path.find("/models/")? + "/models/".len();
-    let end = path[start..]
-        .find([':', '/', '?'])
-        .map_or(path.len(), |e| start + e);
-    (end > start).then_some(start..end)
-}
-
-/// Action in a Gemini-style path (`…:generateContent` → `generateContent`).
-pub fn path_action(path: &str) -> Option<&str> {
-    let (_, a) = path.rsplit_once(':')?;
-    (!a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(a)
-}
+pub use crate::translate::gemini::{path_action, path_model_span};
 
 /// Fill `{model}` and `{action}` (missing → empty).
 pub fn fill_template(t: &str, model: Option<&str>, action: Option<&str>) -> String {

@@ -16,6 +16,21 @@ use std::collections::HashMap;
 /// Separator between a tool-use id and a Gemini thought signature carried inside it.
 pub const SIGNATURE_MARK: &str = "__ts__";
 
+/// Where the model is in `…/models/{model}:{action}` (a path, or a URL with a query).
+pub fn path_model_span(path: &str) -> Option<std::ops::Range<usize>> {
+    let start = path.find("/models/")? + "/models/".len();
+    let end = path[start..]
+        .find([':', '/', '?'])
+        .map_or(path.len(), |e| start + e);
+    (end > start).then_some(start..end)
+}
+
+/// Action in a Gemini-style path (`…:generateContent` → `generateContent`).
+pub fn path_action(path: &str) -> Option<&str> {
+    let (_, a) = path.rsplit_once(':')?;
+    (!a.is_empty() && a.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')).then_some(a)
+}
+
 /// A tool-use id carrying `signature` (base64 made id-safe: `+`→`-`, `/`→`_`, no `=`).
 pub fn id_with_signature(base: &str, signature: &str) -> String {
     let safe: String = signature
