@@ -85,16 +85,13 @@ async fn fetch(
     trust: Option<&CaList>,
 ) -> Result<Vec<String>, String> {
     let url = format!("{}://{}{path}", p.dest.scheme.as_str(), p.dest.authority);
-    let mut head = pingora_http::RequestHeader::build("GET", path.as_bytes(), None)
-        .map_err(|e| e.to_string())?;
+    let mut call = Call::get(url);
     if let Some(source) = source {
         let secret = source.resolve().await.map_err(|e| e.to_string())?;
-        crate::creds::inject(&mut head, p.family, source.header(), &secret)
-            .map_err(|e| e.to_string())?;
-    }
-    let mut call = Call::get(url);
-    for (name, value) in head.headers.iter() {
-        call = call.header(name.clone(), value.clone());
+        call = call.headers(
+            crate::creds::auth_headers(p.family, source.header(), &secret)
+                .map_err(|e| e.to_string())?,
+        );
     }
     if p.family == Format::Anthropic {
         call = call.header(

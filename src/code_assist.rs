@@ -133,10 +133,9 @@ async fn load_project(
         provider.dest.scheme.as_str(),
         provider.dest.authority
     );
-    let auth = http::HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-        .map_err(|_| "the credential is not a valid header value".to_owned())?;
-    let call = Call::post(url, "application/json", Bytes::from_static(b"{}"))
-        .header(http::header::AUTHORIZATION, auth);
+    let auth = crate::creds::auth_headers(provider.family, source.header(), &token)
+        .map_err(|e| e.to_string())?;
+    let call = Call::post(url, "application/json", Bytes::from_static(b"{}")).headers(auth);
     let trust = provider.trust.as_deref().or(trust);
     let reply = http_call::send(call, PREWARM_TIMEOUT, trust)
         .await

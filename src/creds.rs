@@ -169,6 +169,23 @@ pub fn inject(
     Ok(())
 }
 
+/// The headers [`inject`] puts on a request, for the gateway's own calls to a provider (model
+/// lists, Code Assist prewarm, Gemini caches), so they carry the credential the same way.
+pub fn auth_headers(
+    family: Format,
+    header: Option<&HeaderName>,
+    secret: &Secret,
+) -> Result<Vec<(HeaderName, HeaderValue)>, InjectError> {
+    let mut head =
+        RequestHeader::build("GET", b"/", None).map_err(|e| InjectError::Header(e.to_string()))?;
+    inject(&mut head, family, header, secret)?;
+    Ok(head
+        .headers
+        .iter()
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect())
+}
+
 /// Add `beta` to the comma-separated `anthropic-beta` header unless present.
 pub fn ensure_beta(headers: &mut RequestHeader, beta: &str) -> Result<(), InjectError> {
     let current = headers

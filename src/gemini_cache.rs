@@ -14,6 +14,7 @@
 use crate::http_call::{self, CaList, Call};
 use crate::translate::{self, Format, RequestInfo};
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -135,35 +136,23 @@ pub fn apply(translated: &mut Value, plan: &Plan, name: &str) {
     o.insert("cachedContent".into(), Value::String(name.to_owned()));
 }
 
-/// Find the entry named by `plan.key` at `base` (`{scheme}://{host}`), or create it; returns
-/// its resource name (`cachedContents/…`).
+/// Find the entry named by `plan.key` at `base` (`{scheme}://{host}`), or create it, sending
+/// the provider's `auth` headers; returns its resource name (`cachedContents/…`).
 pub async fn find_or_create(
     base: &str,
-    credential: &str,
+    auth: &[(HeaderName, HeaderValue)],
     plan: &Plan,
     trust: Option<&CaList>,
 ) -> Result<String, String> {
-    match tokio::time::timeout(TIMEOUT, lookup_then_create(base, credential, plan, trust)).await {
+    match tokio::time::timeout(TIMEOUT, lookup_then_create(base, auth, plan, trust)).await {
         Ok(r) => r,
         Err(_) => Err(format!("no answer within {}s", TIMEOUT.as_secs())),
     }
 }
 
-fn authorized(call: Call, credential: &str) -> Result<Call, String> {
-    if credential.starts_with(crate::creds::GOOGLE_OAUTH_TOKEN_PREFIX) {
-        let v = http::HeaderValue::from_str(&format!("Bearer {credential}"))
-            .map_err(|_| "the credential is not a valid header value".to_owned())?;
-        Ok(call.header(http::header::AUTHORIZATION, v))
-    } else {
-        let v = http::HeaderValue::from_str(credential)
-            .map_err(|_| "the credential is not a valid header value".to_owned())?;
-        Ok(call.header(crate::creds::X_GOOG_API_KEY, v))
-    }
-}
-
 async fn lookup_then_create(
     base: &str,
-    credential: &str,
+    auth: &[(HeaderName, HeaderValue)],
     plan: &Plan,
     trust: Option<&CaList>,
 ) -> Result<String, String> {
@@ -174,7 +163,7 @@ async fn lookup_then_create(
             Some(t) => format!("{url}?pageSize=100&pageToken={t}"),
             None => format!("{url}?pageSize=100"),
         };
-        let reply = http_call::send(authorized(Call::get(page), credential)?, TIMEOUT, trust)
+        let reply = http_call::send(Call::get(page).headers(auth.to_vec()), TIMEOUT, trust)
             .await
             .map_err(|e| e.to_string())?;
         if reply.status == 403 {
@@ -211,7 +200,7 @@ async fn lookup_then_create(
         }
     }
     let body = Bytes::from(plan.entry.to_string());
-    let call = authorized(Call::post(url, "application/json", body), credential)?;
+    let call = Call::post(url, "application/json", body).headers(auth.to_vec());
     let reply = http_call::send(call, TIMEOUT, trust)
         .await
         .map_err(|e| e.to_string())?;

@@ -66,9 +66,15 @@ impl Call {
         }
     }
 
-    /// Add a header (a value that is not a valid header value is an error at [`send`]).
+    /// Add a header.
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
         self.headers.push((name, value));
+        self
+    }
+
+    /// Add headers.
+    pub fn headers(mut self, headers: impl IntoIterator<Item = (HeaderName, HeaderValue)>) -> Self {
+        self.headers.extend(headers);
         self
     }
 }

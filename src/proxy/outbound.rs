@@ -132,7 +132,15 @@ impl Gateway {
             provider.dest.authority
         );
         let trust = provider.trust.as_deref().or(self.config().trust.as_deref());
-        match crate::gemini_cache::find_or_create(&base, credential.expose(), &plan, trust).await {
+        let header = provider.auth.as_ref().and_then(|a| a.header.as_ref());
+        let auth = match creds::auth_headers(Format::Gemini, header, &credential) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(request_id = %ctx.client.meta.request_id, error = %e, "Gemini context caching skipped");
+                return;
+            }
+        };
+        match crate::gemini_cache::find_or_create(&base, &auth, &plan, trust).await {
             Ok(name) => {
                 if let Some(t) = attempt.body.json_mut() {
                     crate::gemini_cache::apply(t, &plan, &name);
