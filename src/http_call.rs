@@ -17,6 +17,21 @@ use tokio::net::TcpStream;
 /// Largest response body read.
 pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
 
+/// `s` percent-encoded: every byte but RFC 3986's unreserved ones (`A-Z a-z 0-9 - . _ ~`)
+/// as `%XX`. Fit for a path segment and for a form value.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
 /// A request to send. `Debug` shows header names only (they may carry credentials).
 #[derive(Clone)]
 pub struct Call {

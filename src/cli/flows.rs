@@ -11,6 +11,7 @@ pub mod diff;
 pub mod jq;
 
 use crate::config::Config;
+use crate::http_call::percent_encode;
 use crate::inspector::model::{Flow, Summary, Usage};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -152,13 +153,16 @@ impl Admin {
     }
 
     fn flow(&self, id: &str) -> Result<Flow, Failure> {
-        let v = self.json("GET", &format!("/api/flows/{}", encode(id)))?;
+        let v = self.json("GET", &format!("/api/flows/{}", percent_encode(id)))?;
         serde_json::from_value(v).map_err(|e| Failure(format!("unexpected flow JSON: {e}")))
     }
 
     /// A body part's bytes, `None` when the flow has none.
     fn body(&self, id: &str, part: &str) -> Result<Option<Vec<u8>>, Failure> {
-        match self.call("GET", &format!("/api/flows/{}/{part}/body", encode(id))) {
+        match self.call(
+            "GET",
+            &format!("/api/flows/{}/{part}/body", percent_encode(id)),
+        ) {
             Ok(b) => Ok(Some(b)),
             Err(Failure(m)) if m.starts_with("HTTP 404") => Ok(None),
             Err(e) => Err(e),
@@ -201,18 +205,6 @@ impl Admin {
             .filter_map(|f| f["id"].as_str().map(str::to_owned))
             .collect())
     }
-}
-
-/// Percent-encode an id for a path segment.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub fn run(
@@ -267,7 +259,7 @@ fn execute(
             if ids.is_empty() {
                 return Err(Failure("no flows to dump".to_owned()));
             }
-            let joined: Vec<String> = ids.iter().map(|i| encode(i)).collect();
+            let joined: Vec<String> = ids.iter().map(|i| percent_encode(i)).collect();
             let har = admin.json("GET", &format!("/api/har?ids={}", joined.join(",")))?;
             println!("{}", pretty(&har));
             Ok(ExitCode::SUCCESS)
@@ -321,7 +313,7 @@ fn execute(
                 return Ok(ExitCode::SUCCESS);
             }
             for id in &ids {
-                admin.json("DELETE", &format!("/api/flows/{}", encode(id)))?;
+                admin.json("DELETE", &format!("/api/flows/{}", percent_encode(id)))?;
             }
             println!("Cleared {} flow(s).", ids.len());
             Ok(ExitCode::SUCCESS)

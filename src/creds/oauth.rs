@@ -12,7 +12,7 @@
 
 use super::{Error, Secret};
 use crate::http_call::CaList;
-use crate::http_call::{self, Call};
+use crate::http_call::{self, percent_encode, Call};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -286,26 +286,14 @@ struct Granted {
     expires_in: Option<Duration>,
 }
 
-/// Percent-encoding for `application/x-www-form-urlencoded` values.
-fn form_value(out: &mut String, v: &str) {
-    for b in v.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-}
-
 /// The token request body (spec order: grant type, client id, secret, refresh token).
 fn token_form(spec: &OAuthSpec, refresh: &str) -> Result<String, Error> {
     let mut form = String::from("grant_type=refresh_token&client_id=");
-    form_value(&mut form, &spec.client_id);
+    form.push_str(&percent_encode(&spec.client_id));
     match (&spec.client_secret, spec.flavor) {
         (Some(secret), _) => {
             form.push_str("&client_secret=");
-            form_value(&mut form, secret.expose());
+            form.push_str(&percent_encode(secret.expose()));
         }
         (None, Flavor::Google) => {
             return Err(Error::Refresh {
@@ -316,7 +304,7 @@ fn token_form(spec: &OAuthSpec, refresh: &str) -> Result<String, Error> {
         (None, Flavor::Anthropic) => {}
     }
     form.push_str("&refresh_token=");
-    form_value(&mut form, refresh);
+    form.push_str(&percent_encode(refresh));
     Ok(form)
 }
 
