@@ -1143,11 +1143,7 @@ async fn a_retried_flow_records_its_attempts_and_why() {
     }))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let counter = dir.path().join("n");
-    let cmd = format!(
-        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; if [ $n -eq 0 ]; then echo tok1; else echo tok2; fi",
-        c = counter.display()
-    );
+    let cmd = crate::support::first_tok1_then_tok2(dir.path());
     let iport = gateway_port();
     let gw = Gateway::start(&format!(
         "{}  inspector:\n    listen: 127.0.0.1:{iport}\n    store: null\n",

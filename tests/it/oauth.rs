@@ -309,11 +309,7 @@ async fn a_401_replays_once_with_a_changed_command_credential_and_never_twice() 
     // Spec §16.1 case 9: the source returns tok1, then tok2.
     let upstream = MockUpstream::start(accepts_only("tok2")).await;
     let dir = tempfile::tempdir().unwrap();
-    let counter = dir.path().join("n");
-    let cmd = format!(
-        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; if [ $n -eq 0 ]; then echo tok1; else echo tok2; fi",
-        c = counter.display()
-    );
+    let cmd = crate::support::first_tok1_then_tok2(dir.path());
     let yaml = providers(&[provider(
         "anthropic",
         "anthropic",

@@ -184,6 +184,15 @@ pub fn providers(entries: &[String]) -> String {
     format!("  providers:\n{}", entries.concat())
 }
 
+/// A credential command (`auth: {command: …}`) that prints `tok1` the first time and `tok2`
+/// every time after (a counter file in `dir`): a credential that changes once.
+pub fn first_tok1_then_tok2(dir: &std::path::Path) -> String {
+    format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); echo $((n+1)) > {c}; if [ $n -eq 0 ]; then echo tok1; else echo tok2; fi",
+        c = dir.join("n").display()
+    )
+}
+
 /// A plain HTTP client (HTTP/1.1).
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
