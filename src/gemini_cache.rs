@@ -42,6 +42,74 @@ fn has_marker(v: &Value) -> bool {
         .is_some_and(|blocks| blocks.iter().any(|b| b.get("cache_control").is_some()))
 }
 
+/// A cheap first look at the raw `system` and `messages` JSON of an Anthropic request, reading
+/// only where `cache_control` markers are (no JSON tree is built): `false` unless the marked
+/// positions form one block from the start with something left after it, so a request that
+/// cannot qualify (Claude Code's usual markers) is never parsed whole for this.
+pub fn may_qualify(system: Option<&str>, messages: Option<&str>) -> bool {
+    use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+    use std::fmt;
+
+    /// Whether a `content` (a string, or a list of blocks) has a block with `cache_control`.
+    struct ContentMarked;
+    impl<'de> Visitor<'de> for ContentMarked {
+        type Value = bool;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("message content")
+        }
+        fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<bool, E> {
+            Ok(false)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<bool, A::Error> {
+            #[derive(serde::Deserialize)]
+            struct Block {
+                cache_control: Option<IgnoredAny>,
+            }
+            let mut marked = false;
+            while let Some(b) = seq.next_element::<Block>()? {
+                marked |= b.cache_control.is_some();
+            }
+            Ok(marked)
+        }
+    }
+    struct Content(bool);
+    impl<'de> serde::Deserialize<'de> for Content {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ContentMarked).map(Content)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        content: Option<Content>,
+    }
+
+    let system = match system {
+        Some(s) => {
+            let mut de = serde_json::Deserializer::from_str(s);
+            match de.deserialize_any(ContentMarked) {
+                Ok(m) => Some(m),
+                Err(_) => return false,
+            }
+        }
+        None => None,
+    };
+    let Some(messages) = messages.and_then(|m| serde_json::from_str::<Vec<Message>>(m).ok()) else {
+        return false;
+    };
+    let marked: Vec<bool> = system
+        .into_iter()
+        .chain(
+            messages
+                .iter()
+                .map(|m| m.content.as_ref().is_some_and(|c| c.0)),
+        )
+        .collect();
+    let Some(last) = marked.iter().rposition(|m| *m) else {
+        return false;
+    };
+    marked[..=last].iter().all(|m| *m) && last + 1 < marked.len()
+}
+
 /// The plan for `client` (the Anthropic request) whose Gemini translation is `translated`, or
 /// `None` when it does not qualify.
 pub fn plan(client: &Value, translated: &Value, model: &str) -> Option<Plan> {
@@ -268,6 +336,26 @@ mod tests {
         assert!(t2.get("systemInstruction").is_none());
         // Deterministic key.
         assert_eq!(plan(&client, &t, "gemini-2.5-flash").unwrap().key, p.key);
+    }
+
+    #[test]
+    fn the_first_look_rules_out_requests_without_a_leading_marker() {
+        let raw = |v: &Value, k: &str| v.get(k).map(|x| x.to_string());
+        for (c, expected) in [
+            // Claude Code's usual markers: ruled out without parsing the body.
+            (request(true, &[false, false, true]), false),
+            (request(false, &[true, false]), false),
+            (request(true, &[true, false]), true),
+            (request(true, &[false]), true),
+            (request(true, &[true]), false),
+        ] {
+            let (s, m) = (raw(&c, "system"), raw(&c, "messages"));
+            assert_eq!(may_qualify(s.as_deref(), m.as_deref()), expected);
+        }
+        let no_system = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "cache_control": {"type": "ephemeral"}}]}, {"role": "assistant", "content": "y"}]});
+        assert!(may_qualify(None, raw(&no_system, "messages").as_deref()));
+        assert!(!may_qualify(None, Some("[]")));
+        assert!(!may_qualify(None, None));
     }
 
     #[test]

@@ -97,7 +97,12 @@ impl Gateway {
     async fn context_cache(&self, ctx: &mut RequestCtx) {
         static MARKER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
             std::sync::LazyLock::new(|| memchr::memmem::Finder::new("cache_control"));
-        if !ctx.client.body.may_contain(&MARKER) {
+        if !ctx.client.body.may_contain(&MARKER)
+            || !crate::gemini_cache::may_qualify(
+                ctx.client.body.field_raw("system"),
+                ctx.client.body.field_raw("messages"),
+            )
+        {
             return;
         }
         let Some(attempt) = ctx.attempt.as_mut() else {
