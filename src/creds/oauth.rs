@@ -439,6 +439,26 @@ mod tests {
     }
 
     #[test]
+    fn a_broken_credentials_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("anthropic.json");
+        let s = spec(path.clone(), Flavor::Anthropic);
+        let missing = read(&s).unwrap_err().to_string();
+        assert!(missing.contains("anthropic.json"), "{missing}");
+        std::fs::write(&path, "{not json").unwrap();
+        let bad = read(&s).unwrap_err().to_string();
+        assert!(
+            bad.contains("anthropic.json") && bad.contains("not valid JSON"),
+            "{bad}"
+        );
+        // Valid JSON without the fields: nothing usable, and nothing to refresh with.
+        std::fs::write(&path, r#"{"other": 1}"#).unwrap();
+        let f = read(&s).unwrap();
+        assert_eq!(f.remaining_ms(now_ms()), None);
+        assert!(f.access_token().is_none());
+    }
+
+    #[test]
     fn expiry_margin_is_sixty_seconds() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("anthropic.json");
