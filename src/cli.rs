@@ -8,6 +8,7 @@ pub mod logs;
 pub mod run;
 pub mod start;
 pub mod status;
+pub mod wg;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -78,7 +79,13 @@ pub enum Command {
     ///
     /// Sets ANTHROPIC_BASE_URL (http://host:port) and OPENAI_BASE_URL / OPENAI_API_BASE
     /// (http://host:port/v1) and runs the command; ccproxy exits with the command's exit code.
+    ///
+    /// With --inspect: runs the command in a network jail whose traffic all goes through the
+    /// running gateway (TLS intercepted with the local CA), with no base-URL variables.
     Run {
+        /// Jail the command (Linux namespaces + WireGuard to the running gateway).
+        #[arg(long)]
+        inspect: bool,
         /// The command and its arguments (put them after `--`).
         #[arg(
             required = true,
@@ -87,6 +94,38 @@ pub enum Command {
             value_name = "COMMAND"
         )]
         command: Vec<String>,
+    },
+    /// WireGuard: configs for external devices that route through the inspector.
+    Wg {
+        #[command(subcommand)]
+        command: WgCommand,
+    },
+    /// Internal: the jail keeper of `ccproxy run --inspect`.
+    #[command(name = "__jail-keeper", hide = true)]
+    JailKeeper {
+        #[arg(long)]
+        control: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Internal: pid 1 of the jail of `ccproxy run --inspect`.
+    #[command(name = "__jail-init", hide = true)]
+    JailInit {
+        /// This is the jail's pid 1 (else: enter the pid namespace first).
+        #[arg(long)]
+        pid1: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WgCommand {
+    /// Print a WireGuard client config for a device (keys kept in the config directory).
+    ClientConfig {
+        /// The device's name (its key is <config dir>/wireguard/peers/<name>.key).
+        #[arg(long, default_value = "device")]
+        name: String,
     },
 }
 
@@ -102,7 +141,12 @@ pub fn dispatch(cli: Cli) -> ExitCode {
             inspect,
         } => status::run(location, json, proxy, inspect),
         Command::Logs { follow, lines } => logs::run(location, follow, lines),
-        Command::Run { command } => run::run(location, &command),
+        Command::Run { inspect, command } => run::run(location, inspect, &command),
+        Command::Wg {
+            command: WgCommand::ClientConfig { name },
+        } => wg::client_config(location, &name),
+        Command::JailKeeper { control, command } => crate::jail::keeper::run(&control, &command),
+        Command::JailInit { pid1, command } => crate::jail::init::run(pid1, &command),
         Command::Ca => ca::run(&location),
         Command::Flows { jq, command } => flows::run(location, &jq, command),
     }

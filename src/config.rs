@@ -275,6 +275,8 @@ pub struct Inspector {
     pub ignore_hosts: Vec<Regex>,
     /// Where intercepted TLS secrets go (`None` = nowhere).
     pub keylog: Option<PathBuf>,
+    /// The WireGuard listener's UDP address (`None` = off).
+    pub wireguard_listen: Option<String>,
 }
 
 impl fmt::Debug for Config {
@@ -956,6 +958,19 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_owned);
+    let wireguard_listen = match raw.wireguard_listen.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(l) => match l.parse::<std::net::SocketAddr>() {
+            Ok(_) => Some(l.to_owned()),
+            Err(_) => {
+                return Err(invalid(
+                    fname,
+                    "inspector.wireguard_listen",
+                    format!("\"{l}\" is not an ip:port address (like 127.0.0.1:51820)"),
+                ))
+            }
+        },
+    };
     let ignore_hosts = raw
         .ignore_hosts
         .iter()
@@ -972,6 +987,7 @@ fn inspector(raw: &file::InspectorConfig, dir: &Path, fname: &str) -> Result<Ins
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Inspector {
         keylog: raw.keylog.then(|| dir.join("tls.keylog")),
+        wireguard_listen,
         ignore_hosts,
         proxy_listen,
         resolve,

@@ -1,5 +1,6 @@
 //! `ccproxy run -- cmd…` (plain mode): point the usual SDK base-URL variables at the gateway
-//! and replace this process with the command, so its exit code is ccproxy's.
+//! and replace this process with the command, so its exit code is ccproxy's. With `--inspect`
+//! the command runs in the jail instead ([`crate::jail`]).
 
 use crate::config::ConfigLocation;
 use std::os::unix::process::CommandExt;
@@ -15,7 +16,7 @@ pub const BASE_URL_VARS: [(&str, &str); 3] = [
     ("OPENAI_API_BASE", "/v1"),
 ];
 
-pub fn run(location: ConfigLocation, command: &[String]) -> ExitCode {
+pub fn run(location: ConfigLocation, inspect: bool, command: &[String]) -> ExitCode {
     let Some((program, args)) = command.split_first() else {
         eprintln!("ccproxy run: no command given (usage: ccproxy run -- <command> [args…])");
         return ExitCode::FAILURE;
@@ -23,6 +24,9 @@ pub fn run(location: ConfigLocation, command: &[String]) -> ExitCode {
     let Some(config) = super::load_config(location) else {
         return ExitCode::FAILURE;
     };
+    if inspect {
+        return crate::jail::run_inspect(&config, command);
+    }
     let url = config.base_url();
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);

@@ -368,6 +368,9 @@ pub struct InspectorConfig {
     pub ignore_hosts: Vec<String>,
     /// Write intercepted TLS sessions' secrets to `<config dir>/tls.keylog`.
     pub keylog: bool,
+    /// UDP `host:port` of the WireGuard listener (`ccproxy run --inspect`, external devices);
+    /// port 0 = any free port (recorded in `<config dir>/wireguard.json`); `null` = off.
+    pub wireguard_listen: Option<String>,
 }
 
 impl Default for InspectorConfig {
@@ -384,6 +387,7 @@ impl Default for InspectorConfig {
             proxy_listen: Some("127.0.0.1:8084".to_owned()),
             ignore_hosts: Vec::new(),
             keylog: false,
+            wireguard_listen: Some("127.0.0.1:0".to_owned()),
         }
     }
 }

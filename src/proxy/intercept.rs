@@ -22,21 +22,85 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Longest `CONNECT` request head read.
 const MAX_HEAD: usize = 8 * 1024;
 
-/// The listener's application.
-pub struct ConnectListener<A> {
+/// What every intercepting ingress shares (the `CONNECT` listener here, the jail's TCP streams
+/// in [`crate::wireguard`]): the proxy apps, the CA, and the rules that decide between
+/// decrypting a TLS stream and relaying it as it is.
+pub struct Interceptor<A> {
     /// Serves the decrypted streams (`Ingress::Intercept`).
     pub app: Arc<A>,
-    /// Serves plain absolute-form HTTP requests (`Ingress::ProxyHttp`).
+    /// Serves plain HTTP (`Ingress::ProxyHttp`).
     pub plain: Arc<A>,
     pub ca: Arc<LocalCa>,
-    /// How long a new connection may take to send its request head.
+    /// How long a new connection may take to send its first bytes (request head, TLS hello).
     pub head_timeout: Duration,
-    /// Hosts whose tunnels are relayed as they are (`inspector.ignore_hosts`).
+    /// Hosts whose TLS is relayed as it is (`inspector.ignore_hosts`).
     pub ignore_hosts: Vec<regex::Regex>,
-    /// `inspector.resolve`, for relayed tunnels too.
+    /// `inspector.resolve`, for relayed streams too.
     pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
     /// The TLS acceptor (ALPN, key log); the certificate is chosen per connection.
     pub acceptor: SslAcceptor,
+}
+
+/// Where a relayed stream goes.
+#[derive(Debug, Clone)]
+pub enum RelayTarget {
+    /// A host name (looked up in `inspector.resolve`, then DNS) and port.
+    Name(String, u16),
+    /// An address as the client dialled it.
+    Addr(std::net::SocketAddr),
+}
+
+impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
+    /// Whether TLS for `host` is relayed undecrypted.
+    pub fn ignored(&self, host: &str) -> bool {
+        self.ignore_hosts.iter().any(|r| r.is_match(host))
+    }
+
+    /// Terminate the client's TLS with a leaf for its SNI (else `host`) and serve the decrypted
+    /// stream through the proxy service as [`Ingress::Intercept`].
+    ///
+    /// [`Ingress::Intercept`]: super::ingress::Ingress::Intercept
+    pub async fn decrypt(
+        &self,
+        l4: L4Stream,
+        host: String,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let mint = Mint {
+            ca: self.ca.clone(),
+            connect_host: host,
+        };
+        let tls =
+            pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, l4, &mint)
+                .await
+                .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
+                .ok()?;
+        let stream: Stream = Box::new(tls);
+        self.app.process_new(stream, shutdown).await
+    }
+
+    /// Copy bytes both ways between the client and `target` until either side closes.
+    pub async fn relay(&self, client: &mut L4Stream, target: RelayTarget) {
+        let upstream = match &target {
+            RelayTarget::Name(host, port) => match self.resolve.get(&host.to_ascii_lowercase()) {
+                Some(addr) => tokio::net::TcpStream::connect(*addr).await,
+                None => tokio::net::TcpStream::connect((host.as_str(), *port)).await,
+            },
+            RelayTarget::Addr(addr) => tokio::net::TcpStream::connect(*addr).await,
+        };
+        match upstream {
+            Ok(mut up) => {
+                let _ = up.set_nodelay(true);
+                let _ = tokio::io::copy_bidirectional(client, &mut up).await;
+            }
+            Err(e) => tracing::debug!(?target, error = %e, "cannot reach a relayed destination"),
+        }
+    }
+}
+
+/// The explicit proxy listener's application.
+pub struct ConnectListener<A> {
+    pub interceptor: Arc<Interceptor<A>>,
 }
 
 /// The acceptor for intercepted TLS: h2 and http/1.1 offered; with `keylog`, every session's
@@ -64,25 +128,6 @@ pub fn acceptor(keylog: Option<&std::path::Path>) -> Result<SslAcceptor, String>
         });
     }
     Ok(b.build())
-}
-
-/// Copy bytes both ways between the client and `host:port` until either side closes.
-async fn relay(
-    mut client: Box<L4Stream>,
-    host: &str,
-    port: u16,
-    resolve: &std::collections::HashMap<String, std::net::SocketAddr>,
-) {
-    let upstream = match resolve.get(&host.to_ascii_lowercase()) {
-        Some(addr) => tokio::net::TcpStream::connect(*addr).await,
-        None => tokio::net::TcpStream::connect((host, port)).await,
-    };
-    match upstream {
-        Ok(mut up) => {
-            let _ = tokio::io::copy_bidirectional(&mut *client, &mut up).await;
-        }
-        Err(e) => tracing::debug!(host, port, error = %e, "cannot reach an ignored host"),
-    }
 }
 
 /// Mints the certificate for the name the client asked for (SNI, else the `CONNECT` host).
@@ -153,10 +198,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
-        let (method, target, after) = read_head(&mut l4, self.head_timeout).await?;
+        let me = &self.interceptor;
+        let (method, target, after) = read_head(&mut l4, me.head_timeout).await?;
         if !method.eq_ignore_ascii_case("CONNECT") {
             l4.rewind(&after);
-            return self.plain.process_new(l4, shutdown).await;
+            return me.plain.process_new(l4, shutdown).await;
         }
         let (host, port) = match target.rsplit_once(':') {
             Some((h, p)) => (h, p.parse().unwrap_or(443)),
@@ -174,24 +220,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
         if !after.is_empty() {
             l4.rewind(&after);
         }
-        if self.ignore_hosts.iter().any(|r| r.is_match(&host)) {
-            relay(l4, &host, port, &self.resolve).await;
+        if me.ignored(&host) {
+            me.relay(&mut l4, RelayTarget::Name(host, port)).await;
             return None;
         }
-        let mint = Mint {
-            ca: self.ca.clone(),
-            connect_host: host,
-        };
-        let tls =
-            pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, *l4, &mint)
-                .await
-                .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
-                .ok()?;
-        let stream: Stream = Box::new(tls);
-        self.app.process_new(stream, shutdown).await
+        me.decrypt(*l4, host, shutdown).await
     }
 
     async fn cleanup(&self) {
-        self.app.cleanup().await;
+        self.interceptor.app.cleanup().await;
     }
 }

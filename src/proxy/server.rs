@@ -9,6 +9,7 @@
 
 use super::flow::{FlowRecorder, NoRecorder};
 use super::ingress::{Ingress, ReverseListener};
+use super::intercept::Interceptor;
 use super::retry::MAX_ATTEMPTS;
 use super::{Gateway, Shared};
 use crate::config::Config;
@@ -157,30 +158,17 @@ pub fn build(
     proxy.add_tcp(&listen);
     server.add_service(proxy);
 
-    if let Some(addr) = &config.inspector.proxy_listen {
-        preflight(addr)?;
-        let acceptor = super::intercept::acceptor(config.inspector.keylog.as_deref());
-        match (
-            crate::local_ca::LocalCa::load_or_create(&config.location.dir),
-            acceptor,
-        ) {
-            (Ok(ca), Ok(acceptor)) => {
-                let intercept = super::intercept::ConnectListener {
-                    app: Arc::new(proxy_app(&conf, &shared, Ingress::Intercept)),
-                    plain: Arc::new(proxy_app(&conf, &shared, Ingress::ProxyHttp)),
-                    ca: Arc::new(ca),
-                    head_timeout: config.timeouts.client_read,
-                    ignore_hosts: config.inspector.ignore_hosts.clone(),
-                    resolve: config.inspector.resolve.clone(),
-                    acceptor,
-                };
-                let mut svc = Service::new("ccproxy intercept".to_owned(), intercept);
-                svc.add_tcp(addr);
-                server.add_service(svc);
-                tracing::info!(listen = %addr, "proxy listener (CONNECT, TLS interception) on");
+    let wants_interception =
+        config.inspector.proxy_listen.is_some() || config.inspector.wireguard_listen.is_some();
+    if wants_interception {
+        if let Some(addr) = &config.inspector.proxy_listen {
+            preflight(addr)?;
+        }
+        match interceptor(&config, &conf, &shared) {
+            Ok(interceptor) => add_interception(&mut server, &config, interceptor)?,
+            Err(e) => {
+                tracing::warn!(error = %e, "TLS interception off (proxy and WireGuard listeners)")
             }
-            (Err(e), _) => tracing::warn!(error = %e, "proxy listener off: no local CA"),
-            (_, Err(e)) => tracing::warn!(error = %e, "proxy listener off: TLS setup failed"),
         }
     }
 
@@ -205,6 +193,64 @@ pub fn build(
         }
     });
     Ok((server, info))
+}
+
+/// The interception machinery every intercepting listener shares.
+fn interceptor(
+    config: &Config,
+    conf: &Arc<ServerConf>,
+    shared: &Arc<Shared>,
+) -> Result<Arc<Interceptor<pingora_proxy::HttpProxy<Gateway>>>, String> {
+    let ca = crate::local_ca::LocalCa::load_or_create(&config.location.dir)
+        .map_err(|e| format!("no local CA: {e}"))?;
+    let acceptor = super::intercept::acceptor(config.inspector.keylog.as_deref())?;
+    Ok(Arc::new(Interceptor {
+        app: Arc::new(proxy_app(conf, shared, Ingress::Intercept)),
+        plain: Arc::new(proxy_app(conf, shared, Ingress::ProxyHttp)),
+        ca: Arc::new(ca),
+        head_timeout: config.timeouts.client_read,
+        ignore_hosts: config.inspector.ignore_hosts.clone(),
+        resolve: config.inspector.resolve.clone(),
+        acceptor,
+    }))
+}
+
+/// The explicit proxy listener and the WireGuard listener, as the config asks.
+fn add_interception(
+    server: &mut Server,
+    config: &Config,
+    interceptor: Arc<Interceptor<pingora_proxy::HttpProxy<Gateway>>>,
+) -> Result<(), Error> {
+    if let Some(addr) = &config.inspector.proxy_listen {
+        let listener = super::intercept::ConnectListener {
+            interceptor: interceptor.clone(),
+        };
+        let mut svc = Service::new("ccproxy intercept".to_owned(), listener);
+        svc.add_tcp(addr);
+        server.add_service(svc);
+        tracing::info!(listen = %addr, "proxy listener (CONNECT, TLS interception) on");
+    }
+    if let Some(addr) = &config.inspector.wireguard_listen {
+        let dns = crate::wireguard::dns::JailDns::new(
+            config.inspector.resolve.keys().cloned(),
+            crate::wireguard::dns::JailDns::system_resolver(),
+        );
+        let wg = crate::wireguard::WireGuardService::bind(
+            addr,
+            &config.location.dir,
+            interceptor,
+            Arc::new(dns),
+        )
+        .map_err(|e| Error::Bind {
+            addr: addr.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        server.add_service(pingora::services::background::background_service(
+            "ccproxy wireguard",
+            wg,
+        ));
+    }
+    Ok(())
 }
 
 /// Shutdown on `SIGTERM` or `SIGINT`, both graceful (in-flight requests get
