@@ -26,30 +26,6 @@ fn inspected(mock: &MockUpstream, family: &str, extra_inspector: &str) -> Gatewa
     Gateway::start(&body)
 }
 
-fn admin(gw: &Gateway) -> (String, String) {
-    let i = gw.handle.as_ref().unwrap().inspector.as_ref().unwrap();
-    (
-        format!("http://{}", i.listen.as_ref().unwrap()),
-        i.token.clone(),
-    )
-}
-
-async fn api(gw: &Gateway, path: &str) -> reqwest::Response {
-    let (base, token) = admin(gw);
-    client()
-        .get(format!("{base}{path}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn api_json(gw: &Gateway, path: &str) -> Value {
-    let r = api(gw, path).await;
-    assert_eq!(r.status(), 200, "{path}");
-    r.json().await.unwrap()
-}
-
 /// Wait (bounded) until flow `id` is stored as done, polling the API. The store writes off the
 /// request path, so a response can reach the client before its flow is written.
 async fn done(gw: &Gateway, id: &str) -> Value {

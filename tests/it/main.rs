@@ -15,6 +15,7 @@ mod hooks;
 mod hostile;
 mod inspector;
 mod intercept;
+mod jail;
 mod metrics;
 mod oauth;
 mod routing;

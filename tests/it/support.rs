@@ -171,6 +171,33 @@ impl Drop for Gateway {
     }
 }
 
+/// The admin API's base URL and token.
+pub fn admin(gw: &Gateway) -> (String, String) {
+    let i = gw.handle.as_ref().unwrap().inspector.as_ref().unwrap();
+    (
+        format!("http://{}", i.listen.as_ref().unwrap()),
+        i.token.clone(),
+    )
+}
+
+/// GET an admin API path with the token.
+pub async fn api(gw: &Gateway, path: &str) -> reqwest::Response {
+    let (base, token) = admin(gw);
+    client()
+        .get(format!("{base}{path}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// GET an admin API path, expecting 200 JSON.
+pub async fn api_json(gw: &Gateway, path: &str) -> serde_json::Value {
+    let r = api(gw, path).await;
+    assert_eq!(r.status(), 200, "{path}");
+    r.json().await.unwrap()
+}
+
 /// A provider entry pointing at a plain-HTTP mock.
 pub fn provider(name: &str, family: &str, mock: &mock::MockUpstream, extra: &str) -> String {
     format!(

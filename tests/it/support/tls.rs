@@ -45,6 +45,12 @@ pub struct TestCa {
 impl TestCa {
     /// Generates a new CA and a leaf certificate for `localhost`/`127.0.0.1`.
     pub fn new() -> Self {
+        Self::with_names(&[])
+    }
+
+    /// As [`TestCa::new`], the leaf also valid for `names` (hosts that `inspector.resolve`
+    /// points at the mock).
+    pub fn with_names(names: &[&str]) -> Self {
         let ca_key = KeyPair::generate().expect("generate CA key");
         let mut ca_params = CertificateParams::default();
         ca_params.distinguished_name = rcgen::DistinguishedName::new();
@@ -61,9 +67,14 @@ impl TestCa {
         let ca = CertifiedIssuer::self_signed(ca_params, ca_key).expect("self-sign CA");
 
         let leaf_key = KeyPair::generate().expect("generate leaf key");
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("leaf params");
+        let mut leaf_params = CertificateParams::new(
+            ["localhost", "127.0.0.1"]
+                .iter()
+                .chain(names)
+                .map(|n| (*n).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .expect("leaf params");
         leaf_params.distinguished_name = rcgen::DistinguishedName::new();
         leaf_params
             .distinguished_name

@@ -1,0 +1,285 @@
+//! `ccproxy run --inspect`: the built binary jails real programs (`curl`, `getent`, `sh`,
+//! `python3`) in new namespaces whose traffic goes over WireGuard to an in-process gateway.
+//! `inspector.resolve` points `api.anthropic.com` at a local TLS mock, so nothing leaves the
+//! machine. Skipped, with the reason printed, where the kernel or the machine does not allow
+//! user namespaces or TUN devices.
+
+use crate::support::mock::{MockUpstream, Reply};
+use crate::support::tls::TestCa;
+use crate::support::*;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BODY: &str =
+    r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+
+/// `ccproxy run --inspect -- args…` against `gw`'s config directory.
+fn jail(gw: &Gateway, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("--config")
+        .arg(gw.dir.path())
+        .args(["run", "--inspect", "--"])
+        .args(args);
+    c
+}
+
+async fn output(mut cmd: Command) -> Output {
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Why jails cannot run here, if they cannot (probed with a real jail).
+async fn unavailable(gw: &Gateway) -> Option<String> {
+    let out = output(jail(gw, &["true"])).await;
+    if out.status.success() {
+        return None;
+    }
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        err.contains("namespaces") || err.contains("/dev/net/tun"),
+        "the jail failed for another reason: {err}"
+    );
+    Some(err.trim().to_owned())
+}
+
+fn gateway_with_mocks(
+    original: &MockUpstream,
+    provider_mock: &MockUpstream,
+    ca: &TestCa,
+) -> Gateway {
+    let iport = gateway_port();
+    Gateway::start(&format!(
+        "  ca_file: {}\n  providers:\n{}  inspector:\n    listen: 127.0.0.1:{iport}\n    resolve:\n      api.anthropic.com: \"127.0.0.1:{}\"\n",
+        ca.ca_file.display(),
+        provider(
+            "anthropic",
+            "anthropic",
+            provider_mock,
+            "      auth: echo sk-provider\n"
+        ),
+        original.port()
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jailed_curl_is_intercepted_routed_and_captured_and_its_exit_code_propagates() {
+    let ca = TestCa::with_names(&["api.anthropic.com"]);
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
+    if let Some(why) = unavailable(&gw).await {
+        println!("skipped: {why}");
+        return;
+    }
+    let curl = |key: &str| {
+        format!(
+            "curl -sS --max-time 20 -w '\\n%{{http_code}}\\n' -H 'content-type: application/json' \
+             -H 'x-api-key: {key}' -d '{BODY}' https://api.anthropic.com/v1/messages"
+        )
+    };
+    // No base-URL variables, no proxy settings: the program dials api.anthropic.com itself.
+    let script = format!(
+        "getent ahostsv4 api.anthropic.com | head -n1\n{}\n{}\necho \"ca=$SSL_CERT_FILE\"\nexit 7",
+        curl("sk-client-own"),
+        curl("sk-ant-oat-ccproxy-anthropic")
+    );
+    let mut cmd = jail(&gw, &["sh", "-c", &script]);
+    cmd.env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy");
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(7), "{stdout}\n{stderr}");
+
+    // DNS in the jail: the resolved name gets a stand-in address routed through the tunnel.
+    assert!(
+        stdout.starts_with("198.18.0.1 "),
+        "getent: {stdout}\n{stderr}"
+    );
+    // curl trusted the intercepting leaf through the CA bundle the jail was given.
+    assert!(stdout.contains(&format!("ca={}", gw.path("ca-bundle.pem").display())));
+    assert_eq!(stdout.matches("\n200\n").count(), 2, "{stdout}\n{stderr}");
+
+    // No sentinel: on to the host the program named (the mock), with its own key.
+    let seen = original.requests();
+    assert_eq!(seen.len(), 1, "{stdout}");
+    assert_eq!(seen[0].path, "/v1/messages");
+    assert_eq!(seen[0].header("x-api-key"), Some("sk-client-own"));
+    assert_eq!(seen[0].json()["model"], "claude-sonnet-4-6");
+    // A sentinel key: routed to the provider with the provider's credential.
+    let routed = provider_mock.requests();
+    assert_eq!(routed.len(), 1);
+    assert_eq!(
+        routed[0].header("authorization"),
+        Some("Bearer sk-provider")
+    );
+
+    // Both exchanges were captured, as intercepted flows for api.anthropic.com.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let flows = loop {
+        let v = api_json(&gw, "/api/flows").await;
+        let flows = v["flows"].as_array().cloned().unwrap_or_default();
+        if flows.iter().filter(|f| f["state"] == "done").count() >= 2 {
+            break flows;
+        }
+        assert!(Instant::now() < deadline, "flows not stored: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        flows.iter().all(|f| f["ingress"] == "intercept"
+            && f["host"] == "api.anthropic.com"
+            && f["path"] == "/v1/messages"
+            && f["status"] == 200),
+        "{flows:?}"
+    );
+    assert!(
+        flows.iter().any(|f| f["provider"] == "anthropic"),
+        "{flows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_reaches_the_command_and_its_status_is_reported() {
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
+    if let Some(why) = unavailable(&gw).await {
+        println!("skipped: {why}");
+        return;
+    }
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let mut cmd = jail(
+        &gw,
+        &[
+            "sh",
+            "-c",
+            "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 1; done",
+        ],
+    );
+    // Its own process group, as a shell gives a foreground job: Ctrl-C goes to the group.
+    cmd.process_group(0).stdout(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let stdout = child.stdout.take().unwrap();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), "ready");
+        nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGINT).unwrap();
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        (child.wait().unwrap(), rest)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.1, vec!["got-int".to_owned()]);
+    assert_eq!(status.0.code(), Some(42));
+}
+
+/// Processes whose command line contains `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(marker))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_port_opened_in_the_jail_is_reachable_and_sigkill_leaves_nothing_behind() {
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
+    if let Some(why) = unavailable(&gw).await {
+        println!("skipped: {why}");
+        return;
+    }
+    let port = crate::support::mock::free_port();
+    let marker = format!("ccproxy-jail-marker-{port}");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("index.html"), &marker).unwrap();
+    // A server in the jail on its own localhost, and a child that outlives its shell.
+    let script = format!(
+        "cd {} && exec python3 -m http.server {port} --bind 127.0.0.1 # {marker}",
+        tmp.path().display()
+    );
+    let mut cmd = jail(&gw, &["sh", "-c", &script]);
+    cmd.env("TMPDIR", tmp.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+
+    // The host reaches it on the same port once the jail listens (bounded wait).
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        if let Ok(r) = client().get(&url).send().await {
+            if r.status() == 200 {
+                break r.text().await.unwrap();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the jail's port never became reachable"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body, marker);
+    assert!(!processes_with(&marker).is_empty());
+
+    // SIGKILL of `ccproxy run`: the jail, its processes and the forwarded port all go.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_with(&marker);
+        let listening = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        if left.is_empty() && !listening {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {left:?}, port open: {listening}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(processes_with("__jail-").iter().all(|pid| {
+        // Other tests' jails may run concurrently: none may belong to this one.
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        !String::from_utf8_lossy(&cmdline).contains(&marker)
+    }));
+    // No temp files: everything the jail needed lived in memory or in its mount namespace.
+    let files: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("index.html")]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_running_gateway_run_inspect_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = output({
+        let mut c = Command::new(bin());
+        c.arg("--config")
+            .arg(dir.path())
+            .args(["run", "--inspect", "--", "true"]);
+        c
+    })
+    .await;
+    assert_eq!(out.status.code(), Some(125));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("no gateway is running") && err.contains("ccproxy start"),
+        "{err}"
+    );
+}
