@@ -154,8 +154,8 @@ fn wait_code(status: WaitStatus) -> Option<u8> {
 }
 
 /// Empty every capability set, the bounding set first (a root user would otherwise regain the
-/// bounding set at `exec`). Nothing to do for a non-root user, whose `exec` already dropped
-/// them.
+/// bounding set at `exec`). The keeper passed `CAP_SETPCAP` down (as an ambient capability)
+/// for this.
 fn drop_capabilities() -> Result<(), String> {
     use caps::CapSet;
     let permitted = caps::read(None, CapSet::Permitted).map_err(|e| e.to_string())?;

@@ -330,6 +330,7 @@ async fn hold(
         ));
     }
 
+    keep_caps_for_init()?;
     let exe = std::env::current_exe().map_err(|e| format!("cannot find ccproxy itself: {e}"))?;
     let mut init = std::process::Command::new(exe);
     init.arg("__jail-init").arg("--").args(command);
@@ -350,6 +351,20 @@ async fn hold(
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
     Ok(super::exit_code(status))
+}
+
+/// Let init keep the two capabilities it needs across `exec`: `CAP_SYS_ADMIN` to enter a pid
+/// namespace and `CAP_SETPCAP` to then drop every capability before the command runs. A user
+/// other than root loses all capabilities at `exec` otherwise. Ambient capabilities belong to
+/// the thread that spawns, which is this one (the runtime's `block_on` thread).
+fn keep_caps_for_init() -> Result<(), String> {
+    use caps::{CapSet, Capability};
+    for cap in [Capability::CAP_SYS_ADMIN, Capability::CAP_SETPCAP] {
+        caps::raise(None, CapSet::Inheritable, cap)
+            .and_then(|()| caps::raise(None, CapSet::Ambient, cap))
+            .map_err(|e| format!("cannot pass {cap} to the jail's init: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Packets the jail sends: encrypt, to the gateway.

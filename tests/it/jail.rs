@@ -283,3 +283,62 @@ async fn without_a_running_gateway_run_inspect_says_so() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unprivileged_user_gets_a_jail_without_capabilities() {
+    // Run as root (CI): drop to `nobody` with util-linux's setpriv to show no privilege is
+    // needed. As another user, the other tests already run unprivileged.
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: not root (the other jail tests run unprivileged already)");
+        return;
+    }
+    if Command::new("setpriv").arg("--help").output().is_err() {
+        println!("skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let ca = TestCa::with_names(&["api.anthropic.com"]);
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
+    if let Some(why) = unavailable(&gw).await {
+        println!("skipped: {why}");
+        return;
+    }
+    // `nobody` needs the config directory (it rewrites the CA bundle there) and a copy of the
+    // binary outside root's home.
+    let nobody = 65534;
+    let own =
+        |p: &std::path::Path| std::os::unix::fs::chown(p, Some(nobody), Some(nobody)).unwrap();
+    own(gw.dir.path());
+    for entry in std::fs::read_dir(gw.dir.path()).unwrap().flatten() {
+        own(&entry.path());
+    }
+    let shared = tempfile::tempdir().unwrap();
+    let exe = shared.path().join("ccproxy");
+    std::fs::copy(bin(), &exe).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "id -u; grep CapEff /proc/self/status; curl -sS --max-time 20 -o /dev/null -w '%{{http_code}}\\n' \
+         -H 'x-api-key: sk-own' -d '{BODY}' https://api.anthropic.com/v1/messages"
+    );
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(&exe)
+        .arg("--config")
+        .arg(gw.dir.path())
+        .args(["run", "--inspect", "--", "sh", "-c", &script])
+        .env("HOME", shared.path());
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines[0], "65534", "the command runs as the user itself");
+    assert_eq!(lines[1], "CapEff:\t0000000000000000");
+    assert_eq!(lines[2], "200");
+    assert_eq!(original.request_count(), 1);
+}
