@@ -79,6 +79,30 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
         self.app.process_new(stream, shutdown).await
     }
 
+    /// Read until `decide` can tell what the stream is (bounded in size and time); the bytes
+    /// read and the decision. `None`: the client closed or stalled first.
+    pub async fn first_bytes<T>(
+        &self,
+        stream: &mut L4Stream,
+        decide: impl Fn(&[u8]) -> Option<T>,
+    ) -> Option<(Vec<u8>, T)> {
+        let deadline = tokio::time::Instant::now() + self.head_timeout;
+        let mut buf = Vec::with_capacity(2048);
+        let mut chunk = vec![0u8; 4096];
+        loop {
+            if let Some(d) = decide(&buf) {
+                return Some((buf, d));
+            }
+            if buf.len() > crate::tls_hello::MAX_HELLO {
+                return None;
+            }
+            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return None,
+            }
+        }
+    }
+
     /// Copy bytes both ways between the client and `target` until either side closes.
     pub async fn relay(&self, client: &mut L4Stream, target: RelayTarget) {
         let upstream = match &target {
@@ -95,6 +119,17 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
             }
             Err(e) => tracing::debug!(?target, error = %e, "cannot reach a relayed destination"),
         }
+    }
+}
+
+/// `Some(true)` for an HTTP/1 request line's start, `Some(false)` for anything else, `None`
+/// while too few bytes have come to tell.
+pub fn looks_like_http(b: &[u8]) -> Option<bool> {
+    let method_len = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    match b.get(method_len) {
+        None if method_len < 16 => None,
+        Some(b' ') if method_len > 0 => Some(true),
+        _ => Some(false),
     }
 }
 
@@ -224,10 +259,47 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
             me.relay(&mut l4, RelayTarget::Name(host, port)).await;
             return None;
         }
-        me.decrypt(*l4, host, shutdown).await
+        // Only TLS is decrypted; anything else in the tunnel (SSH, a database protocol) is
+        // relayed as it is.
+        let (first, hello) = me
+            .first_bytes(&mut l4, |b| match crate::tls_hello::parse(b) {
+                crate::tls_hello::Hello::NeedMore => None,
+                other => Some(other),
+            })
+            .await?;
+        l4.rewind(&first);
+        match hello {
+            crate::tls_hello::Hello::ClientHello { sni } => {
+                let host = sni.unwrap_or(host);
+                if me.ignored(&host) {
+                    me.relay(&mut l4, RelayTarget::Name(host, port)).await;
+                    return None;
+                }
+                me.decrypt(*l4, host, shutdown).await
+            }
+            _ => {
+                me.relay(&mut l4, RelayTarget::Name(host, port)).await;
+                None
+            }
+        }
     }
 
     async fn cleanup(&self) {
         self.interceptor.app.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn http_is_told_from_other_protocols() {
+        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Some(true));
+        assert_eq!(looks_like_http(b"POST"), None);
+        assert_eq!(looks_like_http(b""), None);
+        assert_eq!(looks_like_http(b"\x16\x03\x01"), Some(false));
+        assert_eq!(looks_like_http(b"SSH-2.0"), Some(false));
+        assert_eq!(looks_like_http(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Some(false));
     }
 }

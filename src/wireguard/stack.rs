@@ -12,7 +12,7 @@
 
 use super::dns::JailDns;
 use super::Peer;
-use crate::proxy::intercept::{Interceptor, RelayTarget};
+use crate::proxy::intercept::{looks_like_http, Interceptor, RelayTarget};
 use crate::tls_hello::{self, Hello};
 use boringtun::noise::TunnResult;
 use futures::{SinkExt, StreamExt};
@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What a peer's stack is built from.
 pub(super) struct StackParts<A> {
@@ -167,8 +167,8 @@ async fn dispatch<A: ServerApp + Send + Sync + 'static>(
     };
     match dest.port() {
         443 => {
-            let Some((first, hello)) =
-                first_bytes(&mut stream, &interceptor, |b| match tls_hello::parse(b) {
+            let Some((first, hello)) = interceptor
+                .first_bytes(&mut stream, |b| match tls_hello::parse(b) {
                     Hello::NeedMore => None,
                     other => Some(other),
                 })
@@ -191,7 +191,7 @@ async fn dispatch<A: ServerApp + Send + Sync + 'static>(
         }
         80 => {
             let Some((first, is_http)) =
-                first_bytes(&mut stream, &interceptor, looks_like_http).await
+                interceptor.first_bytes(&mut stream, looks_like_http).await
             else {
                 return;
             };
@@ -206,41 +206,6 @@ async fn dispatch<A: ServerApp + Send + Sync + 'static>(
             }
         }
         _ => interceptor.relay(&mut stream, target).await,
-    }
-}
-
-/// Read until `decide` can tell what the stream is (bounded in size and time); the bytes read
-/// and the decision. `None`: the client closed or stalled first.
-async fn first_bytes<A, T>(
-    stream: &mut L4Stream,
-    interceptor: &Interceptor<A>,
-    decide: impl Fn(&[u8]) -> Option<T>,
-) -> Option<(Vec<u8>, T)> {
-    let deadline = tokio::time::Instant::now() + interceptor.head_timeout;
-    let mut buf = Vec::with_capacity(2048);
-    let mut chunk = vec![0u8; 4096];
-    loop {
-        if let Some(d) = decide(&buf) {
-            return Some((buf, d));
-        }
-        if buf.len() > tls_hello::MAX_HELLO {
-            return None;
-        }
-        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
-        }
-    }
-}
-
-/// `Some(true)` for an HTTP/1 request line's start, `Some(false)` for anything else, `None`
-/// while too few bytes have come to tell.
-fn looks_like_http(b: &[u8]) -> Option<bool> {
-    let method_len = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
-    match b.get(method_len) {
-        None if method_len < 16 => None,
-        Some(b' ') if method_len > 0 => Some(true),
-        _ => Some(false),
     }
 }
 
@@ -286,20 +251,5 @@ impl VirtualSocket for JailSocket {
     fn set_socket_option(&self, _opt: VirtualSockOpt) -> std::io::Result<()> {
         // No socket options in the userspace stack (it sends without delay already).
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::looks_like_http;
-
-    #[test]
-    fn http_is_told_from_other_protocols() {
-        assert_eq!(looks_like_http(b"GET / HTTP/1.1\r\n"), Some(true));
-        assert_eq!(looks_like_http(b"POST"), None);
-        assert_eq!(looks_like_http(b""), None);
-        assert_eq!(looks_like_http(b"\x16\x03\x01"), Some(false));
-        assert_eq!(looks_like_http(b"SSH-2.0"), Some(false));
-        assert_eq!(looks_like_http(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"), Some(false));
     }
 }

@@ -177,3 +177,63 @@ async fn ignored_hosts_are_relayed_without_decryption() {
         "verified with the gateway CA: the tunnel was decrypted"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_client_is_served_over_h2_and_non_tls_tunnels_are_relayed() {
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let pport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
+        ca.ca_file.display()
+    ));
+    // HTTP/2 between the client and the gateway (ALPN on the intercepting leaf).
+    let gw_ca = gw.path("ccproxy-ca.pem");
+    let url = format!("https://localhost:{}/v1/messages", original.port());
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code}", "--proxy"])
+            .arg(format!("http://127.0.0.1:{pport}"))
+            .arg("--cacert")
+            .arg(gw_ca)
+            .args(["-H", "x-api-key: sk-own", "-d", "{}"])
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    assert_eq!(original.requests()[0].header("x-api-key"), Some("sk-own"));
+
+    // Something that is not TLS inside a tunnel (here an SSH-like banner exchange) is relayed
+    // byte for byte, not treated as a failed handshake.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_port = echo.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = echo.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).await.unwrap();
+        s.write_all(b"echo:").await.unwrap();
+        s.write_all(&buf[..n]).await.unwrap();
+    });
+    let mut c = tokio::net::TcpStream::connect(("127.0.0.1", pport))
+        .await
+        .unwrap();
+    c.write_all(format!("CONNECT 127.0.0.1:{echo_port} HTTP/1.1\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 39];
+    c.read_exact(&mut head).await.unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    c.write_all(b"SSH-2.0-test\r\n").await.unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).await.unwrap();
+    assert_eq!(reply, b"echo:SSH-2.0-test\r\n");
+}
