@@ -58,6 +58,8 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
         return ExitCode::from(code);
     }
     let metrics_up = config.metrics.as_deref().map(probe);
+    // The WireGuard listener is UDP: its record says where it is and whether its process lives.
+    let wireguard = crate::wireguard::keys::State::read_live(&config.location.dir);
     if json {
         let mut v = render_json(&config, &pipeline, proxy_up, metrics_up);
         v["proxy_listener"] = match &config.inspector.proxy_listen {
@@ -67,6 +69,15 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
                 "ca": config.location.dir.join(crate::local_ca::CERT_FILE).display().to_string(),
             }),
             None => Value::Null,
+        };
+        v["wireguard"] = match (&config.inspector.wireguard_listen, &wireguard) {
+            (None, _) => Value::Null,
+            (Some(_), Ok(state)) => json!({
+                "endpoint": state.endpoint.to_string(),
+                "running": true,
+                "public_key": state.public_key,
+            }),
+            (Some(l), Err(_)) => json!({"endpoint": l, "running": false}),
         };
         v["inspector"] = match inspector_addr(&config) {
             Some(l) => json!({
@@ -86,8 +97,8 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
             ),
             _ => "  inspect  off\n".to_owned(),
         };
-        let line = line
-            + &match &config.inspector.proxy_listen {
+        let line =
+            line + &match &config.inspector.proxy_listen {
                 Some(l) => format!(
                     "  intercept {}  http://{l}  (HTTPS_PROXY; trust {})\n",
                     if probe(l) { "running" } else { "stopped" },
@@ -98,6 +109,13 @@ pub fn run(location: ConfigLocation, json: bool, proxy_only: bool, inspect_only:
                         .display()
                 ),
                 None => "  intercept off\n".to_owned(),
+            } + &match (&config.inspector.wireguard_listen, &wireguard) {
+                (None, _) => "  jail     off\n".to_owned(),
+                (Some(_), Ok(state)) => format!(
+                    "  jail     running  udp://{}  (ccproxy run --inspect -- cmd)\n",
+                    state.endpoint
+                ),
+                (Some(_), Err(_)) => "  jail     stopped\n".to_owned(),
             };
         if let Some(i) = text.find("  config ") {
             text.insert_str(i, &line);

@@ -21,3 +21,4 @@ mod oauth;
 mod routing;
 mod sdk;
 mod translation;
+mod wireguard;
