@@ -342,3 +342,182 @@ async fn an_unprivileged_user_gets_a_jail_without_capabilities() {
     assert_eq!(lines[2], "200");
     assert_eq!(original.request_count(), 1);
 }
+
+/// The Claude Code release the test was written against (npm `@anthropic-ai/claude-code`).
+const CLAUDE_CODE: &str = "2.1.332";
+
+/// Claude Code's `claude`, installed on first use into `~/.cache/ccproxy-npm`
+/// (`CCPROXY_NPM_DIR` overrides the place); `Err(reason)` when npm or the registry is missing.
+fn claude_code() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::var_os("CCPROXY_NPM_DIR").map_or_else(
+        || {
+            let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, Into::into);
+            std::path::PathBuf::from(home).join(".cache/ccproxy-npm")
+        },
+        Into::into,
+    );
+    let claude = dir.join("node_modules/.bin/claude");
+    let version = || {
+        Command::new(&claude)
+            .arg("--version")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    if version().is_some_and(|v| v.starts_with(CLAUDE_CODE)) {
+        return Ok(claude);
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let installed = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
+        .arg(&dir)
+        .arg(format!("@anthropic-ai/claude-code@{CLAUDE_CODE}"))
+        .status()
+        .map_err(|e| format!("npm is not available: {e}"))?;
+    if !installed.success() || !version().is_some_and(|v| v.starts_with(CLAUDE_CODE)) {
+        return Err(format!(
+            "npm install @anthropic-ai/claude-code@{CLAUDE_CODE} failed (no registry access?)"
+        ));
+    }
+    Ok(claude)
+}
+
+/// An Anthropic Messages answer with `text`, as one streamed message.
+fn message_events(text: &str) -> Vec<String> {
+    let ev = |name: &str, data: serde_json::Value| format!("event: {name}\ndata: {data}\n\n");
+    vec![
+        ev(
+            "message_start",
+            serde_json::json!({"type": "message_start", "message": {
+            "id": "msg_jail", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+            "content": [], "stop_reason": null, "stop_sequence": null,
+            "usage": {"input_tokens": 12, "output_tokens": 1}}}),
+        ),
+        ev(
+            "content_block_start",
+            serde_json::json!({"type": "content_block_start", "index": 0,
+            "content_block": {"type": "text", "text": ""}}),
+        ),
+        ev(
+            "content_block_delta",
+            serde_json::json!({"type": "content_block_delta", "index": 0,
+            "delta": {"type": "text_delta", "text": text}}),
+        ),
+        ev(
+            "content_block_stop",
+            serde_json::json!({"type": "content_block_stop", "index": 0}),
+        ),
+        ev(
+            "message_delta",
+            serde_json::json!({"type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": 5}}),
+        ),
+        ev("message_stop", serde_json::json!({"type": "message_stop"})),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn claude_code_jailed_reaches_its_default_api_which_resolve_maps_to_a_mock() {
+    let claude = match tokio::task::spawn_blocking(claude_code).await.unwrap() {
+        Ok(c) => c,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let ca = TestCa::with_names(&["api.anthropic.com"]);
+    let api = MockUpstream::start_tls(
+        Reply::script(|req, _| {
+            if req.path.starts_with("/v1/messages") && req.json()["stream"] == true {
+                Reply::Sse {
+                    events: message_events("pong from the jailed mock"),
+                    gate: None,
+                }
+            } else if req.path.starts_with("/v1/messages/count_tokens") {
+                Reply::Json {
+                    status: 200,
+                    body: serde_json::json!({"input_tokens": 12}),
+                }
+            } else {
+                Reply::Json {
+                    status: 404,
+                    body: serde_json::json!({"type": "error", "error": {"type": "not_found_error", "message": "mock"}}),
+                }
+            }
+        }),
+        &ca,
+    )
+    .await;
+    let provider_mock = MockUpstream::start(Reply::Echo).await;
+    let gw = gateway_with_mocks(&api, &provider_mock, &ca);
+    if let Some(why) = unavailable(&gw).await {
+        println!("skipped: {why}");
+        return;
+    }
+    let home = tempfile::tempdir().unwrap();
+    // `timeout` bounds a hung client; SIGKILL of `ccproxy run` takes the jail down with it.
+    let mut cmd = Command::new("timeout");
+    cmd.args(["-s", "KILL", "120", bin(), "--config"])
+        .arg(gw.dir.path())
+        .args(["run", "--inspect", "--"])
+        .arg(&claude)
+        .args(["-p", "Reply with one word.", "--model", "claude-sonnet-4-6"])
+        .env("HOME", home.path())
+        .env("ANTHROPIC_API_KEY", "sk-ant-api03-jailed-client-key")
+        .env("DISABLE_AUTOUPDATER", "1")
+        .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .stdin(Stdio::null());
+    let out = output(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "claude -p failed: {stdout}\n{stderr}");
+    assert!(
+        stdout.contains("pong from the jailed mock"),
+        "{stdout}\n{stderr}"
+    );
+
+    // The mock saw Claude Code's own request, with its own key, on its default host.
+    let asked = api
+        .requests()
+        .into_iter()
+        .find(|r| r.path.starts_with("/v1/messages") && r.json()["stream"] == true)
+        .expect("no streamed /v1/messages request reached the mock");
+    assert_eq!(
+        asked.header("x-api-key"),
+        Some("sk-ant-api03-jailed-client-key")
+    );
+    assert!(
+        asked
+            .header("user-agent")
+            .unwrap_or("")
+            .contains("claude-cli"),
+        "{:?}",
+        asked.header("user-agent")
+    );
+
+    // And the gateway captured it (the stored key is redacted at capture).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = api_json(&gw, "/api/flows").await;
+        let found = v["flows"].as_array().into_iter().flatten().any(|f| {
+            f["host"] == "api.anthropic.com"
+                && f["path"]
+                    .as_str()
+                    .is_some_and(|p| p.starts_with("/v1/messages"))
+                && f["state"] == "done"
+                && f["streamed"] == true
+        });
+        if found {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Claude Code's flow not captured: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
