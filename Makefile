@@ -82,15 +82,23 @@ start: build
 
 # Headless Chromium for the web viewer's test; a machine where it cannot be installed runs
 # the suite anyway (that test prints why it skips).
+# Programs the tests drive, as <command>:<debian-package>: Chromium (web viewer, TLS
+# fingerprints) and npm (Claude Code, installed by the jail test on first use).
+TEST_CMDS := chromium:chromium npm:npm
+
 test-deps: deps
-	@if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then \
+	@missing=""; \
+	for pair in $(TEST_CMDS); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo -n"; else SUDO="none"; fi; \
 	  if [ "$$SUDO" != none ]; then \
-	    echo "test-deps: installing chromium (web viewer test)"; \
-	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 || \
+	    echo "test-deps: installing$$missing"; \
+	    $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1 || \
 	    { $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update >/dev/null 2>&1 && \
-	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; } || \
-	    echo "test-deps: chromium could not be installed; the web viewer test will skip"; \
+	      $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null 2>&1; } || \
+	    echo "test-deps: could not install$$missing; the tests that need them will skip"; \
 	  fi; \
 	fi
 
