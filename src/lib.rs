@@ -17,6 +17,7 @@ pub mod code_assist;
 pub mod config;
 pub mod conversation;
 pub mod creds;
+pub mod fingerprint;
 pub mod gemini_cache;
 pub mod hooks;
 pub mod http_call;

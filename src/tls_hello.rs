@@ -1,5 +1,6 @@
 //! Reading a TLS ClientHello from the first bytes a client sent, without terminating TLS: is this
-//! TLS at all, and which host does it name (SNI)? The jail's TCP dispatch uses it to choose
+//! TLS at all, which host does it name (SNI), and the fields fingerprints are made of
+//! ([`crate::fingerprint`]). The jail's TCP dispatch uses it to choose
 //! between interception, a raw relay (`inspector.ignore_hosts`) and non-TLS traffic. Bounded:
 //! a hello longer than [`MAX_HELLO`] is treated as not TLS.
 
@@ -19,50 +20,66 @@ pub enum Hello {
 
 /// Look at the first bytes of a connection.
 pub fn parse(buf: &[u8]) -> Hello {
+    match handshake_body(buf) {
+        Ok(body) => match ClientHello::from_body(&body) {
+            Some(h) => Hello::ClientHello { sni: h.sni },
+            None => Hello::NotTls,
+        },
+        Err(other) => other,
+    }
+}
+
+/// The whole ClientHello in the first bytes of a connection (`Err`: more bytes needed, or not
+/// TLS).
+pub fn client_hello(buf: &[u8]) -> Result<ClientHello, Hello> {
+    let body = handshake_body(buf)?;
+    ClientHello::from_body(&body).ok_or(Hello::NotTls)
+}
+
+/// The ClientHello handshake message's body, gathered from as many records as it spans.
+fn handshake_body(buf: &[u8]) -> Result<Vec<u8>, Hello> {
     // The handshake message may span several records; gather its bytes.
     let mut handshake: Vec<u8> = Vec::new();
     let mut at = 0;
     loop {
         let Some(header) = buf.get(at..at + 5) else {
-            return if at == 0 && !buf.is_empty() && buf[0] != 0x16 {
+            return Err(if at == 0 && !buf.is_empty() && buf[0] != 0x16 {
                 Hello::NotTls
             } else {
                 Hello::NeedMore
-            };
+            });
         };
         // Content type 22 (handshake), major version 3.
         if header[0] != 0x16 || header[1] != 0x03 {
-            return Hello::NotTls;
+            return Err(Hello::NotTls);
         }
         let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
         if len == 0 || len > 16 * 1024 + 2048 {
-            return Hello::NotTls;
+            return Err(Hello::NotTls);
         }
         let Some(body) = buf.get(at + 5..at + 5 + len) else {
-            return if buf.len() > MAX_HELLO {
+            return Err(if buf.len() > MAX_HELLO {
                 Hello::NotTls
             } else {
                 Hello::NeedMore
-            };
+            });
         };
         handshake.extend_from_slice(body);
         at += 5 + len;
         if handshake.len() >= 4 {
             if handshake[0] != 0x01 {
-                return Hello::NotTls;
+                return Err(Hello::NotTls);
             }
             let want = 4
                 + ((usize::from(handshake[1]) << 16)
                     | (usize::from(handshake[2]) << 8)
                     | usize::from(handshake[3]));
             if want > MAX_HELLO {
-                return Hello::NotTls;
+                return Err(Hello::NotTls);
             }
             if handshake.len() >= want {
-                return match server_name(&handshake[4..want]) {
-                    Some(sni) => Hello::ClientHello { sni },
-                    None => Hello::NotTls,
-                };
+                handshake.truncate(want);
+                return Ok(handshake.split_off(4));
             }
         }
     }
@@ -97,37 +114,93 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// `Some(sni)` for a well-formed ClientHello body (`sni` is `None` without the extension);
-/// `None` when the body is malformed.
-fn server_name(body: &[u8]) -> Option<Option<String>> {
-    let mut r = Reader(body);
-    r.take(2 + 32)?; // legacy_version, random
-    r.vec8()?; // session id
-    r.vec16()?; // cipher suites
-    r.vec8()?; // compression methods
-    if r.0.is_empty() {
-        return Some(None); // no extensions at all
-    }
-    let mut exts = Reader(r.vec16()?);
-    while !exts.0.is_empty() {
-        let kind = exts.u16()?;
-        let data = exts.vec16()?;
-        if kind != 0 {
-            continue;
+/// The fields of a ClientHello that fingerprints and routing look at, in the order sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    /// `legacy_version` (0x0303 for TLS 1.2 and 1.3 hellos).
+    pub legacy_version: u16,
+    pub ciphers: Vec<u16>,
+    /// Extension types, in order.
+    pub extensions: Vec<u16>,
+    /// Server name (lower case), when valid.
+    pub sni: Option<String>,
+    /// ALPN protocols, in order.
+    pub alpn: Vec<Vec<u8>>,
+    /// `signature_algorithms`, in order.
+    pub sigalgs: Vec<u16>,
+    /// `supported_groups`, in order.
+    pub groups: Vec<u16>,
+    /// `ec_point_formats`.
+    pub point_formats: Vec<u8>,
+    /// `supported_versions`, in order.
+    pub versions: Vec<u16>,
+}
+
+/// GREASE values (RFC 8701): both bytes equal, low nibble 0xA.
+pub fn is_grease(v: u16) -> bool {
+    v & 0x0f0f == 0x0a0a && v >> 8 == v & 0xff
+}
+
+fn u16s(data: &[u8]) -> Vec<u16> {
+    data.chunks_exact(2)
+        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+        .collect()
+}
+
+impl ClientHello {
+    /// Parse a ClientHello handshake body; `None` when it is malformed.
+    pub fn from_body(body: &[u8]) -> Option<Self> {
+        let mut r = Reader(body);
+        let v = r.take(2)?;
+        let mut hello = ClientHello {
+            legacy_version: u16::from_be_bytes([v[0], v[1]]),
+            ..ClientHello::default()
+        };
+        r.take(32)?; // random
+        r.vec8()?; // session id
+        hello.ciphers = u16s(r.vec16()?);
+        r.vec8()?; // compression methods
+        if r.0.is_empty() {
+            return Some(hello); // no extensions at all
         }
-        let mut list = Reader(Reader(data).vec16()?);
-        while !list.0.is_empty() {
-            let name_type = list.u8()?;
-            let name = list.vec16()?;
-            if name_type == 0 {
-                let name = std::str::from_utf8(name).ok()?;
-                let valid = !name.is_empty()
-                    && name.len() <= 253
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
-                return Some(valid.then(|| name.to_ascii_lowercase()));
+        let mut exts = Reader(r.vec16()?);
+        while !exts.0.is_empty() {
+            let kind = exts.u16()? as u16;
+            let data = exts.vec16()?;
+            hello.extensions.push(kind);
+            match kind {
+                0 => hello.sni = server_name(data)?,
+                10 => hello.groups = u16s(Reader(data).vec16()?),
+                11 => hello.point_formats = Reader(data).vec8()?.to_vec(),
+                13 => hello.sigalgs = u16s(Reader(data).vec16()?),
+                16 => {
+                    let mut list = Reader(Reader(data).vec16()?);
+                    while !list.0.is_empty() {
+                        hello.alpn.push(list.vec8()?.to_vec());
+                    }
+                }
+                43 => hello.versions = u16s(Reader(data).vec8()?),
+                _ => {}
             }
+        }
+        Some(hello)
+    }
+}
+
+/// The host name in a `server_name` extension (`Some(None)`: no valid host name in it).
+fn server_name(data: &[u8]) -> Option<Option<String>> {
+    let mut list = Reader(Reader(data).vec16()?);
+    while !list.0.is_empty() {
+        let name_type = list.u8()?;
+        let name = list.vec16()?;
+        if name_type == 0 {
+            let name = std::str::from_utf8(name).ok()?;
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            return Some(valid.then(|| name.to_ascii_lowercase()));
         }
     }
     Some(None)

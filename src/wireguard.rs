@@ -98,6 +98,7 @@ impl<A> WireGuardService<A> {
         socket
             .set_nonblocking(true)
             .map_err(|e| format!("{addr}: {e}"))?;
+        large_buffers(&socket);
         let secret = keys::Secret::load_or_create(&keys::server_key_path(dir))?;
         keys::State {
             endpoint: local_addr,
@@ -346,6 +347,19 @@ fn timers(table: &mut Table, socket: &tokio::net::UdpSocket, out: &mut [u8]) {
             tracing::info!(peer = %entry.peer.name, "WireGuard peer gone (idle)");
         }
     }
+}
+
+/// Socket buffer size asked for on both ends of a tunnel.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// Ask for 4 MiB socket buffers (the kernel caps them at `net.core.rmem_max`/`wmem_max`). The
+/// default 208 KiB holds three 64 KiB jail datagrams, so a burst from the stack overflowed it
+/// and every lost datagram cost a TCP retransmission (measured: 0.17 Gbit/s and 1570
+/// `RcvbufErrors` for a 100 MB download).
+pub fn large_buffers(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let _ = setsockopt(socket, sockopt::RcvBuf, &SOCKET_BUFFER);
+    let _ = setsockopt(socket, sockopt::SndBuf, &SOCKET_BUFFER);
 }
 
 fn le_u32(data: &[u8], at: usize) -> u32 {

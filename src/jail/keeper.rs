@@ -90,6 +90,7 @@ fn gateway_socket(endpoint: SocketAddr) -> Result<std::net::UdpSocket, String> {
     let udp = std::net::UdpSocket::bind(bind).map_err(|e| format!("UDP socket: {e}"))?;
     udp.connect(endpoint)
         .map_err(|e| format!("cannot reach the gateway's WireGuard listener {endpoint}: {e}"))?;
+    crate::wireguard::large_buffers(&udp);
     Ok(udp)
 }
 
@@ -279,11 +280,13 @@ async fn hold(
     tun: OwnedFd,
     command: &[String],
 ) -> Result<u8, String> {
+    // A keepalive every 25 s: the gateway forgets peers silent for 3 minutes, and a jail whose
+    // program idles that long must keep its connections.
     let tunn = Tunn::new(
         secret.0.clone(),
         boringtun::x25519::PublicKey::from(server),
         None,
-        None,
+        Some(25),
         0,
         None,
     );

@@ -224,8 +224,9 @@ mod tests {
             a[a.len() - 1],
         );
         assert_eq!(ip, Ipv4Addr::new(198, 18, 0, 1));
+        // The same address again, for any spelling (the question is echoed as asked).
         let again = dns.answer(&query("api.anthropic.com", 1)).await.unwrap();
-        assert_eq!(a, again);
+        assert_eq!(a[a.len() - 4..], again[again.len() - 4..]);
         assert_eq!(
             dns.name_for(ip.into()).as_deref(),
             Some("api.anthropic.com")

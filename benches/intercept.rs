@@ -1,0 +1,646 @@
+//! Interception and jail benchmarks: `cargo bench --bench intercept -- [--quick] [--only S10,S11]`.
+//!
+//! S10, TLS interception through the `CONNECT` listener, in one run against the same TLS mock
+//! with the same client: direct (no proxy), ccproxy with capture off and on, and `mitmdump`
+//! (PyPI `mitmproxy`, regular mode; installed into `~/.cache/ccproxy-bench/mitmproxy` when pip
+//! can reach PyPI, else skipped with the reason). Kept-alive connections (one `CONNECT` + TLS
+//! handshake, then requests) and a new connection per request, at c=1 and c=16: req/s and
+//! p50/p99. Targets: ≥ 20× mitmdump's req/s, added p50 ≤ 150 µs kept alive.
+//!
+//! S11, the jail (`ccproxy run --inspect`): this binary runs itself inside a jail as the client
+//! (`--jail-client`), against hosts that `inspector.resolve` maps to local servers. Added latency
+//! per request through WireGuard + the userspace TCP stack (a raw relay on port 8080, and plain
+//! HTTP through the proxy service on port 80), and a 100 MB download through the relay: Gbit/s
+//! and CPU seconds per GB (gateway + jail keeper). Targets: ≥ 1 Gbit/s, added p50 ≤ 1 ms.
+//!
+//! Prints tables; never part of `make test`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+#[path = "gateway/mock_llm.rs"]
+mod mock_llm;
+#[path = "../tests/it/support/tls.rs"]
+mod tls;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const BODY: &str =
+    r#"{"model":"claude-sonnet-4-6","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}"#;
+const BULK_BYTES: u64 = 100 * 1024 * 1024;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--jail-client") {
+        return jail_client(&args[i + 1..]);
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only: Option<Vec<String>> = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.split(',').map(|x| x.trim().to_uppercase()).collect());
+    let wants = |s: &str| only.as_ref().is_none_or(|o| o.iter().any(|x| x == s));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    if wants("S10") {
+        rt.block_on(s10(quick));
+    }
+    if wants("S11") {
+        rt.block_on(s11(quick));
+    }
+}
+
+fn ccproxy_bin() -> String {
+    std::env::var("CCPROXY_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ccproxy").to_owned())
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}
+
+/// Wait until something accepts on `addr` (bounded).
+fn wait_listening(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A ccproxy gateway (release binary) with `inspector` settings; its config dir and process.
+fn gateway(inspector: &str, extra: &str) -> (tempfile::TempDir, Proc, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let yaml = format!(
+        "ccproxy:\n  host: 127.0.0.1\n  port: {port}\n  metrics: null\n  log_file: null\n{extra}  inspector:\n    listen: null\n    store: null\n{inspector}"
+    );
+    std::fs::write(dir.path().join("ccproxy.yaml"), yaml).unwrap();
+    let child = Command::new(ccproxy_bin())
+        .arg("--config")
+        .arg(dir.path())
+        .arg("start")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(([127, 0, 0, 1], port).into());
+    (dir, Proc(child), port)
+}
+
+// ---------------------------------------------------------------------------------------------
+// S10: interception vs mitmdump
+
+/// How a connection reaches the mock.
+#[derive(Clone)]
+struct Route {
+    /// `CONNECT` through this proxy (`None`: straight to the mock).
+    proxy: Option<SocketAddr>,
+    mock: SocketAddr,
+    /// The CA the client trusts (the proxy's, or the mock's test CA).
+    ca: PathBuf,
+}
+
+async fn connect(route: &Route) -> Result<SendRequest<Full<Bytes>>, String> {
+    let target = route.proxy.unwrap_or(route.mock);
+    let mut tcp = TcpStream::connect(target)
+        .await
+        .map_err(|e| e.to_string())?;
+    tcp.set_nodelay(true).ok();
+    if route.proxy.is_some() {
+        let port = route.mock.port();
+        tcp.write_all(
+            format!("CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        // Read the answer head byte by byte: nothing past it may be consumed.
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let b = tcp.read_u8().await.map_err(|e| e.to_string())?;
+            head.push(b);
+            if head.len() > 4096 {
+                return Err("CONNECT answer too long".into());
+            }
+        }
+        if !head.starts_with(b"HTTP/1.1 200") && !head.starts_with(b"HTTP/1.0 200") {
+            return Err(format!("CONNECT: {}", String::from_utf8_lossy(&head)));
+        }
+    }
+    let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(&route.ca).map_err(|e| e.to_string())?;
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    let config = b.build().configure().unwrap();
+    let tls = tokio_boring::connect(config, "localhost", tcp)
+        .await
+        .map_err(|e| format!("TLS: {e}"))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn request(sender: &mut SendRequest<Full<Bytes>>, mock: SocketAddr) -> Result<(), String> {
+    sender.ready().await.map_err(|e| e.to_string())?;
+    let req = hyper::Request::post("/v1/messages")
+        .header("host", format!("localhost:{}", mock.port()))
+        .header("content-type", "application/json")
+        .header("x-api-key", "sk-bench-own-key")
+        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+        .unwrap();
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    resp.into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    if status != 200 {
+        return Err(format!("status {status}"));
+    }
+    Ok(())
+}
+
+/// Latencies of `per_conn` requests on each of `conns` concurrent connections; `fresh`: a new
+/// connection (CONNECT + TLS) for every request. Returns (sorted latencies, wall time).
+async fn run_load(
+    route: &Route,
+    conns: usize,
+    per_conn: usize,
+    fresh: bool,
+) -> (Vec<Duration>, Duration) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let route = route.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_conn);
+            let mut kept = None;
+            for _ in 0..per_conn {
+                let t = Instant::now();
+                if fresh || kept.is_none() {
+                    kept = Some(
+                        connect(&route)
+                            .await
+                            .unwrap_or_else(|e| panic!("connect: {e}")),
+                    );
+                    if !fresh {
+                        // Kept-alive runs time requests only, not the one handshake.
+                        let s = kept.as_mut().unwrap();
+                        request(s, route.mock).await.unwrap();
+                        continue;
+                    }
+                }
+                let s = kept.as_mut().unwrap();
+                request(s, route.mock)
+                    .await
+                    .unwrap_or_else(|e| panic!("request: {e}"));
+                lat.push(t.elapsed());
+                if fresh {
+                    kept = None;
+                }
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let wall = start.elapsed();
+    all.sort();
+    (all, wall)
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+struct Row {
+    name: String,
+    /// (req/s, p50 µs, p99 µs) per column.
+    cells: Vec<(f64, f64, f64)>,
+}
+
+/// mitmdump from a venv in the cache (installed on first use); `Err(reason)` when impossible.
+fn mitmdump() -> Result<PathBuf, String> {
+    let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, PathBuf::from);
+    let venv = home.join(".cache/ccproxy-bench/mitmproxy");
+    let exe = venv.join("bin/mitmdump");
+    if exe.exists() {
+        return Ok(exe);
+    }
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "--disable-pip-version-check", "mitmproxy"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok && exe.exists() {
+        Ok(exe)
+    } else {
+        Err("mitmproxy could not be installed from PyPI".into())
+    }
+}
+
+fn start_mitmdump(exe: &Path, ca: &Path) -> (tempfile::TempDir, Proc, SocketAddr) {
+    let confdir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(exe)
+        .args([
+            "--mode",
+            "regular",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+        ])
+        .arg(port.to_string())
+        .arg("--set")
+        .arg(format!("confdir={}", confdir.path().display()))
+        .arg("--set")
+        .arg(format!("ssl_verify_upstream_trusted_ca={}", ca.display()))
+        .args(["-q", "--set", "flow_detail=0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    wait_listening(addr);
+    (confdir, Proc(child), addr)
+}
+
+async fn s10(quick: bool) {
+    println!("\nS10 TLS interception via CONNECT (same TLS mock, same client, HTTP/1.1 both legs)");
+    let ca = tls::TestCa::new();
+    let mock = mock_llm::spawn_tls("127.0.0.1:0", ca.acceptor()).unwrap();
+    let extra = format!("  ca_file: {}\n", ca.ca_file.display());
+    let pport = free_port();
+    let (off_dir, _off, _) = gateway(
+        &format!("    capture: false\n    proxy_listen: 127.0.0.1:{pport}\n"),
+        &extra,
+    );
+    let pport_on = free_port();
+    let (on_dir, _on, _) = gateway(&format!("    proxy_listen: 127.0.0.1:{pport_on}\n"), &extra);
+    wait_listening(([127, 0, 0, 1], pport).into());
+    wait_listening(([127, 0, 0, 1], pport_on).into());
+    let mut routes: Vec<(String, Route)> = vec![
+        (
+            "direct (no proxy)".into(),
+            Route {
+                proxy: None,
+                mock,
+                ca: ca.ca_file.clone(),
+            },
+        ),
+        (
+            "ccproxy, capture off".into(),
+            Route {
+                proxy: Some(([127, 0, 0, 1], pport).into()),
+                mock,
+                ca: off_dir.path().join("ccproxy-ca.pem"),
+            },
+        ),
+        (
+            "ccproxy, capture on".into(),
+            Route {
+                proxy: Some(([127, 0, 0, 1], pport_on).into()),
+                mock,
+                ca: on_dir.path().join("ccproxy-ca.pem"),
+            },
+        ),
+    ];
+    let _mitm = match mitmdump() {
+        Ok(exe) => {
+            let (dir, proc_, addr) = start_mitmdump(&exe, &ca.ca_file);
+            let mca = dir.path().join("mitmproxy-ca-cert.pem");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !mca.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            routes.push((
+                "mitmdump".into(),
+                Route {
+                    proxy: Some(addr),
+                    mock,
+                    ca: mca,
+                },
+            ));
+            Some((dir, proc_))
+        }
+        Err(why) => {
+            println!("mitmdump: skipped ({why})");
+            None
+        }
+    };
+    let n = if quick { 300 } else { 2000 };
+    let fresh_n = if quick { 60 } else { 300 };
+    let columns = ["kept c=1", "kept c=16", "new conn c=1", "new conn c=16"];
+    let mut rows = Vec::new();
+    for (name, route) in &routes {
+        // Warm up (connections, leaf minting).
+        let _ = run_load(route, 2, 20, false).await;
+        let mut cells = Vec::new();
+        for (conns, per, fresh) in [
+            (1, n, false),
+            (16, n / 8, false),
+            (1, fresh_n, true),
+            (16, fresh_n / 8, true),
+        ] {
+            let (lat, wall) = run_load(route, conns, per, fresh).await;
+            cells.push((
+                lat.len() as f64 / wall.as_secs_f64(),
+                pct(&lat, 0.5),
+                pct(&lat, 0.99),
+            ));
+        }
+        rows.push(Row {
+            name: name.clone(),
+            cells,
+        });
+    }
+    println!(
+        "{:<24} {}",
+        "",
+        columns
+            .iter()
+            .map(|c| format!("{c:>28}"))
+            .collect::<String>()
+    );
+    println!(
+        "{:<24} {}",
+        "",
+        columns
+            .iter()
+            .map(|_| format!("{:>28}", "req/s   p50 µs   p99 µs"))
+            .collect::<String>()
+    );
+    for r in &rows {
+        print!("{:<24} ", r.name);
+        for (rps, p50, p99) in &r.cells {
+            print!("{:>10.0} {:>8.0} {:>8.0}", rps, p50, p99);
+        }
+        println!();
+    }
+    let direct = &rows[0].cells;
+    for r in rows.iter().skip(1) {
+        println!(
+            "  {}: added p50 kept-alive c=1 = {:.0} µs (target ≤ 150)",
+            r.name,
+            r.cells[0].1 - direct[0].1
+        );
+    }
+    if let (Some(ours), Some(mitm)) = (
+        rows.iter().find(|r| r.name == "ccproxy, capture off"),
+        rows.iter().find(|r| r.name == "mitmdump"),
+    ) {
+        for (i, c) in columns.iter().enumerate() {
+            println!(
+                "  ccproxy / mitmdump req/s, {c}: {:.1}× (target ≥ 20×)",
+                ours.cells[i].0 / mitm.cells[i].0
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S11: the jail path
+
+/// A server that answers every connection's first request with `BULK_BYTES` of body.
+fn spawn_bulk_server() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut conn = conn;
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf);
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {BULK_BYTES}\r\nconnection: close\r\n\r\n"
+                );
+                let _ = conn.write_all(head.as_bytes());
+                let chunk = vec![b'x'; 256 * 1024];
+                let mut left = BULK_BYTES;
+                while left > 0 {
+                    let n = left.min(chunk.len() as u64) as usize;
+                    if conn.write_all(&chunk[..n]).is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Time `n` kept-alive requests to `addr` (plain HTTP); sorted latencies.
+async fn http_latencies(addr: &str, host: &str, n: usize) -> Vec<Duration> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    tcp.set_nodelay(true).ok();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let t = Instant::now();
+        sender.ready().await.unwrap();
+        let req = hyper::Request::post("/v1/messages")
+            .header("host", host)
+            .header("content-type", "application/json")
+            .header("x-api-key", "sk-bench-own-key")
+            .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        if i >= 50 {
+            lat.push(t.elapsed());
+        }
+    }
+    lat.sort();
+    lat
+}
+
+/// Inside the jail: `latency HOST:PORT HOSTHEADER N` or `bulk HOST:PORT`; prints one JSON line.
+fn jail_client(args: &[String]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    match args.first().map(String::as_str) {
+        Some("latency") => {
+            let n: usize = args[3].parse().unwrap();
+            let lat = rt.block_on(http_latencies(&args[1], &args[2], n));
+            println!("{{\"p50\":{},\"p99\":{}}}", pct(&lat, 0.5), pct(&lat, 0.99));
+        }
+        Some("bulk") => {
+            let secs = rt.block_on(async {
+                let mut tcp = TcpStream::connect(args[1].as_str()).await.unwrap();
+                let t = Instant::now();
+                tcp.write_all(b"GET /bulk HTTP/1.1\r\nHost: bulk\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut buf = vec![0u8; 1 << 20];
+                let mut total = 0u64;
+                loop {
+                    let n = tcp.read(&mut buf).await.unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    total += n as u64;
+                }
+                assert!(total >= BULK_BYTES, "short download: {total}");
+                t.elapsed().as_secs_f64()
+            });
+            println!("{{\"seconds\":{secs}}}");
+        }
+        _ => panic!("--jail-client latency|bulk …"),
+    }
+}
+
+/// Run this binary as the jailed client; the JSON it printed and the keeper's CPU seconds.
+fn in_jail(dir: &Path, args: &[&str]) -> Result<(serde_json::Value, f64), String> {
+    let mut child = Command::new(ccproxy_bin())
+        .arg("--config")
+        .arg(dir)
+        .args(["run", "--inspect", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .arg("--jail-client")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // The keeper is `run`'s child; sample its CPU just before the jail ends.
+    let run_pid = child.id();
+    let mut keeper_cpu = 0.0;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if let Ok(children) =
+            std::fs::read_to_string(format!("/proc/{run_pid}/task/{run_pid}/children"))
+        {
+            keeper_cpu = children
+                .split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .map(cpu_seconds)
+                .fold(keeper_cpu, f64::max);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v = serde_json::from_str(line.trim()).map_err(|e| format!("{e}: {line}"))?;
+    Ok((v, keeper_cpu))
+}
+
+async fn s11(quick: bool) {
+    println!("\nS11 the jail (ccproxy run --inspect): WireGuard + userspace TCP");
+    let mock = mock_llm::spawn(1);
+    let bulk = spawn_bulk_server();
+    let inspector = format!(
+        "    capture: false\n    proxy_listen: null\n    resolve:\n      bench.test: \"{mock}\"\n      bulk.test: \"{bulk}\"\n"
+    );
+    let (dir, gw, _) = gateway(&inspector, "");
+    // The listener's record appears once it is up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dir.path().join("wireguard.json").exists() {
+        assert!(Instant::now() < deadline, "no WireGuard listener");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let n = if quick { 500 } else { 3000 };
+    let direct = http_latencies(&mock.to_string(), "bench.test", n).await;
+    let (d50, d99) = (pct(&direct, 0.5), pct(&direct, 0.99));
+    println!(
+        "{:<44} {:>8} {:>8} {:>12}",
+        "", "p50 µs", "p99 µs", "added p50"
+    );
+    println!("{:<44} {:>8.0} {:>8.0}", "direct (host → mock)", d50, d99);
+    let ns = n.to_string();
+    for (label, target) in [
+        ("jail → relay (port 8080) → mock", "bench.test:8080"),
+        ("jail → proxy service (port 80) → mock", "bench.test:80"),
+    ] {
+        match in_jail(dir.path(), &["latency", target, "bench.test", &ns]) {
+            Ok((v, _)) => {
+                let (p50, p99) = (v["p50"].as_f64().unwrap(), v["p99"].as_f64().unwrap());
+                println!("{label:<44} {p50:>8.0} {p99:>8.0} {:>9.0} µs", p50 - d50);
+            }
+            Err(e) => {
+                println!("{label}: skipped ({})", e.trim());
+                return;
+            }
+        }
+    }
+    let rounds = if quick { 1 } else { 3 };
+    for _ in 0..rounds {
+        let gw_before = cpu_seconds(gw.0.id());
+        match in_jail(dir.path(), &["bulk", "bulk.test:9000"]) {
+            Ok((v, keeper_cpu)) => {
+                let secs = v["seconds"].as_f64().unwrap();
+                let gw_cpu = cpu_seconds(gw.0.id()) - gw_before;
+                let gb = BULK_BYTES as f64 / 1e9;
+                println!(
+                    "bulk 100 MB jail ← relay: {:.2} Gbit/s ({:.2} s); CPU per GB: gateway {:.2} s, jail keeper {:.2} s",
+                    BULK_BYTES as f64 * 8.0 / secs / 1e9,
+                    secs,
+                    gw_cpu / gb,
+                    keeper_cpu / gb
+                );
+            }
+            Err(e) => println!("bulk: failed ({})", e.trim()),
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! TLS client fingerprints computed from the ClientHello bytes a client sent: JA4 (FoxIO's
+//! `JA4_a_b_c`) and JA3 (Salesforce's, string and MD5). Used to check what ccproxy's own upstream
+//! connections look like and to describe intercepted clients.
+
+use crate::tls_hello::{is_grease, ClientHello};
+use sha2::{Digest, Sha256};
+
+/// The JA4 fingerprint of a TLS-over-TCP ClientHello.
+pub fn ja4(hello: &ClientHello) -> String {
+    let version = hello
+        .versions
+        .iter()
+        .copied()
+        .filter(|v| !is_grease(*v))
+        .max()
+        .unwrap_or(hello.legacy_version);
+    let version = match version {
+        0x0304 => "13",
+        0x0303 => "12",
+        0x0302 => "11",
+        0x0301 => "10",
+        0x0300 => "s3",
+        _ => "00",
+    };
+    let ciphers: Vec<u16> = hello
+        .ciphers
+        .iter()
+        .copied()
+        .filter(|c| !is_grease(*c))
+        .collect();
+    let extensions: Vec<u16> = hello
+        .extensions
+        .iter()
+        .copied()
+        .filter(|e| !is_grease(*e))
+        .collect();
+    let alpn = match hello.alpn.first() {
+        Some(first) if !first.is_empty() => {
+            let (a, z) = (first[0], first[first.len() - 1]);
+            if a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric() {
+                format!("{}{}", a as char, z as char)
+            } else {
+                // Not printable: the first hex digit of the first byte, the last of the last.
+                let hex = format!("{a:02x}{z:02x}");
+                format!("{}{}", &hex[..1], &hex[3..])
+            }
+        }
+        _ => "00".to_owned(),
+    };
+    let part_a = format!(
+        "t{version}{}{:02}{:02}{alpn}",
+        if hello.sni.is_some() || hello.extensions.contains(&0) {
+            'd'
+        } else {
+            'i'
+        },
+        ciphers.len().min(99),
+        extensions.len().min(99),
+    );
+    let mut sorted_ciphers = ciphers;
+    sorted_ciphers.sort_unstable();
+    let part_b = truncated_sha256(&hex_list(&sorted_ciphers));
+    let mut sorted_ext: Vec<u16> = extensions
+        .into_iter()
+        .filter(|e| *e != 0 && *e != 16)
+        .collect();
+    sorted_ext.sort_unstable();
+    let mut c = hex_list(&sorted_ext);
+    if !hello.sigalgs.is_empty() {
+        c.push('_');
+        c.push_str(&hex_list(&hello.sigalgs));
+    }
+    let part_c = if sorted_ext.is_empty() {
+        "000000000000".to_owned()
+    } else {
+        truncated_sha256(&c)
+    };
+    format!("{part_a}_{part_b}_{part_c}")
+}
+
+/// The JA3 string (`version,ciphers,extensions,groups,point_formats`, GREASE left out) and its
+/// MD5.
+pub fn ja3(hello: &ClientHello) -> (String, String) {
+    let join = |v: &[u16]| {
+        v.iter()
+            .filter(|x| !is_grease(**x))
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join("-")
+    };
+    let formats = hello
+        .point_formats
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join("-");
+    let text = format!(
+        "{},{},{},{},{formats}",
+        hello.legacy_version,
+        join(&hello.ciphers),
+        join(&hello.extensions),
+        join(&hello.groups),
+    );
+    let digest = boring::hash::hash(boring::hash::MessageDigest::md5(), text.as_bytes())
+        .map(|d| hex(&d))
+        .unwrap_or_default();
+    (text, digest)
+}
+
+fn hex_list(values: &[u16]) -> String {
+    values
+        .iter()
+        .map(|v| format!("{v:04x}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn truncated_sha256(text: &str) -> String {
+    if text.is_empty() {
+        return "000000000000".to_owned();
+    }
+    let mut h = hex(&Sha256::digest(text.as_bytes()));
+    h.truncate(12);
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(hex_text: &str) -> ClientHello {
+        let bytes: Vec<u8> = (0..hex_text.trim().len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex_text[i..i + 2], 16).unwrap())
+            .collect();
+        crate::tls_hello::client_hello(&bytes).unwrap()
+    }
+
+    /// Debian's curl 7.88.1 (OpenSSL 3.0): JA4 as FoxIO's ja4plus computed it for the same
+    /// client (build notes §4), JA3 from an independent implementation.
+    #[test]
+    fn curl_hello_has_its_known_fingerprints() {
+        let h = hello(include_str!(
+            "../tests/fixtures/client_hello/curl-7.88.1.hex"
+        ));
+        assert_eq!(ja4(&h), "t13d3112h2_e8f1e7e78f70_b26ce05bbdd6");
+        let (text, md5) = ja3(&h);
+        assert_eq!(
+            text,
+            "771,4866-4867-4865-49196-49200-159-52393-52392-52394-49195-49199-158-49188-49192-107-\
+             49187-49191-103-49162-49172-57-49161-49171-51-157-156-61-60-53-47-255,\
+             0-11-10-16-22-23-49-13-43-45-51-21,29-23-30-25-24-256-257-258-259-260,0-1-2"
+        );
+        assert_eq!(md5, "0149f47eabf9a20d0893e2a44e5a6323");
+    }
+
+    /// Debian Chromium 156.0.8078.114, headless: GREASE and permuted extensions. JA4 sorts, so
+    /// it is stable across connections; JA3 follows the permuted order of this capture.
+    #[test]
+    fn chromium_hello_has_its_known_fingerprints() {
+        let h = hello(include_str!(
+            "../tests/fixtures/client_hello/chromium-156.hex"
+        ));
+        assert_eq!(h.sni.as_deref(), Some("api.example.test"));
+        assert_eq!(ja4(&h), "t13d1517h2_8daaf6152771_0d789d2519e1");
+        assert_eq!(ja3(&h).1, "94bc45711e233f6be6f096fec38b356d");
+        assert!(
+            h.ciphers.iter().any(|c| is_grease(*c)),
+            "Chrome sends GREASE"
+        );
+    }
+
+    #[test]
+    fn grease_values_are_recognised() {
+        for v in [0x0a0a, 0x1a1a, 0xfafa] {
+            assert!(is_grease(v));
+        }
+        for v in [0x0a1a, 0x1301, 0x0000, 0xaaab] {
+            assert!(!is_grease(v));
+        }
+    }
+}
