@@ -85,7 +85,7 @@ impl JailDns {
     /// The answer to one query (`None`: not a query worth answering).
     pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
         let q = Question::parse(query)?;
-        if self.local.iter().any(|n| *n == q.name) {
+        if self.local.contains(&q.name) {
             let ip = (q.qtype == TYPE_A).then(|| self.stand_in(&q.name));
             return Some(q.reply(RCODE_OK, ip));
         }

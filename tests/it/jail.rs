@@ -351,8 +351,9 @@ const CLAUDE_CODE: &str = "2.1.332";
 fn claude_code() -> Result<std::path::PathBuf, String> {
     let dir = std::env::var_os("CCPROXY_NPM_DIR").map_or_else(
         || {
-            let home = std::env::var_os("HOME").map_or_else(std::env::temp_dir, Into::into);
-            std::path::PathBuf::from(home).join(".cache/ccproxy-npm")
+            let home: std::path::PathBuf =
+                std::env::var_os("HOME").map_or_else(std::env::temp_dir, Into::into);
+            home.join(".cache/ccproxy-npm")
         },
         Into::into,
     );
