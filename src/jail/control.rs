@@ -68,13 +68,7 @@ pub struct Listener {
 impl Listener {
     /// Listen on a fresh abstract name.
     pub fn bind() -> Result<Self, String> {
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| format!("control socket: {e}"))?;
+        let fd = seqpacket()?;
         let name = format!(
             "ccproxy-jail-{}-{}",
             std::process::id(),
@@ -121,13 +115,7 @@ impl Listener {
 impl Channel {
     /// Connect to the parent's listener (the keeper, before leaving the host namespace).
     pub fn connect(name: &str) -> Result<Self, String> {
-        let fd = socket::socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .map_err(|e| format!("control socket: {e}"))?;
+        let fd = seqpacket()?;
         let addr = UnixAddr::new_abstract(name.as_bytes()).map_err(|e| e.to_string())?;
         socket::connect(fd.as_raw_fd(), &addr)
             .map_err(|e| format!("cannot reach `ccproxy run` ({name}): {e}"))?;
@@ -194,6 +182,17 @@ impl Channel {
             Err(_) => Err(nix::errno::Errno::EBADMSG),
         }
     }
+}
+
+/// A new Unix `SOCK_SEQPACKET` socket (close-on-exec).
+fn seqpacket() -> Result<OwnedFd, String> {
+    socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| format!("control socket: {e}"))
 }
 
 /// Own a descriptor the kernel has just installed in this process (from `accept4` or an

@@ -49,9 +49,13 @@ fn gateway_with_mocks(
     ca: &TestCa,
 ) -> Gateway {
     let iport = gateway_port();
-    Gateway::start(&format!(
+    // The mock's CA lives in the gateway's own directory, as long as the gateway does.
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("test-ca.pem");
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    Gateway::start_in(dir, &format!(
         "  ca_file: {}\n  providers:\n{}  inspector:\n    listen: 127.0.0.1:{iport}\n    resolve:\n      api.anthropic.com: \"127.0.0.1:{}\"\n",
-        ca.ca_file.display(),
+        ca_file.display(),
         provider(
             "anthropic",
             "anthropic",
@@ -62,16 +66,42 @@ fn gateway_with_mocks(
     ))
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn jailed_curl_is_intercepted_routed_and_captured_and_its_exit_code_propagates() {
+/// What a jail test runs against: the TLS mock `inspector.resolve` points `api.anthropic.com`
+/// at, a provider mock for sentinel keys, and the gateway. `None` (the reason printed) when
+/// jails cannot run here.
+struct Setup {
+    original: MockUpstream,
+    provider_mock: MockUpstream,
+    gw: Gateway,
+}
+
+async fn setup(original: Reply) -> Option<Setup> {
     let ca = TestCa::with_names(&["api.anthropic.com"]);
-    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let original = MockUpstream::start_tls(original, &ca).await;
     let provider_mock = MockUpstream::start(Reply::Echo).await;
     let gw = gateway_with_mocks(&original, &provider_mock, &ca);
     if let Some(why) = unavailable(&gw).await {
         println!("skipped: {why}");
-        return;
+        return None;
     }
+    Some(Setup {
+        original,
+        provider_mock,
+        gw,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jailed_curl_is_intercepted_routed_and_captured_and_its_exit_code_propagates() {
+    let Some(Setup {
+        original,
+        provider_mock,
+        gw,
+        ..
+    }) = setup(Reply::Echo).await
+    else {
+        return;
+    };
     let curl = |key: &str| {
         format!(
             "curl -sS --max-time 20 -w '\\n%{{http_code}}\\n' -H 'content-type: application/json' \
@@ -142,14 +172,9 @@ async fn jailed_curl_is_intercepted_routed_and_captured_and_its_exit_code_propag
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ctrl_c_reaches_the_command_and_its_status_is_reported() {
-    let ca = TestCa::new();
-    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
-    let provider_mock = MockUpstream::start(Reply::Echo).await;
-    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
-    if let Some(why) = unavailable(&gw).await {
-        println!("skipped: {why}");
+    let Some(Setup { gw, .. }) = setup(Reply::Echo).await else {
         return;
-    }
+    };
     use std::io::BufRead;
     use std::os::unix::process::CommandExt;
     let mut cmd = jail(
@@ -194,14 +219,9 @@ fn processes_with(marker: &str) -> Vec<u32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_port_opened_in_the_jail_is_reachable_and_sigkill_leaves_nothing_behind() {
-    let ca = TestCa::new();
-    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
-    let provider_mock = MockUpstream::start(Reply::Echo).await;
-    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
-    if let Some(why) = unavailable(&gw).await {
-        println!("skipped: {why}");
+    let Some(Setup { gw, .. }) = setup(Reply::Echo).await else {
         return;
-    }
+    };
     let port = crate::support::mock::free_port();
     let marker = format!("ccproxy-jail-marker-{port}");
     let tmp = tempfile::tempdir().unwrap();
@@ -296,14 +316,9 @@ async fn an_unprivileged_user_gets_a_jail_without_capabilities() {
         println!("skipped: setpriv (util-linux) is not installed");
         return;
     }
-    let ca = TestCa::with_names(&["api.anthropic.com"]);
-    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
-    let provider_mock = MockUpstream::start(Reply::Echo).await;
-    let gw = gateway_with_mocks(&original, &provider_mock, &ca);
-    if let Some(why) = unavailable(&gw).await {
-        println!("skipped: {why}");
+    let Some(Setup { original, gw, .. }) = setup(Reply::Echo).await else {
         return;
-    }
+    };
     // `nobody` needs the config directory (it rewrites the CA bundle there) and a copy of the
     // binary outside root's home.
     let nobody = 65534;
@@ -427,35 +442,30 @@ async fn claude_code_jailed_reaches_its_default_api_which_resolve_maps_to_a_mock
             return;
         }
     };
-    let ca = TestCa::with_names(&["api.anthropic.com"]);
-    let api = MockUpstream::start_tls(
-        Reply::script(|req, _| {
-            if req.path.starts_with("/v1/messages") && req.json()["stream"] == true {
-                Reply::Sse {
-                    events: message_events("pong from the jailed mock"),
-                    gate: None,
-                }
-            } else if req.path.starts_with("/v1/messages/count_tokens") {
-                Reply::Json {
-                    status: 200,
-                    body: serde_json::json!({"input_tokens": 12}),
-                }
-            } else {
-                Reply::Json {
-                    status: 404,
-                    body: serde_json::json!({"type": "error", "error": {"type": "not_found_error", "message": "mock"}}),
-                }
+    let reply = Reply::script(|req, _| {
+        if req.path.starts_with("/v1/messages") && req.json()["stream"] == true {
+            Reply::Sse {
+                events: message_events("pong from the jailed mock"),
+                gate: None,
             }
-        }),
-        &ca,
-    )
-    .await;
-    let provider_mock = MockUpstream::start(Reply::Echo).await;
-    let gw = gateway_with_mocks(&api, &provider_mock, &ca);
-    if let Some(why) = unavailable(&gw).await {
-        println!("skipped: {why}");
+        } else if req.path.starts_with("/v1/messages/count_tokens") {
+            Reply::Json {
+                status: 200,
+                body: serde_json::json!({"input_tokens": 12}),
+            }
+        } else {
+            Reply::Json {
+                status: 404,
+                body: serde_json::json!({"type": "error", "error": {"type": "not_found_error", "message": "mock"}}),
+            }
+        }
+    });
+    let Some(Setup {
+        original: api, gw, ..
+    }) = setup(reply).await
+    else {
         return;
-    }
+    };
     let home = tempfile::tempdir().unwrap();
     // `timeout` bounds a hung client; SIGKILL of `ccproxy run` takes the jail down with it.
     let mut cmd = Command::new("timeout");
