@@ -66,9 +66,17 @@ pub fn ja4(hello: &ClientHello) -> String {
         .collect();
     sorted_ext.sort_unstable();
     let mut c = hex_list(&sorted_ext);
-    if !hello.sigalgs.is_empty() {
+    // Signature algorithms in the order sent, GREASE left out like everywhere in JA4 (recent
+    // Chrome GREASEs this list too).
+    let sigalgs: Vec<u16> = hello
+        .sigalgs
+        .iter()
+        .copied()
+        .filter(|s| !is_grease(*s))
+        .collect();
+    if !sigalgs.is_empty() {
         c.push('_');
-        c.push_str(&hex_list(&hello.sigalgs));
+        c.push_str(&hex_list(&sigalgs));
     }
     let part_c = if sorted_ext.is_empty() {
         "000000000000".to_owned()
@@ -158,15 +166,18 @@ mod tests {
         assert_eq!(md5, "0149f47eabf9a20d0893e2a44e5a6323");
     }
 
-    /// Debian Chromium 156.0.8078.114, headless: GREASE and permuted extensions. JA4 sorts, so
-    /// it is stable across connections; JA3 follows the permuted order of this capture.
+    /// Debian Chromium 156.0.8078.114, headless: GREASE (also among its signature algorithms)
+    /// and permuted extensions. JA4 sorts, so it is stable across connections, and equals what
+    /// FoxIO's ja4plus gave for Chromium 156 (build notes §4); JA3 follows the permuted order of
+    /// this capture.
     #[test]
     fn chromium_hello_has_its_known_fingerprints() {
         let h = hello(include_str!(
             "../tests/fixtures/client_hello/chromium-156.hex"
         ));
         assert_eq!(h.sni.as_deref(), Some("api.example.test"));
-        assert_eq!(ja4(&h), "t13d1517h2_8daaf6152771_0d789d2519e1");
+        assert_eq!(ja4(&h), "t13d1517h2_8daaf6152771_cb7bf5808d99");
+        assert!(h.sigalgs.iter().any(|s| is_grease(*s)));
         assert_eq!(ja3(&h).1, "94bc45711e233f6be6f096fec38b356d");
         assert!(
             h.ciphers.iter().any(|c| is_grease(*c)),
