@@ -2,6 +2,7 @@
 //! with one `run` function returning the process exit code.
 
 pub mod ca;
+pub mod fingerprint;
 pub mod flows;
 pub mod init;
 pub mod logs;
@@ -95,6 +96,17 @@ pub enum Command {
         )]
         command: Vec<String>,
     },
+    /// Connect to an https URL with a browser TLS profile and print the JA4/JA3 of the
+    /// ClientHello sent, the negotiated protocol and the answer's status.
+    Fingerprint {
+        /// Profile name (chrome156, or chrome/edge version names); default: no profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Accept any certificate (a local test listener).
+        #[arg(long)]
+        insecure: bool,
+        url: String,
+    },
     /// WireGuard: configs for external devices that route through the inspector.
     Wg {
         #[command(subcommand)]
@@ -142,6 +154,11 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         } => status::run(location, json, proxy, inspect),
         Command::Logs { follow, lines } => logs::run(location, follow, lines),
         Command::Run { inspect, command } => run::run(location, inspect, &command),
+        Command::Fingerprint {
+            profile,
+            insecure,
+            url,
+        } => fingerprint::run(profile.as_deref(), insecure, &url),
         Command::Wg {
             command: WgCommand::ClientConfig { name },
         } => wg::client_config(location, &name),

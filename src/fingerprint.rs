@@ -1,9 +1,15 @@
 //! TLS client fingerprints computed from the ClientHello bytes a client sent: JA4 (FoxIO's
-//! `JA4_a_b_c`) and JA3 (Salesforce's, string and MD5). Used to check what ccproxy's own upstream
-//! connections look like and to describe intercepted clients.
+//! `JA4_a_b_c`) and JA3 (Salesforce's, string and MD5); the browser profiles ccproxy's own
+//! upstream connections can take ([`profile`]); and [`probe`], which connects with a profile
+//! and reports the fingerprint of the hello it wrote (`ccproxy fingerprint`).
+
+pub mod profile;
 
 use crate::tls_hello::{is_grease, ClientHello};
 use sha2::{Digest, Sha256};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The JA4 fingerprint of a TLS-over-TCP ClientHello.
 pub fn ja4(hello: &ClientHello) -> String {
@@ -113,6 +119,165 @@ pub fn ja3(hello: &ClientHello) -> (String, String) {
         .map(|d| hex(&d))
         .unwrap_or_default();
     (text, digest)
+}
+
+/// What one probe connection showed.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub ja4: String,
+    pub ja3: String,
+    pub ja3_md5: String,
+    /// The protocol the server chose by ALPN (`None`: none).
+    pub alpn: Option<String>,
+    pub tls_version: String,
+    pub cipher: String,
+    /// The server's answer to `GET <path>`.
+    pub status: u16,
+}
+
+/// Connect to `url` (https) with `profile` (`None`: BoringSSL's defaults, as the gateway's
+/// upstream connections without a profile), `GET` its path, and report the fingerprint of the
+/// ClientHello this connection wrote, computed from the bytes themselves.
+pub async fn probe(
+    url: &str,
+    profile: Option<profile::Profile>,
+    insecure: bool,
+) -> Result<Probe, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(format!("{url}: only https:// URLs have a TLS fingerprint"));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| format!("{url}: no host"))?
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(443);
+    let host_for_connect = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tcp = tokio::net::TcpStream::connect((host_for_connect.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let recorder = Recording {
+        inner: tcp,
+        written: Vec::new(),
+    };
+    let connector = match profile {
+        Some(p) => p.connector(None)?,
+        None => {
+            let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls())
+                .map_err(|e| e.to_string())?;
+            b.set_alpn_protos(b"\x02h2\x08http/1.1")
+                .map_err(|e| e.to_string())?;
+            b.build()
+        }
+    };
+    let mut config = connector.configure().map_err(|e| e.to_string())?;
+    if let Some(p) = profile {
+        p.configure_connection(&mut config)?;
+    }
+    if insecure {
+        config.set_verify(boring::ssl::SslVerifyMode::NONE);
+        config.set_verify_hostname(false);
+    }
+    let tls = tokio_boring::connect(config, &host_for_connect, recorder)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+    let hello = crate::tls_hello::client_hello(&tls.get_ref().written)
+        .map_err(|_| "the bytes written are not a ClientHello".to_owned())?;
+    let (ja3, ja3_md5) = ja3(&hello);
+    let ssl = tls.ssl();
+    let alpn = ssl
+        .selected_alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let tls_version = ssl.version_str().to_owned();
+    let cipher = ssl
+        .current_cipher()
+        .map_or_else(String::new, |c| c.name().to_owned());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+    let authority = uri.authority().map_or(host.clone(), |a| a.to_string());
+    let io = hyper_util::rt::TokioIo::new(tls);
+    let req = http::Request::get(path.as_str())
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::USER_AGENT, "ccproxy-fingerprint")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let status = if alpn.as_deref() == Some("h2") {
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+                .await
+                .map_err(|e| format!("HTTP/2: {e}"))?;
+        tokio::spawn(conn);
+        let mut req = req;
+        *req.uri_mut() = format!("https://{authority}{path}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
+        req.headers_mut().remove(http::header::HOST);
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP/2 request: {e}"))?
+            .status()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/1.1: {e}"))?;
+        tokio::spawn(conn);
+        sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("HTTP/1.1 request: {e}"))?
+            .status()
+    };
+    Ok(Probe {
+        ja4: ja4(&hello),
+        ja3,
+        ja3_md5,
+        alpn,
+        tls_version,
+        cipher,
+        status: status.as_u16(),
+    })
+}
+
+/// A stream that keeps a copy of the first bytes written to it (the ClientHello).
+struct Recording<S> {
+    inner: S,
+    written: Vec<u8>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recording<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recording<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let me = &mut *self;
+        let r = Pin::new(&mut me.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = &r {
+            let room = crate::tls_hello::MAX_HELLO.saturating_sub(me.written.len());
+            me.written.extend_from_slice(&buf[..(*n).min(room)]);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn hex_list(values: &[u16]) -> String {

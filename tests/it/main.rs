@@ -10,6 +10,7 @@ mod body;
 mod cli;
 mod code_assist;
 mod errors;
+mod fingerprint;
 mod golden;
 mod hooks;
 mod hostile;
