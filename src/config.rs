@@ -112,6 +112,8 @@ pub struct Provider {
     pub pool_key: u64,
     /// Facts learned at run time (the Code Assist project).
     pub learned: Arc<crate::learned::Learned>,
+    /// Browser-shaped TLS for this provider's connections (`None`: BoringSSL's defaults).
+    pub fingerprint: Option<Arc<crate::fingerprint::connector::ProfileConnector>>,
 }
 
 impl fmt::Debug for Provider {
@@ -712,10 +714,35 @@ fn resolve(
             name.hash(&mut h);
             h.finish()
         };
+        let fingerprint = match p
+            .fingerprint_profile
+            .as_deref()
+            .map(|n| (n, at("fingerprint_profile")))
+            .or_else(|| {
+                raw.fingerprint_profile
+                    .as_deref()
+                    .map(|n| (n, "fingerprint_profile".to_owned()))
+            }) {
+            None => None,
+            Some((profile_name, key)) if dest.scheme == file::Scheme::Https => {
+                let profile = crate::fingerprint::profile::Profile::by_name(profile_name)
+                    .map_err(|e| invalid(fname, key.clone(), e))?;
+                let connector = crate::fingerprint::connector::ProfileConnector::new(
+                    profile,
+                    &dest.host,
+                    trust.as_deref().map(|t| &t[..]),
+                )
+                .map_err(|e| invalid(fname, key, e))?;
+                Some(Arc::new(connector))
+            }
+            // Plain HTTP has no ClientHello to shape.
+            Some(_) => None,
+        };
         providers.insert(
             name.clone(),
             Arc::new(Provider {
                 pool_key,
+                fingerprint,
                 learned: Arc::default(),
                 name: name.into(),
                 family: p.provider,

@@ -3,6 +3,7 @@
 //! upstream connections can take ([`profile`]); and [`probe`], which connects with a profile
 //! and reports the fingerprint of the hello it wrote (`ccproxy fingerprint`).
 
+pub mod connector;
 pub mod profile;
 
 use crate::tls_hello::{is_grease, ClientHello};

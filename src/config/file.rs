@@ -42,6 +42,8 @@ pub struct FileConfig {
     pub max_response_buffer_bytes: u64,
     /// Extra CA certificates (PEM) trusted for every upstream, on top of the system roots.
     pub ca_file: Option<String>,
+    /// Browser TLS profile for every provider without its own (`null` = BoringSSL's defaults).
+    pub fingerprint_profile: Option<String>,
     /// Upstream timeouts.
     pub timeouts: TimeoutsConfig,
     /// Named upstream providers, in file order.
@@ -71,6 +73,7 @@ impl Default for FileConfig {
             max_buffered_body_bytes: 512 * 1024 * 1024,
             max_response_buffer_bytes: 64 * 1024 * 1024,
             ca_file: None,
+            fingerprint_profile: None,
             timeouts: TimeoutsConfig::default(),
             providers: IndexMap::new(),
             inspector: InspectorConfig::default(),
@@ -127,6 +130,10 @@ pub struct ProviderConfig {
     /// Extra CA certificates trusted for this provider.
     #[serde(default)]
     pub ca_file: Option<String>,
+    /// Browser TLS profile of this provider's upstream connections (`chrome156`, or a
+    /// Chrome/Edge version name); absent = the global `fingerprint_profile`.
+    #[serde(default)]
+    pub fingerprint_profile: Option<String>,
 }
 
 /// URL scheme of an upstream.

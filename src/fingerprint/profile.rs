@@ -67,15 +67,25 @@ impl Profile {
             .map_or("?", |(k, _)| k)
     }
 
-    /// A connector with the profile's context-wide settings; `verify` off accepts any
-    /// certificate (for `ccproxy fingerprint --insecure` against a local listener).
+    /// A connector with the profile's context-wide settings, trusting `ca_file` on top of
+    /// BoringSSL's default paths when given.
     pub fn connector(self, ca_file: Option<&std::path::Path>) -> Result<SslConnector, String> {
+        self.connector_with(|b| match ca_file {
+            Some(ca) => b
+                .set_ca_file(ca)
+                .map_err(|e| format!("{}: {e}", ca.display())),
+            None => Ok(()),
+        })
+    }
+
+    /// A connector with the profile's settings and whatever `more` adds (trust roots).
+    pub fn connector_with(
+        self,
+        more: impl FnOnce(&mut SslConnectorBuilder) -> Result<(), String>,
+    ) -> Result<SslConnector, String> {
         let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
         self.configure_context(&mut b)?;
-        if let Some(ca) = ca_file {
-            b.set_ca_file(ca)
-                .map_err(|e| format!("{}: {e}", ca.display()))?;
-        }
+        more(&mut b)?;
         Ok(b.build())
     }
 

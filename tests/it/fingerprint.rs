@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 struct Recorder {
     port: u16,
     hellos: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Per request: the JA4 of its connection and its HTTP version.
+    requests: Arc<Mutex<Vec<(String, http::Version)>>>,
 }
 
 impl Recorder {
@@ -24,11 +26,12 @@ impl Recorder {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let hellos = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let acceptor = Arc::new(ca.acceptor());
-        let seen = hellos.clone();
+        let (seen, served) = (hellos.clone(), requests.clone());
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
-                let (seen, acceptor) = (seen.clone(), acceptor.clone());
+                let (seen, acceptor, served) = (seen.clone(), acceptor.clone(), served.clone());
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -39,6 +42,8 @@ impl Recorder {
                         }
                     }
                     seen.lock().unwrap().push(buf.clone());
+                    let ja4 =
+                        ccproxy::fingerprint::ja4(&ccproxy::tls_hello::client_hello(&buf).unwrap());
                     let replayed = Replayed {
                         head: buf,
                         inner: tcp,
@@ -46,10 +51,18 @@ impl Recorder {
                     let Ok(tls) = tokio_boring::accept(&acceptor, replayed).await else {
                         return;
                     };
-                    let service = hyper::service::service_fn(|_req| async {
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                            http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
-                        ))
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        served.lock().unwrap().push((ja4.clone(), req.version()));
+                        async {
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                        br#"{"ok":true}"#,
+                                    )))
+                                    .unwrap(),
+                            )
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
@@ -59,7 +72,11 @@ impl Recorder {
                 });
             }
         });
-        Recorder { port, hellos }
+        Recorder {
+            port,
+            hellos,
+            requests,
+        }
     }
 
     /// JA4 of each hello received so far.
@@ -198,4 +215,74 @@ async fn the_chrome_profile_has_chromiums_ja4_and_the_command_reports_what_it_se
     for ja4 in browser {
         assert_eq!(ja4, &seen[0], "Chromium vs the chrome profile");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provider_with_a_profile_connects_as_chrome_over_h2_and_never_shares_a_connection() {
+    let ca = TestCa::new();
+    let rec = Recorder::start(&ca).await;
+    // Two providers on the same host: one with the profile, one without.
+    let body = format!(
+        "  ca_file: {}\n  providers:\n    chromey:\n      host: localhost:{port}\n      provider: anthropic\n      fingerprint_profile: chrome131\n      auth: echo sk-a\n    plain:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo sk-b\n",
+        ca.ca_file.display(),
+        port = rec.port
+    );
+    let gw = Gateway::start(&body);
+    let body = r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    for provider in ["chromey", "plain", "chromey", "plain"] {
+        let r = sentinel_post(&gw, "/v1/messages", provider)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{provider}: {}", r.text().await.unwrap());
+    }
+    let requests = rec.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 4);
+    let chrome_ja4 = "t13d1517h2_8daaf6152771_cb7bf5808d99";
+    // Alternating providers, each on its own pooled connection with its own hello.
+    assert_eq!(requests[0], (chrome_ja4.to_owned(), http::Version::HTTP_2));
+    assert_eq!(requests[2], requests[0]);
+    assert_ne!(
+        requests[1].0, chrome_ja4,
+        "the provider without a profile uses the default stack"
+    );
+    assert_eq!(requests[3].0, requests[1].0);
+    // The default stack's connection was pooled and reused. Profiled connections are not
+    // reused yet: Pingora only reuses a pooled connection whose file descriptor it can match
+    // to the peer's address, and a custom (virtual) stream has none, so each request to the
+    // profiled provider makes a new Chrome handshake. Never shared, in either case.
+    let ja4s = rec.ja4s();
+    assert_eq!(
+        ja4s.iter().filter(|j| *j == chrome_ja4).count(),
+        2,
+        "{ja4s:?}"
+    );
+    assert_eq!(
+        ja4s.iter().filter(|j| *j != chrome_ja4).count(),
+        1,
+        "{ja4s:?}"
+    );
+}
+
+#[test]
+fn an_unknown_profile_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        "ccproxy:\n  providers:\n    a:\n      host: example.com\n      provider: anthropic\n      fingerprint_profile: safari17_0\n",
+    )
+    .unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("providers.a.fingerprint_profile") && err.contains("valid: chrome156"),
+        "{err}"
+    );
 }
