@@ -13,6 +13,10 @@
 //! HTTP through the proxy service on port 80), and a 100 MB download through the relay: Gbit/s
 //! and CPU seconds per GB (gateway + jail keeper). Targets: ≥ 1 Gbit/s, added p50 ≤ 1 ms.
 //!
+//! S12, browser TLS profiles: connect time (TCP + TLS handshake) of the Chrome profile's
+//! connector (`fingerprint_profile`) against the default BoringSSL stack, to the same local TLS
+//! server, alternating, in one run.
+//!
 //! Prints tables; never part of `make test`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -61,6 +65,9 @@ fn main() {
     }
     if wants("S11") {
         rt.block_on(s11(quick));
+    }
+    if wants("S12") {
+        rt.block_on(s12(quick));
     }
 }
 
@@ -643,4 +650,58 @@ async fn s11(quick: bool) {
             Err(e) => println!("bulk: failed ({})", e.trim()),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// S12: profiled vs default handshake
+
+async fn s12(quick: bool) {
+    println!("\nS12 connect time, TCP + TLS handshake to a local TLS server (alternating rounds)");
+    let ca = tls::TestCa::new();
+    let server = mock_llm::spawn_tls("127.0.0.1:0", ca.acceptor()).unwrap();
+    let trust = vec![boring::x509::X509::from_pem(ca.ca_pem.as_bytes()).unwrap()];
+    let profiled = ccproxy::fingerprint::connector::ProfileConnector::new(
+        ccproxy::fingerprint::profile::Profile::Chrome156,
+        "localhost",
+        Some(&trust),
+    )
+    .unwrap();
+    let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(&ca.ca_file).unwrap();
+    b.set_alpn_protos(b"\x02h2\x08http/1.1").unwrap();
+    let default = b.build();
+    let n = if quick { 200 } else { 1000 };
+    let (mut with_profile, mut without) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for _ in 0..n {
+        let t = Instant::now();
+        let stream = profiled.handshake(server).await.unwrap();
+        with_profile.push(t.elapsed());
+        drop(stream);
+        let t = Instant::now();
+        let tcp = TcpStream::connect(server).await.unwrap();
+        tcp.set_nodelay(true).ok();
+        let cfg = default.configure().unwrap();
+        let tls = tokio_boring::connect(cfg, "localhost", tcp).await.unwrap();
+        without.push(t.elapsed());
+        drop(tls);
+    }
+    with_profile.sort();
+    without.sort();
+    println!("{:<34} {:>8} {:>8}", "", "p50 µs", "p99 µs");
+    println!(
+        "{:<34} {:>8.0} {:>8.0}",
+        "default BoringSSL",
+        pct(&without, 0.5),
+        pct(&without, 0.99)
+    );
+    println!(
+        "{:<34} {:>8.0} {:>8.0}",
+        "chrome156 profile",
+        pct(&with_profile, 0.5),
+        pct(&with_profile, 0.99)
+    );
+    println!(
+        "  added p50 by the profile: {:.0} µs (X25519MLKEM768 key share, GREASE, ECH GREASE, a 1.8 KB hello)",
+        pct(&with_profile, 0.5) - pct(&without, 0.5)
+    );
 }

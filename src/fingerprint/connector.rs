@@ -1,30 +1,28 @@
-//! The upstream connector of a provider with a browser profile, plugged into Pingora through
-//! `PeerOptions::custom_l4`: TCP, then the profile's TLS handshake (SNI and verification for the
-//! provider's host, its trust roots), handed to Pingora as a plain stream that Pingora speaks
-//! HTTP over. Pingora cannot see the protocol the handshake negotiated, so the connector keeps
-//! what the server chose last: HTTP/2 until a server picks HTTP/1.1 (then HTTP/1.1; a
-//! connection negotiated against the expectation fails as retryable, and the retry uses the
-//! learned protocol). One connector per provider: connections are pooled per provider, so two
-//! providers on the same host with different profiles never share one.
+//! The upstream side of a provider with a browser profile: the profile's TLS handshake (SNI and
+//! verification for the provider's host, its trust roots) behind a loopback **bridge**, so that
+//! Pingora's connection pool works as for any provider.
+//!
+//! Pingora's own TLS connector cannot be shaped, and a connection handed over through
+//! `custom_l4` is never reused (Pingora only reuses a pooled connection whose file descriptor it
+//! can match to the peer's address, and such a connection has none). So each profiled provider
+//! gets a listener on `127.0.0.1` (started on first use): Pingora connects to it in plain text,
+//! pools those connections as usual, and every connection the bridge accepts becomes one
+//! profiled TLS connection to the provider, copied both ways. Pingora speaks HTTP/2 (prior
+//! knowledge) to the bridge when the provider chose h2 by ALPN, HTTP/1.1 otherwise; the first
+//! use learns that with one handshake, and later handshakes keep it up to date. Two providers
+//! on the same host with different profiles have two bridges and never share a connection.
 
 use super::profile::Profile;
-use async_trait::async_trait;
 use boring::ssl::SslConnector;
-use pingora::connectors::L4Connect;
-use pingora::protocols::l4::socket::SocketAddr;
-use pingora::protocols::l4::stream::Stream as L4Stream;
-use pingora::protocols::l4::virt::{VirtualSockOpt, VirtualSocket, VirtualSocketStream};
-use pingora::{Error, ErrorType};
-use std::pin::Pin;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 const UNKNOWN: u8 = 0;
 const HTTP1: u8 = 1;
 const HTTP2: u8 = 2;
 
-/// One provider's profiled connector.
+/// One provider's profiled connections.
 pub struct ProfileConnector {
     profile: Profile,
     /// SNI and the name the certificate must match.
@@ -32,6 +30,14 @@ pub struct ProfileConnector {
     connector: SslConnector,
     /// What the server chose by ALPN on the last handshake.
     alpn: AtomicU8,
+    /// Where the provider is (set by every request from the gateway's resolver, so
+    /// `inspector.resolve` and the DNS cache apply).
+    upstream: Mutex<Option<SocketAddr>>,
+    /// The bridge's address, once it listens.
+    bridge: OnceLock<SocketAddr>,
+    /// The connection the first use made to learn the protocol, for the bridge's first
+    /// connection (so learning costs no extra handshake).
+    spare: Mutex<Option<tokio_boring::SslStream<tokio::net::TcpStream>>>,
 }
 
 impl std::fmt::Debug for ProfileConnector {
@@ -39,6 +45,7 @@ impl std::fmt::Debug for ProfileConnector {
         f.debug_struct("ProfileConnector")
             .field("profile", &self.profile)
             .field("host", &self.host)
+            .field("bridge", &self.bridge.get())
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +75,9 @@ impl ProfileConnector {
             host: host.to_owned(),
             connector,
             alpn: AtomicU8::new(UNKNOWN),
+            upstream: Mutex::new(None),
+            bridge: OnceLock::new(),
+            spare: Mutex::new(None),
         })
     }
 
@@ -75,105 +85,95 @@ impl ProfileConnector {
         self.profile
     }
 
-    /// Whether Pingora should speak HTTP/2 over the next connection.
-    pub fn expects_h2(&self) -> bool {
-        self.alpn.load(Ordering::Relaxed) != HTTP1
+    /// Whether Pingora speaks HTTP/2 to the bridge.
+    pub fn speaks_h2(&self) -> bool {
+        self.alpn.load(Ordering::Relaxed) == HTTP2
     }
-}
 
-#[async_trait]
-impl L4Connect for ProfileConnector {
-    async fn connect(&self, addr: &SocketAddr) -> pingora::Result<L4Stream> {
-        let expected_h2 = self.expects_h2();
-        let SocketAddr::Inet(addr) = addr else {
-            return Err(Error::explain(
-                ErrorType::ConnectError,
-                "a browser profile needs a TCP address",
-            ));
+    /// Before a request: note where the provider is, learn its protocol on first use, and
+    /// start the bridge; the address Pingora should connect to.
+    pub async fn prepare(self: &Arc<Self>, upstream: SocketAddr) -> Result<SocketAddr, String> {
+        *self.upstream.lock().unwrap_or_else(|p| p.into_inner()) = Some(upstream);
+        if self.alpn.load(Ordering::Relaxed) == UNKNOWN {
+            let tls = self.handshake(upstream).await?;
+            *self.spare.lock().unwrap_or_else(|p| p.into_inner()) = Some(tls);
+        }
+        if let Some(addr) = self.bridge.get() {
+            return Ok(*addr);
+        }
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| format!("profile bridge: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("profile bridge: {e}"))?;
+        if self.bridge.set(addr).is_err() {
+            // Another request started it first.
+            return self
+                .bridge
+                .get()
+                .copied()
+                .ok_or_else(|| "profile bridge".into());
+        }
+        let listener = tokio::net::TcpListener::from_std(listener)
+            .map_err(|e| format!("profile bridge: {e}"))?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                tokio::spawn(me.clone().carry(conn));
+            }
+        });
+        tracing::debug!(host = %self.host, profile = self.profile.name(), bridge = %addr, "browser-profile bridge listening");
+        Ok(addr)
+    }
+
+    /// One connection from Pingora: a profiled TLS connection to the provider, copied both ways.
+    async fn carry(self: Arc<Self>, mut plain: tokio::net::TcpStream) {
+        let _ = plain.set_nodelay(true);
+        let spare = self.spare.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let tls = match spare {
+            Some(tls) => Ok(tls),
+            None => {
+                let Some(upstream) = *self.upstream.lock().unwrap_or_else(|p| p.into_inner())
+                else {
+                    return;
+                };
+                self.handshake(upstream).await
+            }
         };
-        let tcp = tokio::net::TcpStream::connect(addr)
+        match tls {
+            Ok(mut tls) => {
+                let _ = tokio::io::copy_bidirectional(&mut plain, &mut tls).await;
+            }
+            Err(e) => {
+                tracing::warn!(host = %self.host, error = %e, "browser-profile connection failed")
+            }
+        }
+    }
+
+    /// TCP and the profile's handshake; records the protocol the server chose.
+    pub async fn handshake(
+        &self,
+        upstream: SocketAddr,
+    ) -> Result<tokio_boring::SslStream<tokio::net::TcpStream>, String> {
+        let tcp = tokio::net::TcpStream::connect(upstream)
             .await
-            .map_err(|e| Error::because(ErrorType::ConnectError, format!("{addr}"), e))?;
+            .map_err(|e| format!("cannot connect to {} ({upstream}): {e}", self.host))?;
         let _ = tcp.set_nodelay(true);
-        let mut config = self
-            .connector
-            .configure()
-            .map_err(|e| Error::because(ErrorType::TLSHandshakeFailure, "profile", e))?;
-        self.profile
-            .configure_connection(&mut config)
-            .map_err(|e| Error::explain(ErrorType::TLSHandshakeFailure, e))?;
+        let mut config = self.connector.configure().map_err(|e| e.to_string())?;
+        self.profile.configure_connection(&mut config)?;
         let tls = tokio_boring::connect(config, &self.host, tcp)
             .await
             .map_err(|e| {
-                Error::because(
-                    ErrorType::TLSHandshakeFailure,
-                    format!("{} handshake with {}", self.profile.name(), self.host),
-                    e,
+                format!(
+                    "{} TLS handshake with {} failed: {e}",
+                    self.profile.name(),
+                    self.host
                 )
             })?;
         let h2 = tls.ssl().selected_alpn_protocol() == Some(b"h2");
         self.alpn
             .store(if h2 { HTTP2 } else { HTTP1 }, Ordering::Relaxed);
-        if h2 != expected_h2 {
-            let mut e = Error::explain(
-                ErrorType::ConnectError,
-                format!(
-                    "{} chose {} by ALPN; retrying with it",
-                    self.host,
-                    if h2 { "h2" } else { "http/1.1" }
-                ),
-            );
-            e.set_retry(true);
-            return Err(e);
-        }
-        Ok(L4Stream::from(VirtualSocketStream::new(Box::new(
-            ProfiledTls(tls),
-        ))))
-    }
-}
-
-/// A profiled TLS connection as Pingora's virtual socket.
-struct ProfiledTls(tokio_boring::SslStream<tokio::net::TcpStream>);
-
-impl std::fmt::Debug for ProfiledTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProfiledTls")
-            .field("peer", &self.0.get_ref().peer_addr().ok())
-            .finish()
-    }
-}
-
-impl AsyncRead for ProfiledTls {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ProfiledTls {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-impl VirtualSocket for ProfiledTls {
-    fn set_socket_option(&self, opt: VirtualSockOpt) -> std::io::Result<()> {
-        match opt {
-            VirtualSockOpt::NoDelay => self.0.get_ref().set_nodelay(true),
-            _ => Ok(()),
-        }
+        Ok(tls)
     }
 }

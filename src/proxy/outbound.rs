@@ -78,6 +78,14 @@ impl Gateway {
             .lookup(&route.dest.host, route.dest.port)
             .await
             .map_err(|e| self.reject(ctx, e))?;
+        // A browser profile: Pingora connects to the profile's bridge instead.
+        let addr = match route.provider.as_ref().and_then(|p| p.fingerprint.clone()) {
+            Some(profiled) => profiled
+                .prepare(addr)
+                .await
+                .map_err(|e| self.reject(ctx, GatewayError::new(502, "upstream_tls", e)))?,
+            None => addr,
+        };
         let peer = upstream::peer(
             &route,
             addr,

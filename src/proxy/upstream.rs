@@ -6,8 +6,8 @@
 //! closes it, and the rare request that still races a closing connection is retried (see
 //! `outbound::may_retry`). TLS peers verify the certificate against the system roots, or the provider's trust
 //! list when a `ca_file` applies, offer h2 and http/1.1 via ALPN, and use the route host as SNI.
-//! A provider with a browser profile gets its own connector here (`custom_l4`, see
-//! [`crate::fingerprint::connector`]).
+//! A provider with a browser profile is reached through its bridge
+//! ([`crate::fingerprint::connector`]).
 
 use super::error::GatewayError;
 use super::route::Route;
@@ -105,8 +105,8 @@ pub fn peer(
 ) -> Box<HttpPeer> {
     let tls = route.dest.scheme == Scheme::Https;
     let profiled = route.provider.as_ref().and_then(|p| p.fingerprint.clone());
-    // A profiled connection does its own TLS (src/fingerprint/connector.rs): Pingora gets a
-    // plain stream and speaks HTTP over it.
+    // A profiled provider's TLS is made by its bridge (src/fingerprint/connector.rs); Pingora
+    // speaks plain HTTP to the bridge.
     let tls = tls && profiled.is_none();
     let sni = if tls {
         route.dest.host.to_string()
@@ -127,13 +127,13 @@ pub fn peer(
         o.write_timeout = Some(timeouts.read);
     }
     if let Some(connector) = profiled {
-        // HTTP/2 with prior knowledge over the profiled TLS when the server chose h2.
-        o.alpn = if connector.expects_h2() {
+        // `addr` is the profile's bridge (see `fingerprint::connector`): plain text to it,
+        // HTTP/2 with prior knowledge when the provider chose h2.
+        o.alpn = if connector.speaks_h2() {
             ALPN::H2
         } else {
             ALPN::H1
         };
-        o.custom_l4 = Some(connector);
     }
     if tls {
         o.alpn = ALPN::H2H1;

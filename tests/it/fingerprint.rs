@@ -17,9 +17,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 struct Recorder {
     port: u16,
     hellos: Arc<Mutex<Vec<Vec<u8>>>>,
-    /// Per request: the JA4 of its connection and its HTTP version.
-    requests: Arc<Mutex<Vec<(String, http::Version)>>>,
+    /// Per request: the JA4 of its connection, its HTTP version and its credential.
+    requests: Arc<Mutex<Vec<(String, http::Version, String)>>>,
 }
+
+/// The recorder refuses this credential with 401 (a stale token).
+const STALE: &str = "Bearer tok1";
 
 impl Recorder {
     async fn start(ca: &TestCa) -> Self {
@@ -52,10 +55,21 @@ impl Recorder {
                         return;
                     };
                     let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        served.lock().unwrap().push((ja4.clone(), req.version()));
-                        async {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let status = if auth == STALE { 401 } else { 200 };
+                        served
+                            .lock()
+                            .unwrap()
+                            .push((ja4.clone(), req.version(), auth));
+                        async move {
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder()
+                                    .status(status)
                                     .header("content-type", "application/json")
                                     .body(http_body_util::Full::new(bytes::Bytes::from_static(
                                         br#"{"ok":true}"#,
@@ -218,7 +232,7 @@ async fn the_chrome_profile_has_chromiums_ja4_and_the_command_reports_what_it_se
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_provider_with_a_profile_connects_as_chrome_over_h2_and_never_shares_a_connection() {
+async fn a_provider_with_a_profile_connects_as_chrome_over_h2_pooled_apart() {
     let ca = TestCa::new();
     let rec = Recorder::start(&ca).await;
     // Two providers on the same host: one with the profile, one without.
@@ -242,21 +256,20 @@ async fn a_provider_with_a_profile_connects_as_chrome_over_h2_and_never_shares_a
     assert_eq!(requests.len(), 4);
     let chrome_ja4 = "t13d1517h2_8daaf6152771_cb7bf5808d99";
     // Alternating providers, each on its own pooled connection with its own hello.
-    assert_eq!(requests[0], (chrome_ja4.to_owned(), http::Version::HTTP_2));
+    assert_eq!(requests[0].0, chrome_ja4);
+    assert_eq!(requests[0].1, http::Version::HTTP_2);
     assert_eq!(requests[2], requests[0]);
     assert_ne!(
         requests[1].0, chrome_ja4,
         "the provider without a profile uses the default stack"
     );
     assert_eq!(requests[3].0, requests[1].0);
-    // The default stack's connection was pooled and reused. Profiled connections are not
-    // reused yet: Pingora only reuses a pooled connection whose file descriptor it can match
-    // to the peer's address, and a custom (virtual) stream has none, so each request to the
-    // profiled provider makes a new Chrome handshake. Never shared, in either case.
+    // Each provider's connection was pooled and reused (the profile's first use learns the
+    // protocol with the handshake its first connection then uses), and never shared.
     let ja4s = rec.ja4s();
     assert_eq!(
         ja4s.iter().filter(|j| *j == chrome_ja4).count(),
-        2,
+        1,
         "{ja4s:?}"
     );
     assert_eq!(
@@ -284,5 +297,50 @@ fn an_unknown_profile_is_a_config_error_naming_the_key() {
     assert!(
         err.contains("providers.a.fingerprint_profile") && err.contains("valid: chrome156"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_401_replay_goes_out_with_the_providers_own_profile_or_none() {
+    let ca = TestCa::new();
+    let rec = Recorder::start(&ca).await;
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let body = format!(
+        "  ca_file: {}\n  providers:\n    chromey:\n      host: localhost:{port}\n      provider: anthropic\n      fingerprint_profile: chrome156\n      auth:\n        command: '{c1}'\n        cache_seconds: 0\n    plain:\n      host: localhost:{port}\n      provider: anthropic\n      auth:\n        command: '{c2}'\n        cache_seconds: 0\n",
+        ca.ca_file.display(),
+        port = rec.port,
+        c1 = first_tok1_then_tok2(d1.path()),
+        c2 = first_tok1_then_tok2(d2.path()),
+    );
+    let gw = Gateway::start(&body);
+    let body = r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    for provider in ["chromey", "plain"] {
+        let r = sentinel_post(&gw, "/v1/messages", provider)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "{provider}: the 401 was replayed with tok2"
+        );
+    }
+    let chrome_ja4 = "t13d1517h2_8daaf6152771_cb7bf5808d99";
+    let requests = rec.requests.lock().unwrap().clone();
+    let auths: Vec<&str> = requests.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(
+        auths,
+        ["Bearer tok1", "Bearer tok2", "Bearer tok1", "Bearer tok2"]
+    );
+    // The replay used the profile of its own provider: Chrome for one, never for the other.
+    assert!(
+        requests[..2].iter().all(|r| r.0 == chrome_ja4),
+        "{requests:?}"
+    );
+    assert!(
+        requests[2..].iter().all(|r| r.0 != chrome_ja4),
+        "{requests:?}"
     );
 }
