@@ -95,6 +95,11 @@ impl Resolver {
     }
 }
 
+/// Chrome's `SETTINGS_INITIAL_WINDOW_SIZE`.
+const CHROME_H2_STREAM_WINDOW: u32 = 6_291_456;
+/// Chrome's connection window (65,535 + its first `WINDOW_UPDATE` of 15,663,105).
+const CHROME_H2_CONNECTION_WINDOW: u32 = 15_728_640;
+
 /// The Pingora peer for `route` at `addr`, for a request body of `body_len` bytes.
 pub fn peer(
     route: &Route,
@@ -134,6 +139,11 @@ pub fn peer(
         } else {
             ALPN::H1
         };
+        // Chrome's HTTP/2 flow-control windows (SETTINGS_INITIAL_WINDOW_SIZE 6 MiB, connection
+        // window 15 MiB); the rest of Pingora's SETTINGS frame and its pseudo-header order
+        // cannot be set (README: Browser TLS fingerprints).
+        o.h2_stream_window_size = Some(CHROME_H2_STREAM_WINDOW);
+        o.h2_connection_window_size = Some(CHROME_H2_CONNECTION_WINDOW);
     }
     if tls {
         o.alpn = ALPN::H2H1;

@@ -17,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 struct Recorder {
     port: u16,
     hellos: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Per HTTP/2 connection: its SETTINGS (id, value) and its first connection WINDOW_UPDATE.
+    h2_settings: Arc<Mutex<Vec<(Vec<(u16, u32)>, Option<u32>)>>>,
     /// Per request: the JA4 of its connection, its HTTP version and its credential.
     requests: Arc<Mutex<Vec<(String, http::Version, String)>>>,
 }
@@ -31,10 +33,12 @@ impl Recorder {
         let hellos = Arc::new(Mutex::new(Vec::new()));
         let requests = Arc::new(Mutex::new(Vec::new()));
         let acceptor = Arc::new(ca.acceptor());
-        let (seen, served) = (hellos.clone(), requests.clone());
+        let h2_settings = Arc::new(Mutex::new(Vec::new()));
+        let (seen, served, settings) = (hellos.clone(), requests.clone(), h2_settings.clone());
         tokio::spawn(async move {
             while let Ok((mut tcp, _)) = listener.accept().await {
                 let (seen, acceptor, served) = (seen.clone(), acceptor.clone(), served.clone());
+                let settings = settings.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
@@ -51,9 +55,24 @@ impl Recorder {
                         head: buf,
                         inner: tcp,
                     };
-                    let Ok(tls) = tokio_boring::accept(&acceptor, replayed).await else {
+                    let Ok(mut tls) = tokio_boring::accept(&acceptor, replayed).await else {
                         return;
                     };
+                    // HTTP/2: keep the client's first frames (preface, SETTINGS, WINDOW_UPDATE).
+                    let mut head = Vec::new();
+                    if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
+                        let mut chunk = [0u8; 4096];
+                        while h2_frames(&head).is_none() && head.len() < 4096 {
+                            match tls.read(&mut chunk).await {
+                                Ok(n) if n > 0 => head.extend_from_slice(&chunk[..n]),
+                                _ => return,
+                            }
+                        }
+                        if let Some(frames) = h2_frames(&head) {
+                            settings.lock().unwrap().push(frames);
+                        }
+                    }
+                    let tls = Replayed { head, inner: tls };
                     let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
                         let auth = req
                             .headers()
@@ -90,6 +109,7 @@ impl Recorder {
             port,
             hellos,
             requests,
+            h2_settings,
         }
     }
 
@@ -102,6 +122,43 @@ impl Recorder {
             .map(|b| ccproxy::fingerprint::ja4(&ccproxy::tls_hello::client_hello(b).unwrap()))
             .collect()
     }
+}
+
+/// The client's SETTINGS and first connection-level WINDOW_UPDATE, once the preface and both
+/// frames are in `b` (a client that sends no WINDOW_UPDATE has `None` there once a later frame
+/// shows it).
+fn h2_frames(b: &[u8]) -> Option<(Vec<(u16, u32)>, Option<u32>)> {
+    let rest = b.strip_prefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")?;
+    let mut at = 0;
+    let mut settings = None;
+    while let Some(h) = rest.get(at..at + 9) {
+        let len = (usize::from(h[0]) << 16) | (usize::from(h[1]) << 8) | usize::from(h[2]);
+        let payload = rest.get(at + 9..at + 9 + len)?;
+        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+        match h[3] {
+            4 if settings.is_none() => {
+                settings = Some(
+                    payload
+                        .chunks_exact(6)
+                        .map(|c| {
+                            (
+                                u16::from_be_bytes([c[0], c[1]]),
+                                u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                            )
+                        })
+                        .collect(),
+                );
+            }
+            8 if stream == 0 => {
+                let inc = u32::from_be_bytes(payload.get(..4)?.try_into().ok()?) & 0x7fff_ffff;
+                return Some((settings?, Some(inc)));
+            }
+            _ if settings.is_some() => return Some((settings?, None)),
+            _ => {}
+        }
+        at += 9 + len;
+    }
+    None
 }
 
 /// A stream that first gives back bytes already read from it.
@@ -264,6 +321,15 @@ async fn a_provider_with_a_profile_connects_as_chrome_over_h2_pooled_apart() {
         "the provider without a profile uses the default stack"
     );
     assert_eq!(requests[3].0, requests[1].0);
+    // Chrome's HTTP/2 flow-control windows on the profiled connection (the other SETTINGS are
+    // Pingora's, see the README): SETTINGS_INITIAL_WINDOW_SIZE (4) and the WINDOW_UPDATE.
+    let h2 = rec.h2_settings.lock().unwrap().clone();
+    assert!(
+        h2.iter()
+            .any(|(settings, update)| settings.contains(&(4, 6_291_456))
+                && *update == Some(15_663_105)),
+        "{h2:?}"
+    );
     // Each provider's connection was pooled and reused (the profile's first use learns the
     // protocol with the handshake its first connection then uses), and never shared.
     let ja4s = rec.ja4s();
