@@ -18,10 +18,13 @@ struct Recorder {
     port: u16,
     hellos: Arc<Mutex<Vec<Vec<u8>>>>,
     /// Per HTTP/2 connection: its SETTINGS (id, value) and its first connection WINDOW_UPDATE.
-    h2_settings: Arc<Mutex<Vec<(Vec<(u16, u32)>, Option<u32>)>>>,
+    h2_settings: Arc<Mutex<Vec<H2Start>>>,
     /// Per request: the JA4 of its connection, its HTTP version and its credential.
     requests: Arc<Mutex<Vec<(String, http::Version, String)>>>,
 }
+
+/// An HTTP/2 client's SETTINGS (id, value) and its first connection WINDOW_UPDATE increment.
+type H2Start = (Vec<(u16, u32)>, Option<u32>);
 
 /// The recorder refuses this credential with 401 (a stale token).
 const STALE: &str = "Bearer tok1";
@@ -127,7 +130,7 @@ impl Recorder {
 /// The client's SETTINGS and first connection-level WINDOW_UPDATE, once the preface and both
 /// frames are in `b` (a client that sends no WINDOW_UPDATE has `None` there once a later frame
 /// shows it).
-fn h2_frames(b: &[u8]) -> Option<(Vec<(u16, u32)>, Option<u32>)> {
+fn h2_frames(b: &[u8]) -> Option<H2Start> {
     let rest = b.strip_prefix(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")?;
     let mut at = 0;
     let mut settings = None;
