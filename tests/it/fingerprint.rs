@@ -76,30 +76,37 @@ impl Recorder {
                         }
                     }
                     let tls = Replayed { head, inner: tls };
-                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                        let auth = req
-                            .headers()
-                            .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_owned();
-                        let status = if auth == STALE { 401 } else { 200 };
-                        served
-                            .lock()
-                            .unwrap()
-                            .push((ja4.clone(), req.version(), auth));
-                        async move {
-                            Ok::<_, std::convert::Infallible>(
-                                hyper::Response::builder()
-                                    .status(status)
-                                    .header("content-type", "application/json")
-                                    .body(http_body_util::Full::new(bytes::Bytes::from_static(
-                                        br#"{"ok":true}"#,
-                                    )))
-                                    .unwrap(),
-                            )
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or("")
+                                .to_owned();
+                            let status = if auth == STALE { 401 } else { 200 };
+                            served
+                                .lock()
+                                .unwrap()
+                                .push((ja4.clone(), req.version(), auth));
+                            async move {
+                                // Read the whole request before answering, as real APIs do (an
+                                // HTTP/2 answer before the body makes the server reset the
+                                // stream under the client's body write).
+                                use http_body_util::BodyExt;
+                                let _ = req.into_body().collect().await;
+                                Ok::<_, std::convert::Infallible>(
+                                    hyper::Response::builder()
+                                        .status(status)
+                                        .header("content-type", "application/json")
+                                        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                                            br#"{"ok":true}"#,
+                                        )))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
                     let _ = hyper_util::server::conn::auto::Builder::new(
                         hyper_util::rt::TokioExecutor::new(),
                     )
