@@ -90,8 +90,7 @@ impl<A> WireGuardService<A> {
         interceptor: Arc<Interceptor<A>>,
         dns: Arc<dns::JailDns>,
     ) -> Result<Self, String> {
-        let socket =
-            std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let socket = bind_udp(addr, dir)?;
         let local_addr = socket
             .local_addr()
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -185,7 +184,8 @@ impl<A: ServerApp + Send + Sync + 'static> BackgroundService for WireGuardServic
                 _ = shutdown.changed() => break,
             }
         }
-        keys::State::remove_own(&self.dir);
+        // `wireguard.json` stays: its pid tells `run` the gateway has gone, and its port is the
+        // one the next start takes again.
     }
 }
 
@@ -349,6 +349,24 @@ fn timers(table: &mut Table, socket: &tokio::net::UdpSocket, out: &mut [u8]) {
     }
 }
 
+/// Bind the listener. With port 0, the port of the previous run (from `wireguard.json`) is
+/// tried first: jails that outlive a gateway restart keep sending to it, and WireGuard
+/// re-handshakes on its own (the key is the same), so they recover without a new `run`.
+fn bind_udp(addr: &str, dir: &std::path::Path) -> Result<std::net::UdpSocket, String> {
+    let wanted: Option<SocketAddr> = addr.parse().ok();
+    if let Some(wanted) = wanted.filter(|w| w.port() == 0) {
+        let previous = std::fs::read_to_string(dir.join(keys::STATE_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str::<keys::State>(&t).ok())
+            .map(|s| s.endpoint)
+            .filter(|p| p.ip() == wanted.ip());
+        if let Some(Ok(socket)) = previous.map(std::net::UdpSocket::bind) {
+            return Ok(socket);
+        }
+    }
+    std::net::UdpSocket::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))
+}
+
 /// Socket buffer size asked for on both ends of a tunnel.
 const SOCKET_BUFFER: usize = 4 << 20;
 
@@ -365,4 +383,30 @@ pub fn large_buffers(socket: &std::net::UdpSocket) {
 fn le_u32(data: &[u8], at: usize) -> u32 {
     data.get(at..at + 4)
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bind_udp;
+
+    #[test]
+    fn an_automatic_port_is_the_previous_runs_when_it_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = bind_udp("127.0.0.1:0", dir.path()).unwrap();
+        let port = first.local_addr().unwrap().port();
+        super::keys::State {
+            endpoint: first.local_addr().unwrap(),
+            public_key: String::new(),
+            pid: std::process::id(),
+        }
+        .write(dir.path())
+        .unwrap();
+        // Taken: another free port.
+        let second = bind_udp("127.0.0.1:0", dir.path()).unwrap();
+        assert_ne!(second.local_addr().unwrap().port(), port);
+        drop((first, second));
+        // Free again (a restart): the same port.
+        let again = bind_udp("127.0.0.1:0", dir.path()).unwrap();
+        assert_eq!(again.local_addr().unwrap().port(), port);
+    }
 }

@@ -152,18 +152,6 @@ impl State {
         }
         Ok(state)
     }
-
-    /// Remove the record if it is this process's (a clean shutdown).
-    pub fn remove_own(dir: &Path) {
-        let path = dir.join(STATE_FILE);
-        let own = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<State>(&t).ok())
-            .is_some_and(|s| s.pid == std::process::id());
-        if own {
-            let _ = std::fs::remove_file(path);
-        }
-    }
 }
 
 #[cfg(test)]
