@@ -209,6 +209,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Replayed<S> {
     }
 }
 
+/// A Messages request to `provider` through the gateway, which must end 200.
+async fn ask(gw: &Gateway, provider: &str) {
+    let r = sentinel_post(gw, "/v1/messages", provider)
+        .header("content-type", "application/json")
+        .body(r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{provider}: {}", r.text().await.unwrap());
+}
+
 /// `ccproxy fingerprint` output as (key, value) lines.
 async fn fingerprint(args: &[&str]) -> (bool, String) {
     let mut cmd = Command::new(bin());
@@ -309,15 +320,8 @@ async fn a_provider_with_a_profile_connects_as_chrome_over_h2_pooled_apart() {
         port = rec.port
     );
     let gw = Gateway::start(&body);
-    let body = r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
     for provider in ["chromey", "plain", "chromey", "plain"] {
-        let r = sentinel_post(&gw, "/v1/messages", provider)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{provider}: {}", r.text().await.unwrap());
+        ask(&gw, provider).await;
     }
     let requests = rec.requests.lock().unwrap().clone();
     assert_eq!(requests.len(), 4);
@@ -389,19 +393,9 @@ async fn a_401_replay_goes_out_with_the_providers_own_profile_or_none() {
         c2 = first_tok1_then_tok2(d2.path()),
     );
     let gw = Gateway::start(&body);
-    let body = r#"{"model":"claude-sonnet-4-6","max_tokens":5,"messages":[{"role":"user","content":"hi"}]}"#;
+    // Each first answer is 401 (tok1): the gateway replays with tok2.
     for provider in ["chromey", "plain"] {
-        let r = sentinel_post(&gw, "/v1/messages", provider)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            r.status(),
-            200,
-            "{provider}: the 401 was replayed with tok2"
-        );
+        ask(&gw, provider).await;
     }
     let chrome_ja4 = "t13d1517h2_8daaf6152771_cb7bf5808d99";
     let requests = rec.requests.lock().unwrap().clone();
