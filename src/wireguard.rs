@@ -200,7 +200,6 @@ impl<A: ServerApp + Send + Sync + 'static> WireGuardService<A> {
         out: &mut [u8],
         shutdown: &ShutdownWatch,
     ) {
-        tracing::trace!(len = data.len(), %from, "WireGuard datagram");
         let index = match Tunn::parse_incoming_packet(data) {
             Err(_) => return,
             Ok(Packet::HandshakeInit(init)) => {
@@ -240,15 +239,11 @@ impl<A: ServerApp + Send + Sync + 'static> WireGuardService<A> {
                     result = tunn.decapsulate(None, &[], out);
                 }
                 TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
-                    tracing::trace!(peer = %peer.name, len = p.len(), "packet from the peer");
                     // A full stack queue drops the packet; TCP sends it again.
                     let _ = peer.to_stack.try_send(p.to_vec());
                     break;
                 }
-                TunnResult::Done => {
-                    tracing::trace!(peer = %peer.name, len = data.len(), "WireGuard datagram handled");
-                    break;
-                }
+                TunnResult::Done => break,
                 TunnResult::Err(e) => {
                     tracing::trace!(peer = %peer.name, error = ?e, "WireGuard packet dropped");
                     break;

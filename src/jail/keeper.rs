@@ -264,7 +264,6 @@ struct Wg {
 
 impl Wg {
     fn send(&self, datagram: &[u8]) {
-        tracing::trace!(len = datagram.len(), "datagram to the gateway");
         if let Err(e) = self.udp.send(datagram) {
             tracing::debug!(error = %e, "send to the gateway failed");
         }
@@ -391,7 +390,6 @@ fn tun_to_gateway(wg: Arc<Wg>) {
                 return;
             }
         };
-        tracing::trace!(len = n, "packet from the jail");
         let len = match wg
             .tunn
             .lock()
@@ -433,8 +431,7 @@ fn gateway_to_tun(wg: Arc<Wg>) {
                     }
                     TunnResult::WriteToTunnelV4(p, _) | TunnResult::WriteToTunnelV6(p, _) => {
                         // A full TUN queue drops the packet; TCP sends it again.
-                        let written = nix::unistd::write(&wg.tun, p);
-                        tracing::trace!(len = p.len(), ?written, "packet into the jail");
+                        let _ = nix::unistd::write(&wg.tun, p);
                         break;
                     }
                     TunnResult::Done => break,

@@ -92,10 +92,7 @@ pub(super) fn start<A: ServerApp + Send + Sync + 'static>(
                 }
                 match tunn.encapsulate(&packet, &mut out) {
                     TunnResult::WriteToNetwork(d) => d.len(),
-                    other => {
-                        tracing::trace!(peer = %peer.name, result = ?std::mem::discriminant(&other), "packet to the peer not sent");
-                        continue;
-                    }
+                    _ => continue,
                 }
             };
             if let Err(e) = socket.send_to(&out[..len], peer.endpoint()).await {
