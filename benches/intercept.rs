@@ -601,9 +601,13 @@ async fn s11(quick: bool) {
         "    capture: false\n    proxy_listen: null\n    resolve:\n      bench.test: \"{mock}\"\n      bulk.test: \"{bulk}\"\n"
     );
     let (dir, gw, _) = gateway(&inspector, "");
-    // The listener's record appears once it is up.
+    // The same with capture on (flows kept in memory), for the capture-on/off pair.
+    let (dir_on, _gw_on, _) = gateway(&inspector.replace("capture: false", "capture: true"), "");
+    // The listeners' records appear once they are up.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !dir.path().join("wireguard.json").exists() {
+    while !dir.path().join("wireguard.json").exists()
+        || !dir_on.path().join("wireguard.json").exists()
+    {
         assert!(Instant::now() < deadline, "no WireGuard listener");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -616,11 +620,20 @@ async fn s11(quick: bool) {
     );
     println!("{:<44} {:>8.0} {:>8.0}", "direct (host → mock)", d50, d99);
     let ns = n.to_string();
-    for (label, target) in [
-        ("jail → relay (port 8080) → mock", "bench.test:8080"),
-        ("jail → proxy service (port 80) → mock", "bench.test:80"),
+    for (label, target, config) in [
+        (
+            "jail → relay (port 8080) → mock",
+            "bench.test:8080",
+            dir.path(),
+        ),
+        (
+            "jail → proxy service (port 80) → mock",
+            "bench.test:80",
+            dir.path(),
+        ),
+        ("  the same, capture on", "bench.test:80", dir_on.path()),
     ] {
-        match in_jail(dir.path(), &["latency", target, "bench.test", &ns]) {
+        match in_jail(config, &["latency", target, "bench.test", &ns]) {
             Ok((v, _)) => {
                 let (p50, p99) = (v["p50"].as_f64().unwrap(), v["p99"].as_f64().unwrap());
                 println!("{label:<44} {p50:>8.0} {p99:>8.0} {:>9.0} µs", p50 - d50);
