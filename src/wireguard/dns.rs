@@ -6,6 +6,9 @@
 //!   even offline. `AAAA` queries for them get no records, so clients use the IPv4 address;
 //! - any other query is forwarded, as it is, to the host's resolver (the first `nameserver` of
 //!   `/etc/resolv.conf`) and its answer relayed (`SERVFAIL` when it does not answer in 3 s).
+//!
+//! Queries come over UDP, and over TCP (port 53) from clients that retry a truncated answer;
+//! those are forwarded over TCP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -84,6 +87,10 @@ impl JailDns {
 
     /// The answer to one query (`None`: not a query worth answering).
     pub async fn answer(&self, query: &[u8]) -> Option<Vec<u8>> {
+        self.answer_over(query, Transport::Udp).await
+    }
+
+    async fn answer_over(&self, query: &[u8], transport: Transport) -> Option<Vec<u8>> {
         let q = Question::parse(query)?;
         if self.local.contains(&q.name) {
             let ip = (q.qtype == TYPE_A).then(|| self.stand_in(&q.name));
@@ -92,11 +99,73 @@ impl JailDns {
         let Some(upstream) = self.upstream else {
             return Some(q.reply(RCODE_SERVFAIL, None));
         };
-        match forward(query, upstream, self.forward_timeout).await {
-            Some(answer) => Some(answer),
-            None => Some(q.reply(RCODE_SERVFAIL, None)),
+        let answer = match transport {
+            Transport::Udp => forward(query, upstream, self.forward_timeout).await,
+            Transport::Tcp => forward_tcp(query, upstream, self.forward_timeout).await,
+        };
+        Some(answer.unwrap_or_else(|| q.reply(RCODE_SERVFAIL, None)))
+    }
+
+    /// Serve DNS over TCP (RFC 7766: two-byte length, then the message) on one connection,
+    /// for clients that retry a truncated UDP answer over TCP. Names that are not local go to
+    /// the host's resolver over TCP too.
+    pub async fn serve_tcp<S>(&self, stream: &mut S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok(Ok(len)) = tokio::time::timeout(TCP_IDLE, stream.read_u16()).await else {
+                return;
+            };
+            let mut query = vec![0u8; usize::from(len)];
+            if stream.read_exact(&mut query).await.is_err() {
+                return;
+            }
+            let Some(answer) = self.answer_over(&query, Transport::Tcp).await else {
+                return;
+            };
+            let Ok(len) = u16::try_from(answer.len()) else {
+                return;
+            };
+            let mut framed = Vec::with_capacity(2 + answer.len());
+            framed.extend_from_slice(&len.to_be_bytes());
+            framed.extend_from_slice(&answer);
+            if stream.write_all(&framed).await.is_err() || stream.flush().await.is_err() {
+                return;
+            }
         }
     }
+}
+
+/// How a query came, and so how it is forwarded.
+#[derive(Clone, Copy)]
+enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// How long a DNS-over-TCP connection may stay idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// A query to the resolver over TCP; its answer.
+async fn forward_tcp(query: &[u8], upstream: SocketAddr, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tokio::time::timeout(limit, async {
+        let mut tcp = tokio::net::TcpStream::connect(upstream).await.ok()?;
+        let len = u16::try_from(query.len()).ok()?;
+        let mut framed = Vec::with_capacity(2 + query.len());
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(query);
+        tcp.write_all(&framed).await.ok()?;
+        let n = tcp.read_u16().await.ok()?;
+        let mut answer = vec![0u8; usize::from(n)];
+        tcp.read_exact(&mut answer).await.ok()?;
+        (answer.get(..2) == query.get(..2)).then_some(answer)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn forward(query: &[u8], upstream: SocketAddr, limit: Duration) -> Option<Vec<u8>> {
@@ -261,6 +330,45 @@ mod tests {
         dns.forward_timeout = Duration::from_millis(50);
         let a = dns.answer(&query("example.org", 1)).await.unwrap();
         assert_eq!(a[3] & 0xf, RCODE_SERVFAIL);
+    }
+
+    #[tokio::test]
+    async fn dns_over_tcp_answers_local_names_and_forwards_others_over_tcp() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // A resolver that only speaks TCP and marks its answers.
+        let resolver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = resolver.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut c, _) = resolver.accept().await.unwrap();
+            let n = c.read_u16().await.unwrap();
+            let mut q = vec![0u8; usize::from(n)];
+            c.read_exact(&mut q).await.unwrap();
+            q[2] |= 0x80;
+            q.extend_from_slice(b"via-tcp");
+            c.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+            c.write_all(&q).await.unwrap();
+        });
+        let dns = JailDns::new(["local.test".to_owned()], Some(addr));
+        let (mut client, mut server) = tokio::io::duplex(4096);
+        let serving = tokio::spawn(async move { dns.serve_tcp(&mut server).await });
+        for (name, expect_tail) in [
+            ("local.test", &[198u8, 18, 0, 1][..]),
+            ("example.org", b"via-tcp"),
+        ] {
+            let q = query(name, 1);
+            client
+                .write_all(&(q.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            client.write_all(&q).await.unwrap();
+            let n = client.read_u16().await.unwrap();
+            let mut a = vec![0u8; usize::from(n)];
+            client.read_exact(&mut a).await.unwrap();
+            assert_eq!(&a[..2], &q[..2]);
+            assert!(a.ends_with(expect_tail), "{name}: {a:?}");
+        }
+        drop(client);
+        serving.await.unwrap();
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 //!   anything else is relayed;
 //! - any other port: relayed to where the peer dialled.
 //!
-//! UDP to port 53 is answered by [`super::dns`]; other UDP is dropped (QUIC then falls back to
+//! DNS (UDP, and TCP to port 53) is answered by [`super::dns`]; other UDP is dropped (QUIC then falls back to
 //! TCP, where it can be inspected).
 
 use super::dns::JailDns;
@@ -202,6 +202,8 @@ async fn dispatch<A: ServerApp + Send + Sync + 'static>(
                 interceptor.relay(&mut stream, target).await;
             }
         }
+        // DNS over TCP (a client retrying a truncated answer) is answered like UDP.
+        53 => dns.serve_tcp(&mut stream).await,
         _ => interceptor.relay(&mut stream, target).await,
     }
 }

@@ -532,3 +532,29 @@ async fn claude_code_jailed_reaches_its_default_api_which_resolve_maps_to_a_mock
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns_over_tcp_works_in_the_jail() {
+    let Some(Setup { gw, .. }) = setup(Reply::Echo).await else {
+        return;
+    };
+    // A client retrying a truncated answer asks over TCP: the gateway answers there too.
+    let script = r#"
+import socket, struct
+q = struct.pack('>HHHHHH', 7, 0x0100, 1, 0, 0, 0) + b'\x03api\x09anthropic\x03com\x00\x00\x01\x00\x01'
+s = socket.create_connection(('10.77.0.1', 53), timeout=10)
+s.sendall(struct.pack('>H', len(q)) + q)
+n = struct.unpack('>H', s.recv(2))[0]
+a = b''
+while len(a) < n:
+    a += s.recv(n - len(a))
+print('.'.join(str(b) for b in a[-4:]))
+"#;
+    let out = output(jail(&gw, &["python3", "-c", script])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "198.18.0.1");
+}
