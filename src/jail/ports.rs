@@ -1,8 +1,8 @@
 //! Ports the jailed program listens on, reachable from the host on the same port while it runs
 //! (a login callback on `localhost`, a dev server). The keeper reads the jail's listening TCP
 //! sockets from `/proc/net/tcp{,6}` (its own network namespace's view); the parent listens on
-//! `127.0.0.1:<port>` on the host and passes each accepted connection to the keeper, which
-//! connects it to the port inside the jail.
+//! `127.0.0.1:<port>` (and `[::1]:<port>` when it can) on the host and passes each accepted
+//! connection to the keeper, which connects it to the port inside the jail.
 
 use super::control::{Channel, Message};
 use std::collections::{BTreeSet, HashMap};
@@ -73,10 +73,12 @@ impl HostForwards {
         if self.listeners.contains_key(&port) {
             return;
         }
-        let listener = match std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-            .and_then(|l| l.set_nonblocking(true).map(|()| l))
-            .and_then(tokio::net::TcpListener::from_std)
-        {
+        let bind = |ip: std::net::IpAddr| {
+            std::net::TcpListener::bind((ip, port))
+                .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                .and_then(tokio::net::TcpListener::from_std)
+        };
+        let v4 = match bind(Ipv4Addr::LOCALHOST.into()) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -86,9 +88,21 @@ impl HostForwards {
                 return;
             }
         };
+        // `localhost` may resolve to ::1 first on the host; that one is best effort.
+        let v6 = bind(Ipv6Addr::LOCALHOST.into()).ok();
         let channel = channel.clone();
         let task = tokio::spawn(async move {
-            while let Ok((conn, _)) = listener.accept().await {
+            loop {
+                let accepted = match &v6 {
+                    Some(v6) => tokio::select! {
+                        r = v4.accept() => r,
+                        r = v6.accept() => r,
+                    },
+                    None => v4.accept().await,
+                };
+                let Ok((conn, _)) = accepted else {
+                    break;
+                };
                 // The keeper gets its own copy of the socket; ours closes with `conn`.
                 let _ = channel.send(&Message::Connection(port), Some(conn.as_raw_fd()));
             }

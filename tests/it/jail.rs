@@ -253,6 +253,15 @@ async fn a_port_opened_in_the_jail_is_reachable_and_sigkill_leaves_nothing_behin
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(body, marker);
+    // Also on the host's IPv6 loopback, where it has one (`localhost` may resolve there first).
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let v6 = client()
+            .get(format!("http://[::1]:{port}/index.html"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(v6.text().await.unwrap(), marker);
+    }
     assert!(!processes_with(&marker).is_empty());
 
     // SIGKILL of `ccproxy run`: the jail, its processes and the forwarded port all go.
