@@ -154,6 +154,9 @@ fn status_reports_down_with_exit_bitmask_and_pipeline_json() {
         .as_str()
         .unwrap()
         .ends_with("ccproxy-ca.pem"));
+    // So is the WireGuard listener (`run --inspect`); with no gateway it is stopped.
+    assert_eq!(v["wireguard"]["running"], false);
+    assert_eq!(v["wireguard"]["endpoint"], "127.0.0.1:0");
     // `after:` reorders the DAG: verbose_mode runs first although listed second.
     let order: Vec<&str> = v["hooks"]["outbound"]
         .as_array()

@@ -234,3 +234,34 @@ fn client_config_without_a_known_port_says_how_to_get_one() {
         .unwrap();
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--name must be"));
 }
+
+#[test]
+fn status_shows_the_running_wireguard_listener() {
+    let gw = Gateway::start("");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(gw.path("wireguard.json")).unwrap()).unwrap();
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(gw.dir.path())
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["wireguard"]["running"], true);
+    assert_eq!(v["wireguard"]["endpoint"], state["endpoint"]);
+    assert_eq!(v["wireguard"]["public_key"], state["public_key"]);
+    let text = Command::new(bin())
+        .arg("--config")
+        .arg(gw.dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "jail     running  udp://{}",
+            state["endpoint"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+}
