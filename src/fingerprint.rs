@@ -166,7 +166,7 @@ pub async fn probe(
         written: Vec::new(),
     };
     let connector = match profile {
-        Some(p) => p.connector(None)?,
+        Some(p) => p.connector()?,
         None => {
             let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls())
                 .map_err(|e| e.to_string())?;

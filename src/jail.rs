@@ -101,31 +101,13 @@ async fn supervise(channel: control::Channel, mut child: std::process::Child) ->
     let channel = std::sync::Arc::new(channel);
     let messages = async {
         let mut forwards = ports::HostForwards::default();
-        let Ok(fd) = channel.fd().try_clone() else {
-            return std::future::pending::<()>().await;
-        };
-        let _ = nix::fcntl::fcntl(
-            &fd,
-            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-        );
-        let Ok(readable) = register_fd(fd) else {
-            return std::future::pending::<()>().await;
-        };
-        loop {
-            let Ok(mut guard) = readable.readable().await else {
-                break;
-            };
-            match channel.recv::<control::Message>() {
-                Ok(Some((msg, _))) => {
-                    guard.retain_ready();
-                    match msg {
-                        control::Message::Listen(p) => forwards.listen(p, &channel),
-                        control::Message::Unlisten(p) => forwards.unlisten(p),
-                        control::Message::Ready | control::Message::Connection(_) => {}
-                    }
+        if let Ok(incoming) = channel.incoming() {
+            while let Some((msg, _)) = incoming.next::<control::Message>().await {
+                match msg {
+                    control::Message::Listen(p) => forwards.listen(p, &channel),
+                    control::Message::Unlisten(p) => forwards.unlisten(p),
+                    control::Message::Ready | control::Message::Connection(_) => {}
                 }
-                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-                Ok(None) | Err(_) => break,
             }
         }
         // The keeper has gone: wait for its status below.

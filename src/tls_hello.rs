@@ -20,11 +20,8 @@ pub enum Hello {
 
 /// Look at the first bytes of a connection.
 pub fn parse(buf: &[u8]) -> Hello {
-    match handshake_body(buf) {
-        Ok(body) => match ClientHello::from_body(&body) {
-            Some(h) => Hello::ClientHello { sni: h.sni },
-            None => Hello::NotTls,
-        },
+    match client_hello(buf) {
+        Ok(h) => Hello::ClientHello { sni: h.sni },
         Err(other) => other,
     }
 }

@@ -67,15 +67,9 @@ impl Profile {
             .map_or("?", |(k, _)| k)
     }
 
-    /// A connector with the profile's context-wide settings, trusting `ca_file` on top of
-    /// BoringSSL's default paths when given.
-    pub fn connector(self, ca_file: Option<&std::path::Path>) -> Result<SslConnector, String> {
-        self.connector_with(|b| match ca_file {
-            Some(ca) => b
-                .set_ca_file(ca)
-                .map_err(|e| format!("{}: {e}", ca.display())),
-            None => Ok(()),
-        })
+    /// A connector with the profile's settings, trusting BoringSSL's default paths.
+    pub fn connector(self) -> Result<SslConnector, String> {
+        self.connector_with(|_| Ok(()))
     }
 
     /// A connector with the profile's settings and whatever `more` adds (trust roots).
@@ -213,7 +207,7 @@ mod tests {
 
     #[test]
     fn the_chrome_profile_builds() {
-        let c = Profile::Chrome156.connector(None).unwrap();
+        let c = Profile::Chrome156.connector().unwrap();
         let mut cfg = c.configure().unwrap();
         Profile::Chrome156.configure_connection(&mut cfg).unwrap();
     }

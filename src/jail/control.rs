@@ -147,40 +147,77 @@ impl Channel {
 
     /// Receive one packet (blocking, or `EAGAIN` on a non-blocking socket): the JSON value and
     /// the socket attached to it. `Ok(None)`: the other side has gone.
-    pub fn recv<T: for<'de> Deserialize<'de>>(
-        &self,
-    ) -> Result<Option<(T, Option<OwnedFd>)>, nix::errno::Errno> {
-        let mut buf = vec![0u8; MAX_PACKET];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (n, fd) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = socket::recvmsg::<()>(
-                self.0.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            )?;
-            let mut fd = None;
-            for c in msg.cmsgs()? {
-                if let ControlMessageOwned::ScmRights(fds) = c {
-                    for raw in fds {
-                        // Keep the first; close any others.
-                        let owned = adopt(raw);
-                        if fd.is_none() {
-                            fd = Some(owned);
-                        }
+    pub fn recv<T: for<'de> Deserialize<'de>>(&self) -> Received<T> {
+        recv_on(&self.0)
+    }
+
+    /// The packets as they arrive, for an async task. The socket becomes non-blocking (for
+    /// this and every other use of the channel).
+    pub fn incoming(&self) -> std::io::Result<Incoming> {
+        let fd = self.0.try_clone()?;
+        nix::fcntl::fcntl(
+            &fd,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        )?;
+        Ok(Incoming(super::register_fd(fd)?))
+    }
+}
+
+/// A received packet and the socket attached to it; `Ok(None)`: the other side has gone.
+pub type Received<T> = Result<Option<(T, Option<OwnedFd>)>, nix::errno::Errno>;
+
+/// A channel's packets, awaited.
+pub struct Incoming(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl Incoming {
+    /// The next packet; `None` once the other side has gone or sent something unreadable.
+    pub async fn next<T: for<'de> Deserialize<'de>>(&self) -> Option<(T, Option<OwnedFd>)> {
+        loop {
+            let mut guard = self.0.readable().await.ok()?;
+            match recv_on(self.0.get_ref()) {
+                Ok(Some(packet)) => {
+                    guard.retain_ready();
+                    return Some(packet);
+                }
+                Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
+                Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Receive one packet on `fd` (see [`Channel::recv`]).
+fn recv_on<T: for<'de> Deserialize<'de>>(sock: &OwnedFd) -> Received<T> {
+    let mut buf = vec![0u8; MAX_PACKET];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (n, fd) = {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fd = None;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    // Keep the first; close any others.
+                    let owned = adopt(raw);
+                    if fd.is_none() {
+                        fd = Some(owned);
                     }
                 }
             }
-            (msg.bytes, fd)
-        };
-        if n == 0 {
-            return Ok(None);
         }
-        match serde_json::from_slice(&buf[..n]) {
-            Ok(v) => Ok(Some((v, fd))),
-            Err(_) => Err(nix::errno::Errno::EBADMSG),
-        }
+        (msg.bytes, fd)
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    match serde_json::from_slice(&buf[..n]) {
+        Ok(v) => Ok(Some((v, fd))),
+        Err(_) => Err(nix::errno::Errno::EBADMSG),
     }
 }
 

@@ -491,29 +491,13 @@ async fn watch_ports(channel: Arc<Channel>) {
 
 /// Connections the parent accepted on the host for a jail port: connect them inside.
 async fn forwarded_connections(channel: Arc<Channel>) {
-    let Ok(fd) = channel.fd().try_clone() else {
+    let Ok(incoming) = channel.incoming() else {
         return;
     };
-    let _ = nix::fcntl::fcntl(
-        &fd,
-        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
-    );
-    let Ok(readable) = super::register_fd(fd) else {
-        return;
-    };
-    loop {
-        let Ok(mut guard) = readable.readable().await else {
-            return;
-        };
-        match channel.recv::<Message>() {
-            Ok(Some((Message::Connection(port), Some(fd)))) => {
-                guard.retain_ready();
-                tokio::spawn(super::ports::connect_inside(port, fd));
-            }
-            Ok(Some(_)) => guard.retain_ready(),
-            Err(nix::errno::Errno::EAGAIN) => guard.clear_ready(),
-            // The parent has gone (it would have killed us) or sent garbage.
-            Ok(None) | Err(_) => return,
+    // Ends when the parent has gone (it would have killed us) or sent garbage.
+    while let Some((msg, fd)) = incoming.next::<Message>().await {
+        if let (Message::Connection(port), Some(fd)) = (msg, fd) {
+            tokio::spawn(super::ports::connect_inside(port, fd));
         }
     }
 }

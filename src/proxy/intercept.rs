@@ -56,6 +56,44 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
         self.ignore_hosts.iter().any(|r| r.is_match(host))
     }
 
+    /// A stream that should carry TLS (a `CONNECT` tunnel, a jailed connection to port 443):
+    /// decrypted ([`Interceptor::decrypt`]) unless `ignore_hosts` matches `host` or the
+    /// hello's SNI, or the first bytes are not a TLS ClientHello (SSH, a database protocol);
+    /// those are relayed as they are to `target`.
+    pub async fn intercept_tls(
+        &self,
+        mut l4: L4Stream,
+        host: String,
+        target: RelayTarget,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if self.ignored(&host) {
+            self.relay(&mut l4, target).await;
+            return None;
+        }
+        let (first, hello) = self
+            .first_bytes(&mut l4, |b| match crate::tls_hello::parse(b) {
+                crate::tls_hello::Hello::NeedMore => None,
+                other => Some(other),
+            })
+            .await?;
+        l4.rewind(&first);
+        match hello {
+            crate::tls_hello::Hello::ClientHello { sni } => {
+                let host = sni.unwrap_or(host);
+                if self.ignored(&host) {
+                    self.relay(&mut l4, target).await;
+                    return None;
+                }
+                self.decrypt(l4, host, shutdown).await
+            }
+            _ => {
+                self.relay(&mut l4, target).await;
+                None
+            }
+        }
+    }
+
     /// Terminate the client's TLS with a leaf for its SNI (else `host`) and serve the decrypted
     /// stream through the proxy service as [`Ingress::Intercept`].
     ///
@@ -255,33 +293,8 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
         if !after.is_empty() {
             l4.rewind(&after);
         }
-        if me.ignored(&host) {
-            me.relay(&mut l4, RelayTarget::Name(host, port)).await;
-            return None;
-        }
-        // Only TLS is decrypted; anything else in the tunnel (SSH, a database protocol) is
-        // relayed as it is.
-        let (first, hello) = me
-            .first_bytes(&mut l4, |b| match crate::tls_hello::parse(b) {
-                crate::tls_hello::Hello::NeedMore => None,
-                other => Some(other),
-            })
-            .await?;
-        l4.rewind(&first);
-        match hello {
-            crate::tls_hello::Hello::ClientHello { sni } => {
-                let host = sni.unwrap_or(host);
-                if me.ignored(&host) {
-                    me.relay(&mut l4, RelayTarget::Name(host, port)).await;
-                    return None;
-                }
-                me.decrypt(*l4, host, shutdown).await
-            }
-            _ => {
-                me.relay(&mut l4, RelayTarget::Name(host, port)).await;
-                None
-            }
-        }
+        let target = RelayTarget::Name(host.clone(), port);
+        me.intercept_tls(*l4, host, target, shutdown).await
     }
 
     async fn cleanup(&self) {

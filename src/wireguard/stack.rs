@@ -13,7 +13,6 @@
 use super::dns::JailDns;
 use super::Peer;
 use crate::proxy::intercept::{looks_like_http, Interceptor, RelayTarget};
-use crate::tls_hello::{self, Hello};
 use boringtun::noise::TunnResult;
 use futures::{SinkExt, StreamExt};
 use pingora::apps::ServerApp;
@@ -164,27 +163,10 @@ async fn dispatch<A: ServerApp + Send + Sync + 'static>(
     };
     match dest.port() {
         443 => {
-            let Some((first, hello)) = interceptor
-                .first_bytes(&mut stream, |b| match tls_hello::parse(b) {
-                    Hello::NeedMore => None,
-                    other => Some(other),
-                })
-                .await
-            else {
-                return;
-            };
-            stream.rewind(&first);
-            match hello {
-                Hello::ClientHello { sni } => {
-                    let host = sni.or(name).unwrap_or_else(|| dest.ip().to_string());
-                    if interceptor.ignored(&host) {
-                        interceptor.relay(&mut stream, target).await;
-                    } else {
-                        let _ = interceptor.decrypt(stream, host, &shutdown).await;
-                    }
-                }
-                _ => interceptor.relay(&mut stream, target).await,
-            }
+            let host = name.unwrap_or_else(|| dest.ip().to_string());
+            let _ = interceptor
+                .intercept_tls(stream, host, target, &shutdown)
+                .await;
         }
         80 => {
             let Some((first, is_http)) =
