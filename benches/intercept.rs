@@ -21,12 +21,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "harness.rs"]
+mod harness;
 #[path = "gateway/mock_llm.rs"]
 mod mock_llm;
 #[path = "../tests/it/support/tls.rs"]
 mod tls;
 
 use bytes::Bytes;
+use harness::{ccproxy_bin, free_port};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use std::net::SocketAddr;
@@ -71,24 +74,12 @@ fn main() {
     }
 }
 
-fn ccproxy_bin() -> String {
-    std::env::var("CCPROXY_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ccproxy").to_owned())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 /// Wait until something accepts on `addr` (bounded).
 fn wait_listening(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert!(
+        harness::wait_port(addr.port(), Duration::from_secs(30)),
+        "nothing listens on {addr}"
+    );
 }
 
 /// A child process killed on drop.

@@ -18,6 +18,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod floor;
+#[path = "../harness.rs"]
+mod harness;
 mod load;
 mod mock_llm;
 mod peers;
@@ -27,6 +29,7 @@ mod tls;
 mod wrk;
 
 use bytes::Bytes;
+use harness::{ccproxy_bin, free_port, wait_port};
 use load::{pct_us, Conn, Target};
 
 /// The same allocator as the ccproxy binary, so the floor proxy (which runs in this binary)
@@ -72,24 +75,6 @@ impl Opts {
     fn wants(&self, s: &str) -> bool {
         self.only.as_ref().is_none_or(|o| o.iter().any(|x| x == s))
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn wait_port(port: u16, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    false
 }
 
 /// A gateway process.
@@ -195,11 +180,6 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The ccproxy binary under test: `CCPROXY_BENCH_BIN`, else this build's.
-fn ccproxy_bin() -> String {
-    std::env::var("CCPROXY_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ccproxy").to_owned())
 }
 
 /// A `/proc/<pid>/status` field in KiB (`VmRSS`, `VmHWM`).
