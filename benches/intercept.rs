@@ -21,7 +21,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "harness.rs"]
+#[path = "gateway/harness.rs"]
 mod harness;
 #[path = "gateway/mock_llm.rs"]
 mod mock_llm;

@@ -18,7 +18,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod floor;
-#[path = "../harness.rs"]
 mod harness;
 mod load;
 mod mock_llm;
