@@ -13,7 +13,7 @@
 
 use super::model::HookRun;
 use super::redact;
-use super::store::{Captured, CapturedBody, CapturedMessage, StoreMsg, Writer};
+use super::store::{Captured, CapturedBody, CapturedHeaders, CapturedMessage, StoreMsg, Writer};
 use crate::hooks::RequestMeta;
 use crate::proxy::flow::{FlowCapture, FlowRecorder, FlowSummary};
 use crate::proxy::ingress::Ingress;
@@ -100,7 +100,7 @@ impl FlowCapture for Capture {
             method: Some(head.method.as_str().to_owned()),
             url: Some(f.url.clone()),
             status: None,
-            headers: head.headers.clone(),
+            headers: CapturedHeaders::copy(&head.headers),
             body: (!body.is_empty()).then(|| CapturedBody::whole(body, self.max_body)),
         });
         if self.writer.has_listeners() {
@@ -130,7 +130,7 @@ impl FlowCapture for Capture {
             method: Some(head.method.as_str().to_owned()),
             url: Some(format!("{origin}{}", redact::path_and_query(&pq))),
             status: None,
-            headers: head.headers.clone(),
+            headers: CapturedHeaders::copy(&head.headers),
             body: (!body.is_empty()).then(|| CapturedBody::whole(body, self.max_body)),
         });
         // A new attempt starts a new provider response.
@@ -145,7 +145,7 @@ impl FlowCapture for Capture {
             method: None,
             url: None,
             status: Some(head.status.as_u16()),
-            headers: head.headers.clone(),
+            headers: CapturedHeaders::copy(&head.headers),
             body: Some(CapturedBody::default()),
         });
     }
@@ -176,7 +176,7 @@ impl FlowCapture for Capture {
             method: None,
             url: None,
             status: Some(head.status.as_u16()),
-            headers: head.headers.clone(),
+            headers: CapturedHeaders::copy(&head.headers),
             body: Some(CapturedBody::default()),
         });
     }

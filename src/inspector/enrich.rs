@@ -30,8 +30,8 @@ pub fn finish(c: Captured) -> (Flow, Bodies) {
         let m = m?;
         let content_type = m
             .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            .get("content-type")
+            .map(|v| String::from_utf8_lossy(v).into_owned());
         let body = m.body.as_ref().map(|b| {
             let size = bodies.push(part, b) as u64;
             BodyInfo {
@@ -48,12 +48,7 @@ pub fn finish(c: Captured) -> (Flow, Bodies) {
             headers: m
                 .headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.as_str().to_owned(),
-                        redact::header_value(k.as_str(), v.as_bytes()),
-                    )
-                })
+                .map(|(k, v)| (k.to_owned(), redact::header_value(k, v)))
                 .collect(),
             body: body.filter(|b| b.total > 0),
         })
