@@ -14,8 +14,8 @@ use crate::telemetry::otel::Exporter;
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
@@ -373,12 +373,22 @@ impl StoreMsg {
 }
 
 /// The capture side's handle on the writer thread.
+///
+/// Nothing here takes a lock the writer also takes: the writer runs at idle priority, and a
+/// request thread waiting on a lock held by a preempted idle-class thread would wait until a
+/// core has nothing better to do. The channel is only polled by the writer (never blocked on,
+/// so a sender never touches its waker lock), an idle writer is woken with `unpark`, and
+/// live-feed listeners are counted in an atomic instead of asking the broadcast channel.
 pub struct Writer {
-    tx: SyncSender<StoreMsg>,
+    /// `None` only while dropping (so the writer sees the queue closed when woken).
+    tx: Option<SyncSender<StoreMsg>>,
     /// Approximate bytes held by queued captures (bounded by [`QUEUE_BYTES`]).
     queued_bytes: Arc<AtomicUsize>,
-    /// The live feed, to tell whether anyone listens.
-    events: broadcast::Sender<Event>,
+    /// Live-feed clients connected.
+    listeners: Arc<AtomicUsize>,
+    /// The writer is parked waiting for work (then a send unparks it).
+    idle: Arc<AtomicBool>,
+    thread: std::thread::Thread,
     seq: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -391,7 +401,7 @@ impl Writer {
 
     /// Whether a live-feed client is connected (only then is a flow announced when it starts).
     pub fn has_listeners(&self) -> bool {
-        self.events.receiver_count() > 0
+        self.listeners.load(Ordering::Relaxed) > 0
     }
 
     /// Queue `msg` for the writer; never blocks (a full queue drops the flow, counted in
@@ -403,8 +413,16 @@ impl Writer {
             self.metrics.flows_dropped.inc();
             return;
         }
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(msg) {
+            Ok(()) => {
+                // Pairs with the fence in `next_message`: either the writer sees this flow
+                // when it looks again, or this sees it idle and wakes it.
+                std::sync::atomic::fence(Ordering::SeqCst);
+                if self.idle.load(Ordering::Relaxed) && self.idle.swap(false, Ordering::AcqRel) {
+                    self.thread.unpark();
+                }
+            }
             Err(TrySendError::Full(_)) => {
                 self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
                 self.metrics.flows_dropped.inc();
@@ -413,6 +431,39 @@ impl Writer {
                 self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// A live-feed client's receiver of store changes.
+pub struct Subscription {
+    rx: broadcast::Receiver<Event>,
+    listeners: Arc<AtomicUsize>,
+}
+
+impl Subscription {
+    /// The next change (`Lagged` when this reader fell behind and missed some).
+    pub async fn recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        self.rx.recv().await
+    }
+
+    /// Like [`Self::recv`], for a thread outside the async runtime.
+    pub fn blocking_recv(&mut self) -> Result<Event, broadcast::error::RecvError> {
+        self.rx.blocking_recv()
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.listeners.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // Close the queue, then wake the writer so it finishes what is queued and stops now
+        // rather than at the end of its idle wait.
+        self.tx = None;
+        self.thread.unpark();
     }
 }
 
@@ -451,6 +502,8 @@ pub enum Lookup<T> {
 /// The flow database.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// Live-feed clients connected (see [`Subscription`]).
+    listeners: Arc<AtomicUsize>,
     /// Sum of the stored flows' sizes, kept up to date instead of summed by retention.
     bytes: std::sync::atomic::AtomicI64,
     events: broadcast::Sender<Event>,
@@ -629,28 +682,28 @@ pub fn open(
     let store = Arc::new(Store {
         bytes: std::sync::atomic::AtomicI64::new(bytes),
         conn: Mutex::new(conn),
+        listeners: Arc::new(AtomicUsize::new(0)),
         events,
         path: path.map(Path::to_path_buf),
     });
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     let queued_bytes = Arc::new(AtomicUsize::new(0));
-    let writer = Arc::new(Writer {
-        tx,
-        queued_bytes: queued_bytes.clone(),
-        events: store.events.clone(),
-        seq: AtomicU64::new(u64::try_from(next).unwrap_or(1)),
-        metrics: metrics.clone(),
-    });
+    let idle = Arc::new(AtomicBool::new(false));
     let thread_store = store.clone();
-    std::thread::Builder::new()
+    let (thread_queued, thread_idle, thread_metrics) =
+        (queued_bytes.clone(), idle.clone(), metrics.clone());
+    let handle = std::thread::Builder::new()
         .name("ccproxy-flows".to_owned())
         .spawn(move || {
             write_loop(
                 &thread_store,
-                &rx,
-                &queued_bytes,
+                &Inbox {
+                    rx,
+                    idle: thread_idle,
+                },
+                &thread_queued,
                 retention,
-                &metrics,
+                &thread_metrics,
                 otel.as_ref(),
             )
         })
@@ -658,13 +711,62 @@ pub fn open(
             file,
             message: format!("cannot start the writer thread: {e}"),
         })?;
+    let writer = Arc::new(Writer {
+        tx: Some(tx),
+        queued_bytes,
+        listeners: store.listeners.clone(),
+        idle,
+        thread: handle.thread().clone(),
+        seq: AtomicU64::new(u64::try_from(next).unwrap_or(1)),
+        metrics,
+    });
     Ok((store, writer))
+}
+
+/// The writer's end of the queue.
+struct Inbox {
+    rx: Receiver<StoreMsg>,
+    /// Set while the writer is parked waiting for work.
+    idle: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// The next capture, waiting at most `limit` (parked; a send unparks it).
+    fn next_message(&self, limit: Duration) -> Result<StoreMsg, RecvTimeoutError> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => return Ok(m),
+                Err(TryRecvError::Disconnected) => return Err(RecvTimeoutError::Disconnected),
+                Err(TryRecvError::Empty) => {}
+            }
+            self.idle.store(true, Ordering::Relaxed);
+            // Pairs with the fence in `Writer::send` (see there).
+            std::sync::atomic::fence(Ordering::SeqCst);
+            let again = self.rx.try_recv();
+            if !matches!(again, Err(TryRecvError::Empty)) {
+                self.idle.store(false, Ordering::Relaxed);
+                return again.map_err(|_| RecvTimeoutError::Disconnected);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                self.idle.store(false, Ordering::Relaxed);
+                return Err(RecvTimeoutError::Timeout);
+            }
+            std::thread::park_timeout(deadline - now);
+            self.idle.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn try_next(&self) -> Option<StoreMsg> {
+        self.rx.try_recv().ok()
+    }
 }
 
 /// The writer thread: batches of captures, one transaction each, until every sender is gone.
 fn write_loop(
     store: &Store,
-    rx: &Receiver<StoreMsg>,
+    rx: &Inbox,
     queued_bytes: &AtomicUsize,
     retention: Retention,
     metrics: &Metrics,
@@ -678,9 +780,9 @@ fn write_loop(
     // The previous batch took all it could: flows are waiting, so gathering would only add delay.
     let mut backlog = false;
     loop {
-        let first = match rx.recv_timeout(RETENTION_PERIOD) {
+        let first = match rx.next_message(RETENTION_PERIOD) {
             Ok(m) => m,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(RecvTimeoutError::Timeout) => {
                 // Quiet: apply retention (also ages flows out when nothing new arrives; it
                 // reads only the oldest row when nothing is due).
                 since_retention = 0;
@@ -690,7 +792,7 @@ fn write_loop(
                 }
                 continue;
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return,
         };
         // Let the flows of the next moments gather: one wake-up and one transaction per batch
         // instead of per flow.
@@ -699,9 +801,9 @@ fn write_loop(
         }
         let mut batch = vec![first];
         while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
+            match rx.try_next() {
+                Some(m) => batch.push(m),
+                None => break,
             }
         }
         backlog = batch.len() == BATCH;
@@ -736,8 +838,10 @@ fn write_loop(
                 continue;
             }
         };
-        for e in events {
-            let _ = store.events.send(e);
+        if store.listeners.load(Ordering::Relaxed) > 0 {
+            for e in events {
+                let _ = store.events.send(e);
+            }
         }
         // Retention scans the (seq, size) index: at most once a second, or after every
         // RETENTION_EVERY flows when they come faster (so a burst cannot overshoot much).
@@ -794,12 +898,16 @@ impl Store {
 
     /// How many live-feed clients are connected.
     pub fn live_clients(&self) -> usize {
-        self.events.receiver_count()
+        self.listeners.load(Ordering::Relaxed)
     }
 
-    /// A receiver of every change from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
-        self.events.subscribe()
+    /// Every change from now on (counted as a live-feed client until dropped).
+    pub fn subscribe(&self) -> Subscription {
+        self.listeners.fetch_add(1, Ordering::Relaxed);
+        Subscription {
+            rx: self.events.subscribe(),
+            listeners: self.listeners.clone(),
+        }
     }
 
     fn write(
@@ -1178,6 +1286,38 @@ mod tests {
         let debug = format!("{h:?}");
         assert!(!debug.contains("secret"), "{debug}");
         assert!(debug.contains("x-api-key"), "{debug}");
+    }
+
+    #[test]
+    fn live_feed_clients_are_counted_until_their_subscription_is_dropped() {
+        let (store, writer) = open(
+            None,
+            Retention {
+                max_flows: 10,
+                max_age: Duration::from_secs(3600),
+                max_bytes: 1 << 20,
+            },
+            Arc::new(Metrics::new().unwrap()),
+            None,
+        )
+        .unwrap();
+        assert!(!writer.has_listeners());
+        let mut feed = store.subscribe();
+        assert_eq!(store.live_clients(), 1);
+        assert!(writer.has_listeners());
+        // A flow queued to the idle writer reaches the listener.
+        writer.send(StoreMsg::Finish(Box::new(Captured {
+            id: "feedfeedfeedfeed".into(),
+            seq: writer.next_seq(),
+            ..Captured::default()
+        })));
+        match feed.blocking_recv() {
+            Ok(Event::Created(s)) => assert_eq!(s.id, "feedfeedfeedfeed"),
+            other => panic!("{:?}", other.map(|e| e.name())),
+        }
+        drop(feed);
+        assert_eq!(store.live_clients(), 0);
+        assert!(!writer.has_listeners());
     }
 
     #[test]
