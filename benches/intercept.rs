@@ -5,7 +5,7 @@
 //! (PyPI `mitmproxy`, regular mode; installed into `~/.cache/ccproxy-bench/mitmproxy` when pip
 //! can reach PyPI, else skipped with the reason). Kept-alive connections (one `CONNECT` + TLS
 //! handshake, then requests) and a new connection per request, at c=1 and c=16: req/s and
-//! p50/p99. Targets: ≥ 20× mitmdump's req/s, added p50 ≤ 150 µs kept alive.
+//! p50/p99 (kept-alive c=1 like S1: one client thread, routes in alternating blocks). Targets: ≥ 20× mitmdump's req/s, added p50 ≤ 150 µs kept alive.
 //!
 //! S11, the jail (`ccproxy run --inspect`): this binary runs itself inside a jail as the client
 //! (`--jail-client`), against hosts that `inspector.resolve` maps to local servers. Added latency
@@ -236,6 +236,58 @@ async fn run_load(
     (all, wall)
 }
 
+/// Kept-alive c=1 for every route the way S1 measures added latency: a single-threaded client
+/// (no wake-ups across runtime threads in the client), one kept-alive connection per route, and
+/// `rounds` rounds of `per_round` sequential requests to each route in turn, so drift on the VM
+/// hits every route alike. (req/s, p50 µs, p99 µs) per route; req/s = requests / time in them.
+fn alternating_c1(routes: &[Route], rounds: usize, per_round: usize) -> Vec<(f64, f64, f64)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut conns = Vec::new();
+        for r in routes {
+            let mut c = connect(r).await.unwrap_or_else(|e| panic!("connect: {e}"));
+            for _ in 0..20 {
+                request(&mut c, r.mock).await.unwrap();
+            }
+            conns.push(c);
+        }
+        let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); routes.len()];
+        for _ in 0..rounds {
+            for (i, r) in routes.iter().enumerate() {
+                let mut reconnects = 0;
+                let want = lat[i].len() + per_round;
+                while lat[i].len() < want {
+                    let t = Instant::now();
+                    match request(&mut conns[i], r.mock).await {
+                        Ok(()) => lat[i].push(t.elapsed()),
+                        // A proxy may close a kept-alive connection now and then: reconnect
+                        // and repeat, without recording that sample.
+                        Err(e) => {
+                            reconnects += 1;
+                            assert!(reconnects < 50, "requests keep failing: {e}");
+                            conns[i] = connect(r).await.unwrap_or_else(|e| panic!("connect: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        lat.into_iter()
+            .map(|mut l| {
+                l.sort();
+                let busy: Duration = l.iter().sum();
+                (
+                    l.len() as f64 / busy.as_secs_f64(),
+                    pct(&l, 0.5),
+                    pct(&l, 0.99),
+                )
+            })
+            .collect()
+    })
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -366,13 +418,22 @@ async fn s10(quick: bool) {
     let n = if quick { 300 } else { 2000 };
     let fresh_n = if quick { 60 } else { 300 };
     let columns = ["kept c=1", "kept c=16", "new conn c=1", "new conn c=16"];
-    let mut rows = Vec::new();
-    for (name, route) in &routes {
+    for (_, route) in &routes {
         // Warm up (connections, leaf minting).
         let _ = run_load(route, 2, 20, false).await;
-        let mut cells = Vec::new();
+    }
+    // Kept-alive c=1 as S1 measures it: one client thread, the routes in alternating blocks.
+    let kept_c1 = {
+        let routes: Vec<Route> = routes.iter().map(|(_, r)| r.clone()).collect();
+        let (rounds, per_round) = if quick { (6, 50) } else { (20, 100) };
+        tokio::task::spawn_blocking(move || alternating_c1(&routes, rounds, per_round))
+            .await
+            .unwrap()
+    };
+    let mut rows = Vec::new();
+    for ((name, route), c1) in routes.iter().zip(kept_c1) {
+        let mut cells = vec![c1];
         for (conns, per, fresh) in [
-            (1, n, false),
             (16, n / 8, false),
             (1, fresh_n, true),
             (16, fresh_n / 8, true),
