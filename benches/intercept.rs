@@ -1,7 +1,7 @@
 //! Interception and jail benchmarks: `cargo bench --bench intercept -- [--quick] [--only S10,S11]`.
 //!
 //! S10, TLS interception through the `CONNECT` listener, in one run against the same TLS mock
-//! with the same client: direct (no proxy), ccproxy with capture off and on, and `mitmdump`
+//! (a child process) with the same client: direct (no proxy), ccproxy with capture off and on, and `mitmdump`
 //! (PyPI `mitmproxy`, regular mode; installed into `~/.cache/ccproxy-bench/mitmproxy` when pip
 //! can reach PyPI, else skipped with the reason). Kept-alive connections (one `CONNECT` + TLS
 //! handshake, then requests) and a new connection per request, at c=1 and c=16: req/s and
@@ -50,6 +50,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--jail-client") {
         return jail_client(&args[i + 1..]);
+    }
+    if let Some(i) = args.iter().position(|a| a == "--serve-mock-tls") {
+        return serve_mock_tls(&args[i + 1..]);
     }
     let quick = args.iter().any(|a| a == "--quick");
     let only: Option<Vec<String>> = args
@@ -113,6 +116,69 @@ fn gateway(inspector: &str, extra: &str) -> (tempfile::TempDir, Proc, u16) {
 
 // ---------------------------------------------------------------------------------------------
 // S10: interception vs mitmdump
+
+/// The TLS mock in a process of its own, as an upstream is for a real client: were it a
+/// thread of this process, the direct route would hop between two threads of one process while
+/// every proxied route crosses processes, and the proxy would be charged the difference.
+/// Killed on drop.
+struct MockProc {
+    _proc: Proc,
+    _dir: tempfile::TempDir,
+    addr: SocketAddr,
+}
+
+impl MockProc {
+    fn start(ca: &tls::TestCa) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("leaf.pem");
+        let key = dir.path().join("leaf.key");
+        std::fs::write(&cert, &ca.leaf_cert_pem).unwrap();
+        std::fs::write(&key, &ca.leaf_key_pem).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .arg("--serve-mock-tls")
+            .arg(&cert)
+            .arg(&key)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        let addr = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("mock said {line:?}"));
+        Self {
+            _proc: Proc(child),
+            _dir: dir,
+            addr,
+        }
+    }
+}
+
+/// `--serve-mock-tls CERT KEY`: the TLS mock on an ephemeral loopback port, printed on stdout;
+/// runs until killed.
+fn serve_mock_tls(args: &[String]) {
+    let cert = boring::x509::X509::from_pem(&std::fs::read(&args[0]).unwrap()).unwrap();
+    let key = boring::pkey::PKey::private_key_from_pem(&std::fs::read(&args[1]).unwrap()).unwrap();
+    let mut b =
+        boring::ssl::SslAcceptor::mozilla_intermediate_v5(boring::ssl::SslMethod::tls()).unwrap();
+    b.set_certificate(&cert).unwrap();
+    b.set_private_key(&key).unwrap();
+    b.set_alpn_select_callback(|_, client| {
+        boring::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
+            .ok_or(boring::ssl::AlpnError::NOACK)
+    });
+    let addr = mock_llm::spawn_tls("127.0.0.1:0", b.build()).unwrap();
+    println!("{addr}");
+    loop {
+        std::thread::park();
+    }
+}
 
 /// How a connection reaches the mock.
 #[derive(Clone)]
@@ -355,7 +421,8 @@ fn start_mitmdump(exe: &Path, ca: &Path) -> (tempfile::TempDir, Proc, SocketAddr
 async fn s10(quick: bool) {
     println!("\nS10 TLS interception via CONNECT (same TLS mock, same client, HTTP/1.1 both legs)");
     let ca = tls::TestCa::new();
-    let mock = mock_llm::spawn_tls("127.0.0.1:0", ca.acceptor()).unwrap();
+    let mock_proc = MockProc::start(&ca);
+    let mock = mock_proc.addr;
     let extra = format!("  ca_file: {}\n", ca.ca_file.display());
     let pport = free_port();
     let (off_dir, _off, _) = gateway(

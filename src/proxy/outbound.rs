@@ -92,6 +92,7 @@ impl Gateway {
             &self.config().timeouts,
             self.config().trust.as_ref(),
             ctx.client.body.raw().len(),
+            session.req_header().version == http::Version::HTTP_2,
         );
         ctx.client.meta.routed_provider = route.provider.as_ref().map(|p| p.name.clone());
         let mut attempt = Attempt::new(n, route, credential, ctx.client.body.fork());

@@ -5,7 +5,8 @@
 //! nothing. Pooled connections carry no idle timer: Pingora drops one as soon as the provider
 //! closes it, and the rare request that still races a closing connection is retried (see
 //! `outbound::may_retry`). TLS peers verify the certificate against the system roots, or the provider's trust
-//! list when a `ca_file` applies, offer h2 and http/1.1 via ALPN, and use the route host as SNI.
+//! list when a `ca_file` applies, offer h2 and http/1.1 via ALPN (only the client's own HTTP
+//! version on a route without a provider), and use the route host as SNI.
 //! A provider with a browser profile is reached through its bridge
 //! ([`crate::fingerprint::connector`]).
 
@@ -100,13 +101,15 @@ const CHROME_H2_STREAM_WINDOW: u32 = 6_291_456;
 /// Chrome's connection window (65,535 + its first `WINDOW_UPDATE` of 15,663,105).
 const CHROME_H2_CONNECTION_WINDOW: u32 = 15_728_640;
 
-/// The Pingora peer for `route` at `addr`, for a request body of `body_len` bytes.
+/// The Pingora peer for `route` at `addr`, for a request body of `body_len` bytes from a client
+/// that speaks HTTP/2 (`client_h2`) or HTTP/1.x.
 pub fn peer(
     route: &Route,
     addr: SocketAddr,
     timeouts: &Timeouts,
     default_trust: Option<&Arc<CaList>>,
     body_len: usize,
+    client_h2: bool,
 ) -> Box<HttpPeer> {
     let tls = route.dest.scheme == Scheme::Https;
     let profiled = route.provider.as_ref().and_then(|p| p.fingerprint.clone());
@@ -146,7 +149,15 @@ pub fn peer(
         o.h2_connection_window_size = Some(CHROME_H2_CONNECTION_WINDOW);
     }
     if tls {
-        o.alpn = ALPN::H2H1;
+        // A route without a provider goes to a host the gateway knows nothing about (an
+        // intercepted request passing through, a `dest_host` rule): it goes there in the
+        // client's HTTP version, as an intercepting proxy should (mitmproxy does the same), so an
+        // HTTP/1.1 client is never turned into an HTTP/2 one. Providers get h2 or http/1.1 by ALPN.
+        o.alpn = if route.provider.is_none() && !client_h2 {
+            ALPN::H1
+        } else {
+            ALPN::H2H1
+        };
         let trust = route.provider.as_ref().and_then(|p| p.trust.as_ref());
         if let Some(trust) = trust.or(default_trust) {
             o.ca = Some(trust.clone());

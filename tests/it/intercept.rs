@@ -179,7 +179,7 @@ async fn ignored_hosts_are_relayed_without_decryption() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn an_http2_client_is_served_over_h2_and_non_tls_tunnels_are_relayed() {
+async fn the_client_http_version_is_kept_upstream_and_non_tls_tunnels_are_relayed() {
     let Some(_) = curl() else {
         println!("skipped: curl is not installed");
         return;
@@ -191,25 +191,33 @@ async fn an_http2_client_is_served_over_h2_and_non_tls_tunnels_are_relayed() {
         "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
         ca.ca_file.display()
     ));
-    // HTTP/2 between the client and the gateway (ALPN on the intercepting leaf).
+    // HTTP/2 between the client and the gateway (ALPN on the intercepting leaf), and the
+    // client's HTTP version kept on the way to the original host, which offers both: an
+    // HTTP/1.1 client is not turned into an HTTP/2 one.
     let gw_ca = gw.path("ccproxy-ca.pem");
     let url = format!("https://localhost:{}/v1/messages", original.port());
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args(["-sS", "--http2", "--max-time", "20", "-o", "/dev/null"])
-            .args(["-w", "%{http_version} %{http_code}", "--proxy"])
-            .arg(format!("http://127.0.0.1:{pport}"))
-            .arg("--cacert")
-            .arg(gw_ca)
-            .args(["-H", "x-api-key: sk-own", "-d", "{}"])
-            .arg(url)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
-    assert_eq!(original.requests()[0].header("x-api-key"), Some("sk-own"));
+    for (flag, seen) in [("--http2", "2 200"), ("--http1.1", "1.1 200")] {
+        let (gw_ca, url) = (gw_ca.clone(), url.clone());
+        let out = tokio::task::spawn_blocking(move || {
+            Command::new("curl")
+                .args(["-sS", flag, "--max-time", "20", "-o", "/dev/null"])
+                .args(["-w", "%{http_version} %{http_code}", "--proxy"])
+                .arg(format!("http://127.0.0.1:{pport}"))
+                .arg("--cacert")
+                .arg(gw_ca)
+                .args(["-H", "x-api-key: sk-own", "-d", "{}"])
+                .arg(url)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), seen);
+    }
+    let upstream = original.requests();
+    assert_eq!(upstream[0].header("x-api-key"), Some("sk-own"));
+    assert_eq!(upstream[0].version, http::Version::HTTP_2);
+    assert_eq!(upstream[1].version, http::Version::HTTP_11);
 
     // Something that is not TLS inside a tunnel (here an SSH-like banner exchange) is relayed
     // byte for byte, not treated as a failed handshake.
