@@ -37,6 +37,11 @@ impl Gateway {
         self.capacity_wait(ctx).await;
         ctx.attempts += 1;
         let n = ctx.attempts;
+        // Every attempt sends the whole client body (the replay session hands it over once per
+        // attempt).
+        if let Some(hold) = &ctx.hold {
+            super::replay::rearm(hold);
+        }
         let route = route::resolve(
             self.config(),
             session.req_header(),

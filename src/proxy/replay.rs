@@ -5,9 +5,16 @@
 //! (`../shared/notes/build-and-pingora.md` §3(a2)). So `request_filter` reads the whole body
 //! (bounded by `max_request_body_bytes`), then swaps the downstream session for a
 //! `ReplaySession`: it owns the original session, forwards every response write to it, and
-//! hands the complete body to Pingora's forwarding loop as an unbounded "retry buffer" (sent once,
-//! with end-of-stream). In `logging`, [`restore`] puts the original session back so Pingora can
-//! reuse the connection for keep-alive. Works for HTTP/1.1 and HTTP/2 (h2c) clients alike.
+//! hands the complete body to Pingora's forwarding loop as one read (with end-of-stream), again
+//! on every attempt ([`rearm`]). In `logging`, [`restore`] puts the original session back so
+//! Pingora can reuse the connection for keep-alive. Works for HTTP/1.1 and HTTP/2 (h2c) clients
+//! alike.
+//!
+//! The body is a read, not Pingora's "retry buffer": Pingora writes a retry buffer to an h2
+//! upstream before it looks at the answer and gives up on a failed write, so an upstream that
+//! answers early (a `401` for a 2 MB request) and resets the stream, as RFC 9113 §8.1 lets it,
+//! cost the client a 502 instead of that answer. A body that comes as a read goes through
+//! Pingora's duplex loop, which reads the answer after a failed upstream write.
 
 use super::budget::BodyPermit;
 use async_trait::async_trait;
@@ -59,6 +66,8 @@ enum HoldMode {
 pub struct Held {
     mode: HoldMode,
     writes: Vec<Write>,
+    /// The body has not been handed to the current attempt yet.
+    body_unsent: bool,
 }
 
 /// Handle on a replay session's [`Held`] state.
@@ -66,6 +75,11 @@ pub type Hold = Arc<Mutex<Held>>;
 
 fn lock(hold: &Hold) -> std::sync::MutexGuard<'_, Held> {
     hold.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A new attempt begins: it gets the whole body again.
+pub fn rearm(h: &Hold) {
+    lock(h).body_unsent = true;
 }
 
 /// Start holding the response writes.
@@ -210,6 +224,7 @@ pub async fn read_body(
 pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> (Slot, Hold) {
     let slot: Slot = Arc::new(Mutex::new(None));
     let hold: Hold = Arc::default();
+    rearm(&hold);
     let req = session.downstream_session.req_header().clone();
     let original = std::mem::replace(&mut session.downstream_session, placeholder());
     let replay = ReplaySession {
@@ -335,6 +350,16 @@ impl ReplaySession {
         }
     }
 
+    /// The body, when the current attempt has not had it yet (an empty body is never sent).
+    fn take_unsent_body(&mut self) -> Option<Bytes> {
+        let mut g = lock(&self.hold);
+        if g.body_unsent && !self.body.is_empty() {
+            g.body_unsent = false;
+            return Some(self.body.clone());
+        }
+        None
+    }
+
     /// Whether writes are being held back (nothing of them has reached the client yet). In
     /// `Drop` mode a replacement answer was already written, so the client has an answer.
     fn holding(&self) -> bool {
@@ -356,8 +381,7 @@ impl CustomSession for ReplaySession {
     }
 
     async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        // The body is delivered through `get_retry_buffer`, never twice.
-        Ok(None)
+        Ok(self.take_unsent_body())
     }
 
     async fn drain_request_body(&mut self) -> Result<()> {
@@ -446,7 +470,7 @@ impl CustomSession for ReplaySession {
     }
 
     fn is_body_done(&mut self) -> bool {
-        true
+        self.body.is_empty() || !lock(&self.hold).body_unsent
     }
 
     async fn finish(&mut self) -> Result<()> {
@@ -458,7 +482,10 @@ impl CustomSession for ReplaySession {
     }
 
     async fn read_body_or_idle(&mut self, no_body_expected: bool) -> Result<Option<Bytes>> {
-        // The request body is consumed: this only notices the client going away.
+        if let Some(body) = self.take_unsent_body() {
+            return Ok(Some(body));
+        }
+        // The client's body was read before: this only notices the client going away.
         self.inner()?.read_body_or_idle(no_body_expected).await
     }
 
@@ -504,7 +531,8 @@ impl CustomSession for ReplaySession {
     }
 
     fn get_retry_buffer(&self) -> Option<Bytes> {
-        (!self.body.is_empty()).then(|| self.body.clone())
+        // The body comes as a read (see the module docs), so each attempt gets it from there.
+        None
     }
 
     async fn finish_custom(&mut self) -> Result<()> {

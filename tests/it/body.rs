@@ -267,3 +267,130 @@ async fn sse_over_an_h2_tls_upstream_streams_event_by_event() {
     // ALPN chose HTTP/2 towards the upstream.
     assert_eq!(mock.requests()[0].version, http::Version::HTTP_2);
 }
+
+/// A TLS upstream (h2 or HTTP/1.1 by ALPN, h2 preferred) that answers `401` with a JSON error at
+/// once, without reading the request body, unless the request carries `Bearer {accept}`: what an
+/// API does with a large request and an expired token. Over h2, hyper then resets the stream
+/// with `NO_ERROR` (RFC 9113 §8.1: stop sending, the answer is complete). An accepted request
+/// has its body read and gets `200 {"body_len": n}`. Returns its port and the bodies it read
+/// (`None` for the requests it refused unread).
+async fn early_refusing_upstream(
+    ca: &crate::support::tls::TestCa,
+    accept: &'static str,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Option<usize>>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let acceptor = std::sync::Arc::new(ca.acceptor());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let log = log.clone();
+                        async move {
+                            let good = format!("Bearer {accept}");
+                            let (status, body) = if req
+                                .headers()
+                                .get("authorization")
+                                .is_some_and(|v| v == good.as_str())
+                            {
+                                let n = req
+                                    .into_body()
+                                    .collect()
+                                    .await
+                                    .map_or(0, |b| b.to_bytes().len());
+                                log.lock().unwrap().push(Some(n));
+                                (200, format!(r#"{{"body_len":{n}}}"#))
+                            } else {
+                                log.lock().unwrap().push(None);
+                                (401, r#"{"type":"error","error":{"type":"authentication_error","message":"token expired"}}"#.to_owned())
+                            };
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .header("content-type", "application/json")
+                                    .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await;
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// A request body well past h2's initial 64 KiB flow-control window, so it cannot all be sent
+/// before an early answer arrives.
+fn two_megabyte_request() -> serde_json::Value {
+    let big = "x".repeat(2 * 1024 * 1024);
+    json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": big}]})
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2() {
+    // It used to be a 502 "H2Error: cannot reserve capacity": Pingora gave up on the failed
+    // body write before reading the answer.
+    let ca = crate::support::tls::TestCa::new();
+    let (port, seen) = early_refusing_upstream(&ca, "never").await;
+    let gw = Gateway::start(&providers(&[format!(
+        "    a:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo t\n      ca_file: {}\n",
+        ca.ca_file.display()
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&two_megabyte_request())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token expired"), "{body}");
+    assert_eq!(*seen.lock().unwrap(), vec![None]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_body() {
+    let ca = crate::support::tls::TestCa::new();
+    let (port, seen) = early_refusing_upstream(&ca, "tok2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cmd = crate::support::first_tok1_then_tok2(dir.path());
+    let gw = Gateway::start(&providers(&[format!(
+        "    a:\n      host: localhost:{port}\n      provider: anthropic\n      auth:\n        command: '{cmd}'\n      ca_file: {}\n",
+        ca.ca_file.display()
+    )]));
+    let request = two_megabyte_request();
+    let sent = serde_json::to_vec(&request).unwrap().len();
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&request)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    // The first attempt was refused unread; the replay carried every byte.
+    assert_eq!(*seen.lock().unwrap(), vec![None, Some(sent)]);
+    assert_eq!(body["body_len"], sent);
+}
