@@ -268,20 +268,21 @@ async fn sse_over_an_h2_tls_upstream_streams_event_by_event() {
     assert_eq!(mock.requests()[0].version, http::Version::HTTP_2);
 }
 
-/// A TLS upstream (h2 or HTTP/1.1 by ALPN, h2 preferred) that answers `401` with a JSON error at
+/// An upstream (with `ca`: TLS, h2 or HTTP/1.1 by ALPN, h2 preferred; else plain HTTP/1.1) that
+/// answers `401` with a JSON error at
 /// once, without reading the request body, unless the request carries `Bearer {accept}`: what an
 /// API does with a large request and an expired token. Over h2, hyper then resets the stream
 /// with `NO_ERROR` (RFC 9113 §8.1: stop sending, the answer is complete). An accepted request
 /// has its body read and gets `200 {"body_len": n}`. Returns its port and the bodies it read
 /// (`None` for the requests it refused unread).
 async fn early_refusing_upstream(
-    ca: &crate::support::tls::TestCa,
+    ca: Option<&crate::support::tls::TestCa>,
     accept: &'static str,
 ) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Option<usize>>>>) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let acceptor = std::sync::Arc::new(ca.acceptor());
+    let acceptor = ca.map(|ca| std::sync::Arc::new(ca.acceptor()));
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let log = seen.clone();
     tokio::spawn(async move {
@@ -292,9 +293,6 @@ async fn early_refusing_upstream(
             let acceptor = acceptor.clone();
             let log = log.clone();
             tokio::spawn(async move {
-                let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
-                    return;
-                };
                 let service = hyper::service::service_fn(
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let log = log.clone();
@@ -326,11 +324,22 @@ async fn early_refusing_upstream(
                         }
                     },
                 );
-                let _ = hyper_util::server::conn::auto::Builder::new(
+                let builder = hyper_util::server::conn::auto::Builder::new(
                     hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
+                );
+                match acceptor {
+                    Some(acceptor) => {
+                        let Ok(tls) = tokio_boring::accept(&acceptor, tcp).await else {
+                            return;
+                        };
+                        let io = hyper_util::rt::TokioIo::new(tls);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                    None => {
+                        let io = hyper_util::rt::TokioIo::new(tcp);
+                        let _ = builder.serve_connection(io, service).await;
+                    }
+                }
             });
         }
     });
@@ -349,7 +358,7 @@ async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2()
     // It used to be a 502 "H2Error: cannot reserve capacity": Pingora gave up on the failed
     // body write before reading the answer.
     let ca = crate::support::tls::TestCa::new();
-    let (port, seen) = early_refusing_upstream(&ca, "never").await;
+    let (port, seen) = early_refusing_upstream(Some(&ca), "never").await;
     let gw = Gateway::start(&providers(&[format!(
         "    a:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo t\n      ca_file: {}\n",
         ca.ca_file.display()
@@ -371,7 +380,7 @@ async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2()
 #[tokio::test(flavor = "multi_thread")]
 async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_body() {
     let ca = crate::support::tls::TestCa::new();
-    let (port, seen) = early_refusing_upstream(&ca, "tok2").await;
+    let (port, seen) = early_refusing_upstream(Some(&ca), "tok2").await;
     let dir = tempfile::tempdir().unwrap();
     let cmd = crate::support::first_tok1_then_tok2(dir.path());
     let gw = Gateway::start(&providers(&[format!(
@@ -393,4 +402,24 @@ async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_
     // The first attempt was refused unread; the replay carried every byte.
     assert_eq!(*seen.lock().unwrap(), vec![None, Some(sent)]);
     assert_eq!(body["body_len"], sent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_answer_over_http1_reaches_the_client_too() {
+    let (port, seen) = early_refusing_upstream(None, "never").await;
+    let gw = Gateway::start(&providers(&[format!(
+        "    a:\n      host: 127.0.0.1:{port}\n      scheme: http\n      provider: anthropic\n      auth: echo t\n"
+    )]));
+    let r = client()
+        .post(gw.url("/v1/messages"))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .json(&two_megabyte_request())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("token expired"), "{body}");
+    assert_eq!(*seen.lock().unwrap(), vec![None]);
 }
