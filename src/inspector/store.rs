@@ -1210,6 +1210,16 @@ mod tests {
         CapturedBody::whole(&Bytes::copy_from_slice(bytes), usize::MAX)
     }
 
+    /// A store at `path` (`None`: in memory) with small retention limits, and its writer.
+    fn small_store(path: Option<&std::path::Path>) -> (Arc<Store>, Arc<Writer>) {
+        let retention = Retention {
+            max_flows: 10,
+            max_age: Duration::from_secs(3600),
+            max_bytes: 1 << 20,
+        };
+        open(path, retention, Arc::new(Metrics::new().unwrap()), None).unwrap()
+    }
+
     #[test]
     fn bodies_share_one_blob_and_are_found_by_their_index() {
         let mut b = Bodies::default();
@@ -1241,18 +1251,7 @@ mod tests {
             )
             .unwrap();
         }
-        let retention = Retention {
-            max_flows: 10,
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 20,
-        };
-        let (store, _writer) = open(
-            Some(&path),
-            retention,
-            Arc::new(Metrics::new().unwrap()),
-            None,
-        )
-        .unwrap();
+        let (store, _writer) = small_store(Some(&path));
         assert_eq!(store.count().unwrap(), 0);
         let version: i64 = store
             .lock()
@@ -1290,17 +1289,7 @@ mod tests {
 
     #[test]
     fn live_feed_clients_are_counted_until_their_subscription_is_dropped() {
-        let (store, writer) = open(
-            None,
-            Retention {
-                max_flows: 10,
-                max_age: Duration::from_secs(3600),
-                max_bytes: 1 << 20,
-            },
-            Arc::new(Metrics::new().unwrap()),
-            None,
-        )
-        .unwrap();
+        let (store, writer) = small_store(None);
         assert!(!writer.has_listeners());
         let mut feed = store.subscribe();
         assert_eq!(store.live_clients(), 1);
@@ -1322,17 +1311,7 @@ mod tests {
 
     #[test]
     fn a_session_filter_uses_the_partial_session_index() {
-        let (store, _writer) = open(
-            None,
-            Retention {
-                max_flows: 10,
-                max_age: Duration::from_secs(3600),
-                max_bytes: 1 << 20,
-            },
-            Arc::new(Metrics::new().unwrap()),
-            None,
-        )
-        .unwrap();
+        let (store, _writer) = small_store(None);
         let conn = store.lock();
         let plan: Vec<String> = conn
             .prepare("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM flows WHERE 1=1 AND session_id = ?1")
@@ -1359,18 +1338,7 @@ mod tests {
             )
             .unwrap();
         }
-        let retention = Retention {
-            max_flows: 10,
-            max_age: Duration::from_secs(3600),
-            max_bytes: 1 << 20,
-        };
-        let (store, _writer) = open(
-            Some(&path),
-            retention,
-            Arc::new(Metrics::new().unwrap()),
-            None,
-        )
-        .unwrap();
+        let (store, _writer) = small_store(Some(&path));
         let conn = store.lock();
         let q = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
         assert_eq!(

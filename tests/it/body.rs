@@ -353,16 +353,12 @@ fn two_megabyte_request() -> serde_json::Value {
     json!({"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": big}]})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2() {
-    // It used to be a 502 "H2Error: cannot reserve capacity": Pingora gave up on the failed
-    // body write before reading the answer.
-    let ca = crate::support::tls::TestCa::new();
-    let (port, seen) = early_refusing_upstream(Some(&ca), "never").await;
-    let gw = Gateway::start(&providers(&[format!(
-        "    a:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo t\n      ca_file: {}\n",
-        ca.ca_file.display()
-    )]));
+/// A 2 MB request through `gw` to an [`early_refusing_upstream`] that refuses it: the client
+/// gets the upstream's own `401`, and the upstream never read the body.
+async fn refused_unread_reaches_the_client(
+    gw: &Gateway,
+    seen: &std::sync::Mutex<Vec<Option<usize>>>,
+) {
     let r = client()
         .post(gw.url("/v1/messages"))
         .header("x-api-key", "sk-ant-oat-ccproxy-a")
@@ -375,6 +371,19 @@ async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2()
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("token expired"), "{body}");
     assert_eq!(*seen.lock().unwrap(), vec![None]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2() {
+    // It used to be a 502 "H2Error: cannot reserve capacity": Pingora gave up on the failed
+    // body write before reading the answer.
+    let ca = crate::support::tls::TestCa::new();
+    let (port, seen) = early_refusing_upstream(Some(&ca), "never").await;
+    let gw = Gateway::start(&providers(&[format!(
+        "    a:\n      host: localhost:{port}\n      provider: anthropic\n      auth: echo t\n      ca_file: {}\n",
+        ca.ca_file.display()
+    )]));
+    refused_unread_reaches_the_client(&gw, &seen).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -410,16 +419,5 @@ async fn an_early_answer_over_http1_reaches_the_client_too() {
     let gw = Gateway::start(&providers(&[format!(
         "    a:\n      host: 127.0.0.1:{port}\n      scheme: http\n      provider: anthropic\n      auth: echo t\n"
     )]));
-    let r = client()
-        .post(gw.url("/v1/messages"))
-        .header("x-api-key", "sk-ant-oat-ccproxy-a")
-        .json(&two_megabyte_request())
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let body = r.text().await.unwrap();
-    assert_eq!(status, 401, "{body}");
-    assert!(body.contains("token expired"), "{body}");
-    assert_eq!(*seen.lock().unwrap(), vec![None]);
+    refused_unread_reaches_the_client(&gw, &seen).await;
 }
