@@ -642,6 +642,7 @@ async fn run_command(cmd: &str) -> Result<String, Error> {
     let child = tokio::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
+        .env_remove(crate::tls_keylog::ENV)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -91,6 +91,7 @@ pub fn resolve_token(source: &TokenSource, create: bool) -> Result<String, Strin
             let out = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(cmd)
+                .env_remove(crate::tls_keylog::ENV)
                 .stderr(std::process::Stdio::null())
                 .output()
                 .map_err(|e| format!("cannot run `{cmd}`: {e}"))?;

@@ -28,5 +28,6 @@ pub mod local_ca;
 pub mod proxy;
 pub mod telemetry;
 pub mod tls_hello;
+pub mod tls_keylog;
 pub mod translate;
 pub mod wireguard;

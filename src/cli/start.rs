@@ -16,6 +16,14 @@ pub fn run(location: ConfigLocation, verbose: u8) -> ExitCode {
         eprintln!("ccproxy: {e}");
         return ExitCode::FAILURE;
     }
+    // Before logging or anything else starts a thread: the environment may only change while
+    // the process has one (see `tls_keylog::export_env`).
+    if let Some(path) = &config.inspector.keylog {
+        if let Err(e) = crate::tls_keylog::export_env(path) {
+            eprintln!("ccproxy: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     if let Err(e) = logging::init(config.log_level, verbose, config.log_file.as_deref()) {
         eprintln!("ccproxy: {e}");
         return ExitCode::FAILURE;

@@ -373,7 +373,8 @@ pub struct InspectorConfig {
     pub proxy_listen: Option<String>,
     /// Regexes of hosts whose `CONNECT` tunnels are relayed as they are, never decrypted.
     pub ignore_hosts: Vec<String>,
-    /// Write intercepted TLS sessions' secrets to `<config dir>/tls.keylog`.
+    /// Write every TLS session's secrets (intercepted clients, upstream connections) to
+    /// `<config dir>/tls.keylog`.
     pub keylog: bool,
     /// UDP `host:port` of the WireGuard listener (`ccproxy run --inspect`, external devices);
     /// port 0 = any free port (recorded in `<config dir>/wireguard.json`); `null` = off.

@@ -79,6 +79,8 @@ impl Profile {
     ) -> Result<SslConnector, String> {
         let mut b = SslConnector::builder(SslMethod::tls()).map_err(|e| e.to_string())?;
         self.configure_context(&mut b)?;
+        // Secrets go to the key log once `inspector.keylog` opened it (nothing before).
+        crate::tls_keylog::attach(&mut b);
         more(&mut b)?;
         Ok(b.build())
     }

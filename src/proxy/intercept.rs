@@ -177,28 +177,16 @@ pub struct ConnectListener<A> {
 }
 
 /// The acceptor for intercepted TLS: h2 and http/1.1 offered; with `keylog`, every session's
-/// secrets appended to that file (NSS key log format, mode 0600) for Wireshark.
-pub fn acceptor(keylog: Option<&std::path::Path>) -> Result<SslAcceptor, String> {
+/// secrets go to the key log ([`crate::tls_keylog`]).
+pub fn acceptor(keylog: bool) -> Result<SslAcceptor, String> {
     let mut b =
         SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).map_err(|e| e.to_string())?;
     b.set_alpn_select_callback(|_, client| {
         pingora::tls::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
             .ok_or(pingora::tls::ssl::AlpnError::NOACK)
     });
-    if let Some(path) = keylog {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let file = std::sync::Mutex::new(file);
-        b.set_keylog_callback(move |_, line| {
-            let mut f = file.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(f, "{line}");
-        });
+    if keylog {
+        crate::tls_keylog::attach(&mut b);
     }
     Ok(b.build())
 }

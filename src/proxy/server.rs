@@ -138,6 +138,9 @@ pub fn build(
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(config.timeouts.shutdown_seconds),
         max_retries: MAX_ATTEMPTS as usize,
+        // The upstream leg's secrets for `inspector.keylog` (Pingora's connector reads
+        // `SSLKEYLOGFILE`, set by `ccproxy start`; see `tls_keylog`).
+        upstream_debug_ssl_keylog: config.inspector.keylog.is_some(),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -203,7 +206,10 @@ fn interceptor(
 ) -> Result<Arc<Interceptor<pingora_proxy::HttpProxy<Gateway>>>, String> {
     let ca = crate::local_ca::LocalCa::load_or_create(&config.location.dir)
         .map_err(|e| format!("no local CA: {e}"))?;
-    let acceptor = super::intercept::acceptor(config.inspector.keylog.as_deref())?;
+    if let Some(path) = &config.inspector.keylog {
+        crate::tls_keylog::open(path)?;
+    }
+    let acceptor = super::intercept::acceptor(config.inspector.keylog.is_some())?;
     Ok(Arc::new(Interceptor {
         app: Arc::new(proxy_app(conf, shared, Ingress::Intercept)),
         plain: Arc::new(proxy_app(conf, shared, Ingress::ProxyHttp)),

@@ -1,10 +1,9 @@
 //! The `ccproxy` binary: init, status, run, logs, start/stop, config errors, help, and the
 //! shipped configs.
 
-use crate::support::{bin, config_yaml, gateway_port, Gateway};
+use crate::support::{bin, config_yaml, gateway_port, start_binary, Gateway};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 fn ccproxy(dir: &Path, args: &[&str]) -> Output {
     Command::new(bin())
@@ -243,30 +242,6 @@ fn every_command_has_help() {
         assert!(out.status.success(), "{cmd:?}");
         assert!(text(&out.stdout).contains("Usage"), "{cmd:?}");
     }
-}
-
-/// A `ccproxy start` child on `port` with `envs`, returned once it accepts connections.
-fn start_binary(dir: &Path, port: u16, envs: &[(&str, &str)]) -> std::process::Child {
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(dir)
-        .arg("start")
-        .env_remove("SSL_CERT_FILE")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    // Readiness: poll until the listener answers (bounded).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "gateway did not start");
-        assert!(child.try_wait().unwrap().is_none(), "gateway exited early");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {

@@ -69,7 +69,7 @@ async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
     let provider_mock = MockUpstream::start(Reply::Echo).await;
     let pport = gateway_port();
     let gw = Gateway::start(&format!(
-        "  ca_file: {}\n  providers:\n{}  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n    keylog: true\n",
+        "  ca_file: {}\n  providers:\n{}  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
         ca.ca_file.display(),
         provider(
             "anthropic",
@@ -102,21 +102,6 @@ async fn connect_is_decrypted_and_sent_on_to_the_named_host_or_a_provider() {
         original.request_count(),
         1,
         "the named host saw only the first request"
-    );
-
-    // keylog: the intercepted sessions' secrets, NSS format, private.
-    use std::os::unix::fs::PermissionsExt;
-    let keylog = gw.path("tls.keylog");
-    let text = std::fs::read_to_string(&keylog).unwrap();
-    assert!(
-        text.lines()
-            .any(|l| l.starts_with("CLIENT_HANDSHAKE_TRAFFIC_SECRET ")
-                || l.starts_with("CLIENT_RANDOM ")),
-        "{text}"
-    );
-    assert_eq!(
-        std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777,
-        0o600
     );
 }
 
@@ -244,4 +229,82 @@ async fn the_client_http_version_is_kept_upstream_and_non_tls_tunnels_are_relaye
     let mut reply = Vec::new();
     c.read_to_end(&mut reply).await.unwrap();
     assert_eq!(reply, b"echo:SSH-2.0-test\r\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_key_log_has_both_legs_of_an_intercepted_request() {
+    // `ccproxy start` as a process: Pingora's upstream connector finds the key log through the
+    // environment, which only `start` sets (before its first thread).
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, pport) = (gateway_port(), gateway_port());
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        crate::support::config_yaml(
+            port,
+            gateway_port(),
+            &format!(
+                "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n    keylog: true\n",
+                ca.ca_file.display()
+            ),
+        ),
+    )
+    .unwrap();
+    let mut gw = crate::support::start_binary(dir.path(), pport, &[]);
+    // curl logs its own (client-side) secrets too: what is left in the gateway's log beside
+    // curl's session is the upstream leg.
+    let curl_log = dir.path().join("curl.keylog");
+    let (ca_pem, url) = (
+        dir.path().join("ccproxy-ca.pem"),
+        format!("https://localhost:{}/v1/messages", original.port()),
+    );
+    let curl_log2 = curl_log.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args(["-sS", "--http1.1", "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_code}", "--proxy"])
+            .arg(format!("http://127.0.0.1:{pport}"))
+            .arg("--cacert")
+            .arg(ca_pem)
+            .args(["-H", "x-api-key: sk-own", "-d", "{}"])
+            .arg(url)
+            .env("SSLKEYLOGFILE", &curl_log2)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = gw.kill();
+    let _ = gw.wait();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+
+    let sessions = |text: &str| -> std::collections::HashSet<String> {
+        text.lines()
+            .filter_map(|l| l.split(' ').nth(1).map(str::to_owned))
+            .collect()
+    };
+    let keylog = dir.path().join("tls.keylog");
+    let text = std::fs::read_to_string(&keylog).unwrap();
+    assert!(
+        text.lines()
+            .all(|l| l.split(' ').count() == 3 && l.split(' ').all(|f| !f.is_empty())),
+        "NSS key log lines: {text}"
+    );
+    let ours = sessions(&text);
+    let client_side = sessions(&std::fs::read_to_string(&curl_log).unwrap_or_default());
+    assert_eq!(ours.len(), 2, "{text}");
+    if !client_side.is_empty() {
+        // (curl built without key log support writes nothing.)
+        assert_eq!(ours.intersection(&client_side).count(), 1, "{text}");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&keylog).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }

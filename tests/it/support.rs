@@ -266,6 +266,37 @@ pub fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 }
 
 /// Path of the built `ccproxy` binary.
+/// A `ccproxy start` child on `port` with `envs`, returned once it accepts connections.
+pub fn start_binary(
+    dir: &std::path::Path,
+    port: u16,
+    envs: &[(&str, &str)],
+) -> std::process::Child {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.arg("--config")
+        .arg(dir)
+        .arg("start")
+        .env_remove("SSL_CERT_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    // Readiness: poll until the listener answers (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let addr = format!("127.0.0.1:{port}");
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gateway did not start"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "gateway exited early");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ccproxy")
 }
