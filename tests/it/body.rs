@@ -386,8 +386,10 @@ async fn an_upstream_answer_before_the_body_is_read_reaches_the_client_over_h2()
     refused_unread_reaches_the_client(&gw, &seen).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_body() {
+/// A 2 MB request from `client` to an h2 upstream that refuses `tok1` unread and accepts `tok2`
+/// (a credential command that changes once): the client sees only the replay's answer, and
+/// the replay carried every byte.
+async fn early_401_is_replayed_whole(client: reqwest::Client) {
     let ca = crate::support::tls::TestCa::new();
     let (port, seen) = early_refusing_upstream(Some(&ca), "tok2").await;
     let dir = tempfile::tempdir().unwrap();
@@ -398,7 +400,7 @@ async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_
     )]));
     let request = two_megabyte_request();
     let sent = serde_json::to_vec(&request).unwrap().len();
-    let r = client()
+    let r = client
         .post(gw.url("/v1/messages"))
         .header("x-api-key", "sk-ant-oat-ccproxy-a")
         .json(&request)
@@ -408,9 +410,23 @@ async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_
     let status = r.status().as_u16();
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(status, 200, "{body}");
-    // The first attempt was refused unread; the replay carried every byte.
     assert_eq!(*seen.lock().unwrap(), vec![None, Some(sent)]);
     assert_eq!(body["body_len"], sent);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_early_401_over_h2_is_replayed_with_the_new_credential_and_the_whole_body() {
+    early_401_is_replayed_whole(client()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_h2c_client_gets_the_replay_with_the_whole_body_too() {
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    early_401_is_replayed_whole(h2c).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
