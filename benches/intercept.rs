@@ -187,8 +187,19 @@ struct Route {
     /// `CONNECT` through this proxy (`None`: straight to the mock).
     proxy: Option<SocketAddr>,
     mock: SocketAddr,
-    /// The CA the client trusts (the proxy's, or the mock's test CA).
-    ca: PathBuf,
+    /// The client's TLS context, trusting the proxy's CA or the mock's test CA. Built once per
+    /// route, as a real client builds it once per process: building one loads the system trust
+    /// store (milliseconds), which per connection would dwarf the handshakes being measured.
+    /// Sessions are not resumed, so every new connection is a full handshake.
+    tls: std::sync::Arc<boring::ssl::SslConnector>,
+}
+
+/// A client TLS context (HTTP/1.1 by ALPN) trusting `ca`.
+fn client_tls(ca: &Path) -> std::sync::Arc<boring::ssl::SslConnector> {
+    let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls()).unwrap();
+    b.set_ca_file(ca).unwrap();
+    b.set_alpn_protos(b"\x08http/1.1").unwrap();
+    std::sync::Arc::new(b.build())
 }
 
 async fn connect(route: &Route) -> Result<SendRequest<Full<Bytes>>, String> {
@@ -218,10 +229,7 @@ async fn connect(route: &Route) -> Result<SendRequest<Full<Bytes>>, String> {
             return Err(format!("CONNECT: {}", String::from_utf8_lossy(&head)));
         }
     }
-    let mut b = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls()).unwrap();
-    b.set_ca_file(&route.ca).map_err(|e| e.to_string())?;
-    b.set_alpn_protos(b"\x08http/1.1").unwrap();
-    let config = b.build().configure().unwrap();
+    let config = route.tls.configure().map_err(|e| e.to_string())?;
     let tls = tokio_boring::connect(config, "localhost", tcp)
         .await
         .map_err(|e| format!("TLS: {e}"))?;
@@ -510,7 +518,7 @@ async fn s10(quick: bool) {
             Route {
                 proxy: None,
                 mock,
-                ca: ca.ca_file.clone(),
+                tls: client_tls(&ca.ca_file),
             },
         ),
         (
@@ -518,7 +526,7 @@ async fn s10(quick: bool) {
             Route {
                 proxy: Some(([127, 0, 0, 1], pport).into()),
                 mock,
-                ca: off_dir.path().join("ccproxy-ca.pem"),
+                tls: client_tls(&off_dir.path().join("ccproxy-ca.pem")),
             },
         ),
         (
@@ -526,7 +534,7 @@ async fn s10(quick: bool) {
             Route {
                 proxy: Some(([127, 0, 0, 1], pport_on).into()),
                 mock,
-                ca: on_dir.path().join("ccproxy-ca.pem"),
+                tls: client_tls(&on_dir.path().join("ccproxy-ca.pem")),
             },
         ),
     ];
@@ -535,7 +543,9 @@ async fn s10(quick: bool) {
             let (dir, proc_, addr) = start_mitmdump(&exe, &ca.ca_file);
             let mca = dir.path().join("mitmproxy-ca-cert.pem");
             let deadline = Instant::now() + Duration::from_secs(20);
-            while !mca.exists() && Instant::now() < deadline {
+            let written =
+                |p: &Path| std::fs::read_to_string(p).is_ok_and(|t| t.contains("END CERTIFICATE"));
+            while !written(&mca) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
             }
             routes.push((
@@ -543,7 +553,7 @@ async fn s10(quick: bool) {
                 Route {
                     proxy: Some(addr),
                     mock,
-                    ca: mca,
+                    tls: client_tls(&mca),
                 },
             ));
             Some((dir, proc_))
