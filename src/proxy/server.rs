@@ -44,6 +44,9 @@ pub enum Error {
     Thread(std::io::Error),
     #[error("{0}")]
     Inspector(#[from] crate::inspector::Error),
+    /// `inspector.keylog` names a file that cannot be opened (the message names it).
+    #[error("{0}")]
+    KeyLog(String),
 }
 
 /// Fail early, with a clear message, when a listen address is taken or invalid.
@@ -143,6 +146,11 @@ pub fn build(
         upstream_debug_ssl_keylog: config.inspector.keylog.is_some(),
         ..ServerConf::default()
     };
+    // Every TLS session of the gateway logs to it: intercepted clients, browser-profile
+    // bridges, and (through the environment `start` set) Pingora's upstream connector.
+    if let Some(path) = &config.inspector.keylog {
+        crate::tls_keylog::open(path).map_err(Error::KeyLog)?;
+    }
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
@@ -206,9 +214,6 @@ fn interceptor(
 ) -> Result<Arc<Interceptor<pingora_proxy::HttpProxy<Gateway>>>, String> {
     let ca = crate::local_ca::LocalCa::load_or_create(&config.location.dir)
         .map_err(|e| format!("no local CA: {e}"))?;
-    if let Some(path) = &config.inspector.keylog {
-        crate::tls_keylog::open(path)?;
-    }
     let acceptor = super::intercept::acceptor(config.inspector.keylog.is_some())?;
     Ok(Arc::new(Interceptor {
         app: Arc::new(proxy_app(conf, shared, Ingress::Intercept)),
