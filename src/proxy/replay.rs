@@ -224,7 +224,6 @@ pub async fn read_body(
 pub fn install(session: &mut pingora_proxy::Session, body: Bytes) -> (Slot, Hold) {
     let slot: Slot = Arc::new(Mutex::new(None));
     let hold: Hold = Arc::default();
-    rearm(&hold);
     let req = session.downstream_session.req_header().clone();
     let original = std::mem::replace(&mut session.downstream_session, placeholder());
     let replay = ReplaySession {
