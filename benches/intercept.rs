@@ -260,55 +260,28 @@ async fn request(sender: &mut SendRequest<Full<Bytes>>, mock: SocketAddr) -> Res
     Ok(())
 }
 
-/// Latencies of `per_conn` requests on each of `conns` concurrent connections; `fresh`: a new
-/// connection (CONNECT + TLS) for every request, timed with it. Kept-alive runs open and warm
-/// every connection first (one request each) and start the clock when all are ready, so their
-/// req/s is that of the requests, not of the handshakes. Returns (sorted latencies, wall time).
-async fn run_load(
-    route: &Route,
-    conns: usize,
-    per_conn: usize,
-    fresh: bool,
-) -> (Vec<Duration>, Duration) {
-    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(conns + 1));
+/// Latencies of `per_conn` requests on each of `conns` concurrent connections, each request on
+/// a new connection (CONNECT + TLS), timed with it. Returns (sorted latencies, wall time).
+async fn run_fresh(route: &Route, conns: usize, per_conn: usize) -> (Vec<Duration>, Duration) {
+    let start = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..conns {
         let route = route.clone();
-        let ready = ready.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_conn);
-            let mut kept = None;
-            if !fresh {
+            for _ in 0..per_conn {
+                let t = Instant::now();
                 let mut s = connect(&route)
                     .await
                     .unwrap_or_else(|e| panic!("connect: {e}"));
-                request(&mut s, route.mock).await.unwrap();
-                kept = Some(s);
-            }
-            ready.wait().await;
-            for _ in 0..per_conn {
-                let t = Instant::now();
-                let s = match kept.as_mut() {
-                    Some(s) => s,
-                    None => kept.insert(
-                        connect(&route)
-                            .await
-                            .unwrap_or_else(|e| panic!("connect: {e}")),
-                    ),
-                };
-                request(s, route.mock)
+                request(&mut s, route.mock)
                     .await
                     .unwrap_or_else(|e| panic!("request: {e}"));
                 lat.push(t.elapsed());
-                if fresh {
-                    kept = None;
-                }
             }
             lat
         }));
     }
-    ready.wait().await;
-    let start = Instant::now();
     let mut all = Vec::new();
     for t in tasks {
         all.extend(t.await.unwrap());
@@ -565,11 +538,8 @@ async fn s10(quick: bool) {
     };
     let fresh_n = if quick { 60 } else { 300 };
     let columns = ["kept c=1", "kept c=16", "new conn c=1", "new conn c=16"];
-    for (_, route) in &routes {
-        // Warm up (connections, leaf minting).
-        let _ = run_load(route, 2, 20, false).await;
-    }
-    // Kept-alive c=1 as S1 measures it: one client thread, the routes in alternating blocks.
+    // Kept-alive runs go first and warm every route (connections, minted leaves) before their
+    // clocks start. Kept-alive c=1 as S1 measures it: one client thread, the routes in alternating blocks.
     let kept_c1 = {
         let routes: Vec<Route> = routes.iter().map(|(_, r)| r.clone()).collect();
         let (rounds, per_round) = if quick { (6, 50) } else { (20, 100) };
@@ -587,8 +557,8 @@ async fn s10(quick: bool) {
     let mut rows = Vec::new();
     for (((name, route), c1), c16) in routes.iter().zip(kept_c1).zip(kept_c16) {
         let mut cells = vec![c1, c16];
-        for (conns, per, fresh) in [(1, fresh_n, true), (16, fresh_n / 8, true)] {
-            let (lat, wall) = run_load(route, conns, per, fresh).await;
+        for (conns, per) in [(1, fresh_n), (16, fresh_n / 8)] {
+            let (lat, wall) = run_fresh(route, conns, per).await;
             cells.push((
                 lat.len() as f64 / wall.as_secs_f64(),
                 pct(&lat, 0.5),
