@@ -30,6 +30,34 @@ async fn through_proxy(
         .unwrap()
 }
 
+/// `curl <http_flag> --proxy` POSTing `{}` with the client's own key to `url`, trusting the
+/// gateway's CA at `ca`, with curl's own key log at `keylog`; prints "<HTTP version> <status>".
+async fn version_and_status(
+    proxy_port: u16,
+    ca: std::path::PathBuf,
+    url: String,
+    http_flag: &'static str,
+    keylog: Option<std::path::PathBuf>,
+) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", http_flag, "--max-time", "20", "-o", "/dev/null"])
+            .args(["-w", "%{http_version} %{http_code}", "--proxy"])
+            .arg(format!("http://127.0.0.1:{proxy_port}"))
+            .arg("--cacert")
+            .arg(ca)
+            .args(["-H", "x-api-key: sk-own", "-d", "{}"])
+            .arg(url);
+        if let Some(path) = keylog {
+            cmd.env("SSLKEYLOGFILE", path);
+        }
+        cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn curl_once(ca: &std::path::Path, proxy_port: u16, url: &str, key: &str) -> (u16, Value) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
@@ -182,22 +210,8 @@ async fn the_client_http_version_is_kept_upstream_and_non_tls_tunnels_are_relaye
     let gw_ca = gw.path("ccproxy-ca.pem");
     let url = format!("https://localhost:{}/v1/messages", original.port());
     for (flag, seen) in [("--http2", "2 200"), ("--http1.1", "1.1 200")] {
-        let (gw_ca, url) = (gw_ca.clone(), url.clone());
-        let out = tokio::task::spawn_blocking(move || {
-            Command::new("curl")
-                .args(["-sS", flag, "--max-time", "20", "-o", "/dev/null"])
-                .args(["-w", "%{http_version} %{http_code}", "--proxy"])
-                .arg(format!("http://127.0.0.1:{pport}"))
-                .arg("--cacert")
-                .arg(gw_ca)
-                .args(["-H", "x-api-key: sk-own", "-d", "{}"])
-                .arg(url)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), seen);
+        let answer = version_and_status(pport, gw_ca.clone(), url.clone(), flag, None).await;
+        assert_eq!(answer, seen);
     }
     let upstream = original.requests();
     assert_eq!(upstream[0].header("x-api-key"), Some("sk-own"));
@@ -263,25 +277,10 @@ async fn the_key_log_has_both_legs_of_an_intercepted_request() {
         dir.path().join("ccproxy-ca.pem"),
         format!("https://localhost:{}/v1/messages", original.port()),
     );
-    let curl_log2 = curl_log.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("curl")
-            .args(["-sS", "--http1.1", "--max-time", "20", "-o", "/dev/null"])
-            .args(["-w", "%{http_code}", "--proxy"])
-            .arg(format!("http://127.0.0.1:{pport}"))
-            .arg("--cacert")
-            .arg(ca_pem)
-            .args(["-H", "x-api-key: sk-own", "-d", "{}"])
-            .arg(url)
-            .env("SSLKEYLOGFILE", &curl_log2)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
+    let answer = version_and_status(pport, ca_pem, url, "--http1.1", Some(curl_log.clone())).await;
     let _ = gw.kill();
     let _ = gw.wait();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    assert_eq!(answer, "1.1 200");
 
     let sessions = |text: &str| -> std::collections::HashSet<String> {
         text.lines()
