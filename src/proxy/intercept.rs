@@ -3,10 +3,13 @@
 //! for that host minted by the local CA ([`crate::local_ca`]), and hands the decrypted stream
 //! to the same proxy service as the reverse listener, with [`Ingress::Intercept`], so hooks,
 //! routing, translation, capture and metrics apply alike. A request that is not `CONNECT`
-//! (absolute-form plain HTTP) goes to the same service unencrypted.
+//! (absolute-form plain HTTP) goes to the same service unencrypted. What cannot be taken as a
+//! proxy request (a bad `CONNECT` target, an oversized or late head, TLS or another protocol
+//! spoken to this HTTP listener) is answered here with a JSON error naming what was wrong.
 //!
 //! [`Ingress::Intercept`]: super::ingress::Ingress::Intercept
 
+use super::error::GatewayError;
 use crate::local_ca::LocalCa;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -216,39 +219,174 @@ impl pingora::listeners::TlsAccept for Mint {
     }
 }
 
-/// The request head: `(method, target, bytes after the head)`, or `None` when the client
-/// closed, stalled or sent something that is not an HTTP request head.
-async fn read_head(s: &mut L4Stream, limit: Duration) -> Option<(String, String, Vec<u8>)> {
+/// What the explicit proxy listener was asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum ProxyRequest {
+    /// `CONNECT target`, and any bytes the client sent after the head.
+    Connect { target: String, after: Vec<u8> },
+    /// Any other request (absolute-form plain HTTP): the bytes read so far, which start with
+    /// its request line; the proxy service reads the rest of the head itself, with its own
+    /// limits.
+    Plain(Vec<u8>),
+}
+
+/// Why no request could be taken from a new connection.
+#[derive(Debug, PartialEq, Eq)]
+enum HeadError {
+    /// The client sent nothing and closed or stayed silent: there is no one to answer.
+    Silent,
+    /// The client closed in the middle of its request head.
+    Closed,
+    /// The head (or a `CONNECT` head) is over [`MAX_HEAD`] bytes.
+    TooLarge,
+    /// The head did not arrive within the client read timeout.
+    TimedOut,
+    /// The first bytes are not an HTTP request line; `tls` when they look like a TLS hello.
+    NotHttp { tls: bool },
+}
+
+impl HeadError {
+    /// What the client is told, if anything.
+    fn answer(&self) -> Option<GatewayError> {
+        let e = match self {
+            HeadError::Silent | HeadError::Closed => return None,
+            HeadError::TooLarge => GatewayError::new(
+                431,
+                "proxy_head_too_large",
+                format!("the proxy request head is over {MAX_HEAD} bytes"),
+            ),
+            HeadError::TimedOut => GatewayError::new(
+                408,
+                "proxy_head_timeout",
+                "timed out reading the proxy request head",
+            ),
+            HeadError::NotHttp { tls: true } => GatewayError::new(
+                400,
+                "proxy_not_http",
+                "this is an HTTP proxy and the client spoke TLS to it: use an http:// proxy \
+                 URL (HTTPS_PROXY=http://host:port); tunnelled TLS is decrypted after CONNECT",
+            ),
+            HeadError::NotHttp { tls: false } => GatewayError::new(
+                400,
+                "proxy_not_http",
+                "expected an HTTP proxy request (CONNECT host:port, or a request with an \
+                 absolute URL)",
+            ),
+        };
+        Some(e)
+    }
+}
+
+/// Read the request line (and for `CONNECT` the rest of the head), bounded by [`MAX_HEAD`]
+/// and by `limit`.
+async fn read_proxy_request(s: &mut L4Stream, limit: Duration) -> Result<ProxyRequest, HeadError> {
     let mut buf = Vec::with_capacity(1024);
     let deadline = tokio::time::Instant::now() + limit;
-    let end = loop {
-        if let Some(i) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-            break i + 4;
+    let mut line_end = None;
+    loop {
+        if line_end.is_none() {
+            if looks_like_http(&buf) == Some(false) {
+                return Err(HeadError::NotHttp {
+                    tls: buf.first() == Some(&0x16),
+                });
+            }
+            line_end = memchr::memmem::find(&buf, b"\r\n");
+        }
+        if let Some(end) = line_end {
+            let line =
+                std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::NotHttp { tls: false })?;
+            let mut parts = line.split(' ');
+            let method = parts.next().unwrap_or_default();
+            let target = parts.next().unwrap_or_default().to_owned();
+            if !method.eq_ignore_ascii_case("CONNECT") {
+                return Ok(ProxyRequest::Plain(buf));
+            }
+            if let Some(head_end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
+                let after = buf.split_off(head_end + 4);
+                return Ok(ProxyRequest::Connect { target, after });
+            }
         }
         if buf.len() >= MAX_HEAD {
-            return None;
+            return Err(HeadError::TooLarge);
         }
         let mut chunk = [0u8; 2048];
         match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return None,
+            Ok(_) if buf.is_empty() => return Err(HeadError::Silent),
+            Ok(_) => return Err(HeadError::Closed),
+            Err(_) if buf.is_empty() => return Err(HeadError::Silent),
+            Err(_) => return Err(HeadError::TimedOut),
         }
+    }
+}
+
+/// The host and port of a `CONNECT` target (`host:port`, `[v6]:port`; a missing port is 443),
+/// or the error the client gets for it.
+fn connect_target(target: &str) -> Result<(String, u16), GatewayError> {
+    let bad = |why: &str| {
+        GatewayError::new(
+            400,
+            "proxy_bad_target",
+            format!("CONNECT target {target:?} {why}; expected host:port"),
+        )
     };
-    let line_end = memchr::memmem::find(&buf, b"\r\n")?;
-    let line = std::str::from_utf8(&buf[..line_end]).ok()?;
-    let mut parts = line.split(' ');
-    let (method, target) = (parts.next()?.to_owned(), parts.next()?.to_owned());
-    let mut rest = buf;
-    let after = rest.split_off(end);
-    // Not CONNECT: the head itself goes to the proxy service.
-    let after = if method.eq_ignore_ascii_case("CONNECT") {
-        after
-    } else {
-        let mut all = rest;
-        all.extend_from_slice(&after);
-        all
+    let (host, port) = match target.rsplit_once(':') {
+        // `[::1]` alone: the colon is inside the brackets.
+        Some((h, p)) if !p.contains(']') => {
+            let port = p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| bad("has no valid port"))?;
+            (h, port)
+        }
+        _ => (target, 443),
     };
-    Some((method, target, after))
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty()
+        || host.contains(['/', '[', ']', '@'])
+        || host.chars().any(char::is_whitespace)
+    {
+        return Err(bad("has no valid host"));
+    }
+    Ok((host.to_owned(), port))
+}
+
+/// Answer `err` as JSON and close: the listener's own refusals, before any request reached the
+/// proxy service. What the client still sends is read and discarded (bounded, as after the
+/// proxy service's own early answers) so the close is a FIN after the answer, not a reset that
+/// could destroy it.
+async fn refuse(s: &mut L4Stream, err: &GatewayError) {
+    let body = crate::proxy::error::render(err, None);
+    let reason = http::StatusCode::from_u16(err.status)
+        .ok()
+        .and_then(|c| c.canonical_reason())
+        .unwrap_or("Error");
+    let head = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        err.status,
+        body.len()
+    );
+    let mut out = head.into_bytes();
+    out.extend_from_slice(&body);
+    if s.write_all(&out).await.is_err() || s.flush().await.is_err() {
+        return;
+    }
+    let _ = s.shutdown().await;
+    let mut seen = 0usize;
+    let mut sink = [0u8; 8192];
+    let _ = tokio::time::timeout(super::response::DRAIN_TIME, async {
+        while seen < super::response::DRAIN_BYTES {
+            match s.read(&mut sink).await {
+                Ok(n) if n > 0 => seen += n,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 #[async_trait]
@@ -260,19 +398,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
     ) -> Option<Stream> {
         let mut l4 = stream.into_any().downcast::<L4Stream>().ok()?;
         let me = &self.interceptor;
-        let (method, target, after) = read_head(&mut l4, me.head_timeout).await?;
-        if !method.eq_ignore_ascii_case("CONNECT") {
-            l4.rewind(&after);
-            return me.plain.process_new(l4, shutdown).await;
-        }
-        let (host, port) = match target.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().unwrap_or(443)),
-            None => (target.as_str(), 443),
+        let (target, after) = match read_proxy_request(&mut l4, me.head_timeout).await {
+            Ok(ProxyRequest::Connect { target, after }) => (target, after),
+            Ok(ProxyRequest::Plain(read)) => {
+                l4.rewind(&read);
+                return me.plain.process_new(l4, shutdown).await;
+            }
+            Err(e) => {
+                if let Some(err) = e.answer() {
+                    tracing::debug!(kind = err.kind, "proxy request refused");
+                    refuse(&mut l4, &err).await;
+                }
+                return None;
+            }
         };
-        let host = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let (host, port) = match connect_target(&target) {
+            Ok(t) => t,
+            Err(err) => {
+                refuse(&mut l4, &err).await;
+                return None;
+            }
+        };
         l4.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
             .await
             .ok()?;
@@ -292,7 +438,34 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::looks_like_http;
+    use super::{connect_target, looks_like_http};
+
+    #[test]
+    fn connect_targets_are_host_and_port() {
+        let ok = |t: &str| connect_target(t).map_err(|e| e.message);
+        assert_eq!(
+            ok("api.anthropic.com:443"),
+            Ok(("api.anthropic.com".into(), 443))
+        );
+        assert_eq!(ok("localhost:8443"), Ok(("localhost".into(), 8443)));
+        assert_eq!(ok("[::1]:8443"), Ok(("::1".into(), 8443)));
+        assert_eq!(ok("[::1]"), Ok(("::1".into(), 443)));
+        assert_eq!(ok("example.test"), Ok(("example.test".into(), 443)));
+        for bad in [
+            "example.test:https",
+            "example.test:0",
+            "example.test:70000",
+            ":443",
+            "",
+            "a b:443",
+            "http://x:443",
+            "[::1:443",
+        ] {
+            let e = connect_target(bad).unwrap_err();
+            assert_eq!(e.status, 400, "{bad}");
+            assert!(e.message.contains("host:port"), "{bad}: {}", e.message);
+        }
+    }
 
     #[test]
     fn http_is_told_from_other_protocols() {

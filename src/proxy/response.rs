@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 /// After an error that left part of the request body unread, read and discard the rest for at
 /// most this long…
-const DRAIN_TIME: Duration = Duration::from_secs(5);
+pub(crate) const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// …or this many bytes, then close.
-const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const DRAIN_BYTES: usize = 64 * 1024 * 1024;
 
 impl Gateway {
     /// `upstream_response_filter`: the provider answered (headers).

@@ -307,3 +307,64 @@ async fn the_key_log_has_both_legs_of_an_intercepted_request() {
         0o600
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_is_not_a_proxy_request_gets_a_json_error_naming_it() {
+    use crate::support::raw::Conn;
+    let original = MockUpstream::start(Reply::Echo).await;
+    let pport = gateway_port();
+    let _gw = Gateway::start(&format!(
+        "  timeouts:\n    client_read_seconds: 0.5\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n"
+    ));
+    let proxy = format!("127.0.0.1:{pport}");
+    let refused = |status: u16, needle: &'static str| {
+        let proxy = proxy.clone();
+        move |bytes: Vec<u8>| {
+            let proxy = proxy.clone();
+            async move {
+                let mut c = Conn::open(&proxy).await;
+                c.send(&bytes).await;
+                let r = c.read_response().await;
+                let message = r.json()["error"]["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                assert_eq!(r.status, status, "{message}");
+                assert!(message.contains(needle), "{needle:?} not in {message:?}");
+                assert!(c.closed().await, "the connection is closed after the error");
+            }
+        }
+    };
+
+    // A CONNECT target without a usable port or host (it used to go to port 443).
+    refused(400, "example.test:https")(b"CONNECT example.test:https HTTP/1.1\r\n\r\n".to_vec())
+        .await;
+    refused(400, "host:port")(b"CONNECT :443 HTTP/1.1\r\n\r\n".to_vec()).await;
+    // TLS spoken to the HTTP listener (HTTPS_PROXY=https://…): the hint says what to change.
+    refused(400, "http://")(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03".to_vec()).await;
+    refused(400, "expected an HTTP proxy request")(b"SSH-2.0-OpenSSH_9.6\r\n".to_vec()).await;
+    // A CONNECT head over 8 KiB.
+    let mut big = b"CONNECT example.test:443 HTTP/1.1\r\nx-pad: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 9 * 1024));
+    refused(431, "over 8192 bytes")(big).await;
+    // A head that stops coming: 408 after client_read_seconds.
+    refused(408, "timed out")(b"CONNECT example.test:443 HTTP/1.1\r\n".to_vec()).await;
+    // Nothing at all: closed without an answer.
+    assert!(Conn::open(&proxy).await.closed().await);
+
+    // A plain request through the proxy is not held to the CONNECT head limit: 12 KiB of
+    // headers reach the named host.
+    let pad = "b".repeat(12 * 1024);
+    let mut c = Conn::open(&proxy).await;
+    let r = c
+        .exchange(
+            &format!(
+                "POST http://127.0.0.1:{port}/v1/messages HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\nx-pad: {pad}",
+                port = original.port()
+            ),
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(original.requests()[0].header("x-pad"), Some(pad.as_str()));
+}
