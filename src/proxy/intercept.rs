@@ -42,6 +42,29 @@ pub struct Interceptor<A> {
     pub resolve: std::collections::HashMap<String, std::net::SocketAddr>,
     /// The TLS acceptor (ALPN, key log); the certificate is chosen per connection.
     pub acceptor: SslAcceptor,
+    /// Hosts whose clients were already told (in the log) that they do not trust the local CA.
+    pub untrusted_warned: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+/// How many hosts [`Interceptor::untrusted_warned`] remembers; past that, no more warnings
+/// (the first ones have said what to do).
+const UNTRUSTED_WARNINGS: usize = 64;
+
+/// Whether a failed client handshake says outright that the client refused the minted
+/// certificate: its TLS alert (unknown CA, bad or unknown certificate), or, from OpenSSL clients
+/// (curl, Python), a record that does not decrypt: in TLS 1.3 they send that alert before
+/// switching to the handshake keys, so it arrives in the clear where BoringSSL expects an
+/// encrypted record. (Node, and so Claude Code, just closes the connection.)
+fn refused_in_so_many_words(error: &str) -> bool {
+    let e = error.to_ascii_uppercase();
+    [
+        "ALERT_UNKNOWN_CA",
+        "ALERT_BAD_CERTIFICATE",
+        "ALERT_CERTIFICATE_UNKNOWN",
+        "DECRYPTION_FAILED_OR_BAD_RECORD_MAC",
+    ]
+    .iter()
+    .any(|alert| e.contains(alert))
 }
 
 /// Where a relayed stream goes.
@@ -110,14 +133,45 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
         let mint = Mint {
             ca: self.ca.clone(),
             connect_host: host,
+            offered: std::sync::atomic::AtomicBool::new(false),
         };
         let tls =
             pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, l4, &mint)
                 .await
-                .map_err(|e| tracing::debug!(error = %e, "intercepted TLS handshake failed"))
+                .map_err(|e| self.handshake_failed(&mint, &e.to_string()))
                 .ok()?;
         let stream: Stream = Box::new(tls);
         self.app.process_new(stream, shutdown).await
+    }
+
+    /// Log a failed client handshake. A client that breaks off the handshake once it has the
+    /// minted certificate most likely does not trust the local CA, which is the one thing its
+    /// user must fix: that is a warning saying how (once per host). Anything else is debug.
+    fn handshake_failed(&self, mint: &Mint, error: &str) {
+        let offered = mint.offered.load(std::sync::atomic::Ordering::Relaxed);
+        let host = mint.connect_host.as_str();
+        let first = offered
+            && self.untrusted_warned.lock().is_ok_and(|mut warned| {
+                warned.len() < UNTRUSTED_WARNINGS && warned.insert(host.to_owned())
+            });
+        if !first {
+            tracing::debug!(host, error, "intercepted TLS handshake failed");
+            return;
+        }
+        let how = if refused_in_so_many_words(error) {
+            "refused"
+        } else {
+            "closed the connection on"
+        };
+        tracing::warn!(
+            host,
+            error,
+            ca = %self.ca.cert_path().display(),
+            "a client {how} the certificate ccproxy made for {host}: most likely it does not \
+             trust ccproxy's CA. `ccproxy ca` says how to trust it (system store, \
+             NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, REQUESTS_CA_BUNDLE); or list the host in \
+             inspector.ignore_hosts to relay it undecrypted"
+        );
     }
 
     /// Read until `decide` can tell what the stream is (bounded in size and time); the bytes
@@ -198,6 +252,9 @@ pub fn acceptor(keylog: bool) -> Result<SslAcceptor, String> {
 struct Mint {
     ca: Arc<LocalCa>,
     connect_host: String,
+    /// Whether a certificate was put in the handshake (so a failure after it is the client's
+    /// verdict on it, or the client going away).
+    offered: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -211,6 +268,8 @@ impl pingora::listeners::TlsAccept for Mint {
                 let _ = pingora::tls::ext::ssl_use_certificate(ssl, &leaf.cert);
                 let _ = pingora::tls::ext::ssl_use_private_key(ssl, &leaf.key);
                 let _ = pingora::tls::ext::ssl_add_chain_cert(ssl, self.ca.cert());
+                self.offered
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
                 tracing::warn!(host, error = %e, "cannot mint a certificate; the handshake fails")
@@ -438,7 +497,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ConnectListener<A> {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect_target, looks_like_http};
+    use super::{connect_target, looks_like_http, refused_in_so_many_words};
+
+    #[test]
+    fn a_refusal_is_told_from_a_client_that_went_away() {
+        for alert in [
+            "error:10000418:SSL routines:OPENSSL_internal:TLSV1_ALERT_UNKNOWN_CA",
+            "SSLV3_ALERT_BAD_CERTIFICATE",
+            "sslv3_alert_certificate_unknown",
+            // curl and Python (OpenSSL 3) over TLS 1.3, as Pingora reports it.
+            " TLSHandshakeFailure context: TLS accept() failed: [BAD_PACKET_LENGTH] [DECRYPTION_FAILED_OR_BAD_RECORD_MAC]",
+        ] {
+            assert!(refused_in_so_many_words(alert), "{alert}");
+        }
+        for other in [
+            "Connection reset by peer",
+            " TLSHandshakeFailure context: TLS accept() failed: unexpected EOF",
+            "WRONG_VERSION_NUMBER",
+        ] {
+            assert!(!refused_in_so_many_words(other), "{other}");
+        }
+    }
 
     #[test]
     fn connect_targets_are_host_and_port() {

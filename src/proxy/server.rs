@@ -223,6 +223,7 @@ fn interceptor(
         ignore_hosts: config.inspector.ignore_hosts.clone(),
         resolve: config.inspector.resolve.clone(),
         acceptor,
+        untrusted_warned: Default::default(),
     }))
 }
 

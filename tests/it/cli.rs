@@ -1,7 +1,7 @@
 //! The `ccproxy` binary: init, status, run, logs, start/stop, config errors, help, and the
 //! shipped configs.
 
-use crate::support::{bin, config_yaml, gateway_port, start_binary, Gateway};
+use crate::support::{bin, config_yaml, gateway_port, sigterm, start_binary, Gateway};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -242,15 +242,6 @@ fn every_command_has_help() {
         assert!(out.status.success(), "{cmd:?}");
         assert!(text(&out.stdout).contains("Usage"), "{cmd:?}");
     }
-}
-
-fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    child.wait().unwrap()
 }
 
 #[test]

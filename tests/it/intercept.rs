@@ -368,3 +368,105 @@ async fn what_is_not_a_proxy_request_gets_a_json_error_naming_it() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(original.requests()[0].header("x-pad"), Some(pad.as_str()));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_does_not_trust_the_ca_gets_its_user_a_warning_saying_how() {
+    let Some(_) = curl() else {
+        println!("skipped: curl is not installed");
+        return;
+    };
+    let ca = TestCa::new();
+    let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (port, pport) = (gateway_port(), gateway_port());
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        crate::support::config_yaml(
+            port,
+            gateway_port(),
+            &format!(
+                "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
+                ca.ca_file.display()
+            ),
+        )
+        .replace("log_file: null", "log_file: gw.log"),
+    )
+    .unwrap();
+    let mut gw = crate::support::start_binary(dir.path(), pport, &[]);
+    let proxy = format!("http://127.0.0.1:{pport}");
+    let url = format!("https://localhost:{}/v1/messages", original.port());
+    // curl (OpenSSL) trusting only the mock's test CA, not ccproxy's, twice: it refuses the
+    // certificate with an alert.
+    for _ in 0..2 {
+        let out = tokio::task::spawn_blocking({
+            let (url, test_ca, proxy) = (url.clone(), ca.ca_file.clone(), proxy.clone());
+            move || {
+                Command::new("curl")
+                    .args(["-sS", "--max-time", "20", "-o", "/dev/null", "--proxy"])
+                    .arg(proxy)
+                    .arg("--cacert")
+                    .arg(test_ca)
+                    .arg(url)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(60), "curl: certificate problem");
+    }
+    // Node (Claude Code's runtime) just closes the connection; to 127.0.0.1, a host of its own.
+    let mock_port = original.port();
+    let node = tokio::task::spawn_blocking(move || {
+        let script = format!(
+            "const net=require('net'),tls=require('tls');\
+             const s=net.connect({pport},'127.0.0.1',()=>{{\
+               s.write('CONNECT 127.0.0.1:{port} HTTP/1.1\\r\\n\\r\\n');\
+               s.once('data',()=>{{const t=tls.connect({{socket:s}});\
+                 t.on('error',e=>{{console.log(e.code);process.exit(0)}});\
+                 t.on('secureConnect',()=>{{console.log('trusted');process.exit(0)}})}})}});",
+            port = mock_port
+        );
+        Command::new("node").args(["-e", &script]).output().ok()
+    })
+    .await
+    .unwrap();
+    let node_ran = match node {
+        Some(out) if out.status.success() => {
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_ne!(
+                said.trim(),
+                "trusted",
+                "node must not trust ccproxy's CA here"
+            );
+            true
+        }
+        _ => {
+            println!("node not run (not installed): only curl's refusal is checked");
+            false
+        }
+    };
+    // Stopped gracefully, the gateway has logged every handshake.
+    crate::support::sigterm(&mut gw);
+    let log = std::fs::read_to_string(dir.path().join("gw.log")).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("does not trust ccproxy's CA"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1 + usize::from(node_ran),
+        "one warning per host: {log}"
+    );
+    assert!(warnings[0].contains("refused the certificate ccproxy made for localhost"));
+    assert!(warnings[0].contains("ccproxy ca"));
+    if node_ran {
+        assert!(
+            warnings[1]
+                .contains("closed the connection on the certificate ccproxy made for 127.0.0.1"),
+            "{}",
+            warnings[1]
+        );
+    }
+    assert_eq!(original.request_count(), 0);
+}

@@ -297,6 +297,16 @@ pub fn start_binary(
     child
 }
 
+/// SIGTERM a gateway process and wait for it to stop.
+pub fn sigterm(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    child.wait().unwrap()
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_ccproxy")
 }
