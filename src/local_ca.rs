@@ -5,8 +5,9 @@
 //!
 //! Keys are ECDSA P-256. The CA is valid for 10 years; leaves for 397 days (under the 398-day
 //! limit browsers and Apple clients enforce), with the host as their only SAN (a DNS name, or an
-//! IP address for an IP literal) and `serverAuth` usage. One leaf key serves every leaf, as in
-//! mitmproxy: minting is then one signature.
+//! IP address for an IP literal; also the common name when it fits in 64 characters) and
+//! `serverAuth` usage. One leaf key serves every leaf, as in mitmproxy: minting is then one
+//! signature. The cache holds at most 1,024 leaves.
 
 use boring::asn1::Asn1Time;
 use boring::bn::{BigNum, MsbOption};
@@ -32,6 +33,11 @@ pub const CA_NAME: &str = "ccproxy local CA";
 
 const CA_DAYS: u32 = 3650;
 const LEAF_DAYS: u32 = 397;
+/// Most leaves kept; past that, one is dropped for each new one (minting again costs one
+/// signature), so a client naming ever new hosts cannot grow memory without bound.
+const LEAF_CACHE: usize = 1024;
+/// Longest X.509 common name (RFC 5280 `ub-common-name`); longer host names are only in the SAN.
+const MAX_COMMON_NAME: usize = 64;
 
 /// Why the CA could not be loaded, created or used; names the file.
 #[derive(Debug, thiserror::Error)]
@@ -241,17 +247,24 @@ impl LocalCa {
             return Ok(l.clone());
         }
         let leaf = Arc::new(self.mint(&host)?);
-        self.leaves
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(host, leaf.clone());
+        let mut leaves = self.leaves.lock().unwrap_or_else(|p| p.into_inner());
+        if leaves.len() >= LEAF_CACHE {
+            if let Some(old) = leaves.keys().next().cloned() {
+                leaves.remove(&old);
+            }
+        }
+        leaves.insert(host, leaf.clone());
         Ok(leaf)
     }
 
     fn mint(&self, host: &str) -> Result<Leaf, CaError> {
         let mut name = X509NameBuilder::new().map_err(crypto)?;
-        name.append_entry_by_nid(Nid::COMMONNAME, host)
+        name.append_entry_by_nid(Nid::ORGANIZATIONNAME, "ccproxy")
             .map_err(crypto)?;
+        if host.len() <= MAX_COMMON_NAME {
+            name.append_entry_by_nid(Nid::COMMONNAME, host)
+                .map_err(crypto)?;
+        }
         let name = name.build();
         let mut b = builder(&name, self.cert.subject_name(), &self.leaf_key, LEAF_DAYS)?;
         let bc = BasicConstraints::new().build().map_err(crypto)?;
@@ -376,6 +389,31 @@ mod tests {
             &other.leaf("api.anthropic.com").unwrap().cert,
             "api.anthropic.com"
         ));
+    }
+
+    #[test]
+    fn a_host_name_longer_than_a_common_name_still_gets_a_leaf() {
+        // 64 characters is the most an X.509 common name may hold; DNS names go to 253.
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        let host = format!("{}.{}.example.com", "a".repeat(63), "b".repeat(40));
+        assert!(host.len() > 64);
+        let leaf = ca.leaf(&host).unwrap();
+        assert!(verifies(ca.cert(), &leaf.cert, &host));
+    }
+
+    #[test]
+    fn the_leaf_cache_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = LocalCa::load_or_create(dir.path()).unwrap();
+        for i in 0..LEAF_CACHE + 10 {
+            ca.leaf(&format!("h{i}.example.com")).unwrap();
+        }
+        let cached = ca.leaves.lock().unwrap().len();
+        assert!(cached <= LEAF_CACHE, "{cached} leaves cached");
+        // A host minted again after eviction is still a good leaf.
+        let again = ca.leaf("h0.example.com").unwrap();
+        assert!(verifies(ca.cert(), &again.cert, "h0.example.com"));
     }
 
     #[test]
