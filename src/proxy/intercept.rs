@@ -135,11 +135,23 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
             connect_host: host,
             offered: std::sync::atomic::AtomicBool::new(false),
         };
-        let tls =
-            pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, l4, &mint)
-                .await
-                .map_err(|e| self.handshake_failed(&mint, &e.to_string()))
-                .ok()?;
+        // A client that stalls mid-handshake is given up on like one that never sends a head.
+        let handshake =
+            pingora::protocols::tls::server::handshake_with_callback(&self.acceptor, l4, &mint);
+        let tls = match tokio::time::timeout(self.head_timeout, handshake).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                self.handshake_failed(&mint, &e.to_string());
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    host = mint.connect_host,
+                    "intercepted TLS handshake timed out"
+                );
+                return None;
+            }
+        };
         let stream: Stream = Box::new(tls);
         self.app.process_new(stream, shutdown).await
     }

@@ -470,3 +470,53 @@ async fn a_client_that_does_not_trust_the_ca_gets_its_user_a_warning_saying_how(
     }
     assert_eq!(original.request_count(), 0);
 }
+
+/// The bytes of a real ClientHello for `localhost` (BoringSSL's client, stopped after its first
+/// flight).
+fn client_hello() -> Vec<u8> {
+    use std::io::Read;
+    let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.set_nonblocking(true).unwrap();
+    let connector = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls())
+        .unwrap()
+        .build();
+    let pending = connector.configure().unwrap().connect("localhost", a);
+    assert!(matches!(
+        pending,
+        Err(boring::ssl::HandshakeError::WouldBlock(_))
+    ));
+    b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut hello = vec![0u8; 16 * 1024];
+    let n = b.read(&mut hello).unwrap();
+    hello.truncate(n);
+    assert_eq!(hello[0], 0x16, "a TLS handshake record");
+    hello
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_stalls_in_the_tls_handshake_is_closed() {
+    use crate::support::raw::Conn;
+    let pport = gateway_port();
+    let _gw = Gateway::start(&format!(
+        "  timeouts:\n    client_read_seconds: 0.5\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n"
+    ));
+    // A ClientHello, then nothing: the gateway answers it and gives up on the rest after
+    // client_read_seconds (it used to wait forever).
+    let mut c = Conn::open(&format!("127.0.0.1:{pport}")).await;
+    c.send(b"CONNECT localhost:443 HTTP/1.1\r\n\r\n").await;
+    assert_eq!(c.read_response().await.status, 200);
+    c.send(&client_hello()).await;
+    let mut server_flight = vec![0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut c.0, &mut server_flight)
+        .await
+        .unwrap();
+    assert_eq!(server_flight[0], 0x16, "the server's handshake flight");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        tokio::io::AsyncReadExt::read_to_end(&mut c.0, &mut rest),
+    )
+    .await;
+    assert!(closed.is_ok(), "closed, not held open");
+}
