@@ -73,6 +73,8 @@ pub struct Shared {
     pub pipeline: Pipeline,
     pub creds: creds::Store,
     pub resolver: upstream::Resolver,
+    /// The gateway's own listeners, to refuse requests routed back to them.
+    pub own_listeners: upstream::OwnListeners,
     pub budget: Arc<BodyBudget>,
     pub recorder: Arc<dyn FlowRecorder>,
     ids: RequestIds,
@@ -118,12 +120,17 @@ impl Shared {
             metrics.body_budget_rejections.clone(),
         );
         let resolver = upstream::Resolver::with_overrides(config.inspector.resolve.clone());
+        let own_listeners = upstream::OwnListeners::new(
+            &config.listen_addr(),
+            config.inspector.proxy_listen.as_deref(),
+        );
         Self {
             config,
             metrics,
             pipeline,
             creds,
             resolver,
+            own_listeners,
             budget,
             recorder,
             ids: RequestIds::new(),

@@ -373,7 +373,7 @@ pub fn error_json(format: Format, status: u16, message: &str, kind: Option<&str>
 
 fn anthropic_error_type(status: u16) -> &'static str {
     match status {
-        400 | 405 | 408 | 422 => "invalid_request_error",
+        400 | 405 | 408 | 422 | 431 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",
@@ -388,7 +388,7 @@ fn anthropic_error_type(status: u16) -> &'static str {
 
 fn gemini_status(status: u16) -> &'static str {
     match status {
-        400 | 413 => "INVALID_ARGUMENT",
+        400 | 413 | 431 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
@@ -403,7 +403,7 @@ fn gemini_status(status: u16) -> &'static str {
 
 fn openai_error_type(status: u16) -> &'static str {
     match status {
-        400 | 405 | 408 | 413 | 422 => "invalid_request_error",
+        400 | 405 | 408 | 413 | 422 | 431 => "invalid_request_error",
         401 => "authentication_error",
         403 => "permission_error",
         404 => "not_found_error",

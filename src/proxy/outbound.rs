@@ -83,6 +83,9 @@ impl Gateway {
             .lookup(&route.dest.host, route.dest.port)
             .await
             .map_err(|e| self.reject(ctx, e))?;
+        if let Some(e) = self.shared.own_listeners.loop_error(self.ingress, addr) {
+            return Err(self.reject(ctx, e));
+        }
         // A browser profile: Pingora connects to the profile's bridge instead.
         let addr = match route.provider.as_ref().and_then(|p| p.fingerprint.clone()) {
             Some(profiled) => profiled

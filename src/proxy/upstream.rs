@@ -11,6 +11,7 @@
 //! ([`crate::fingerprint::connector`]).
 
 use super::error::GatewayError;
+use super::ingress::Ingress;
 use super::route::Route;
 use crate::config::file::Scheme;
 use crate::config::{CaList, Timeouts};
@@ -96,6 +97,68 @@ impl Resolver {
     }
 }
 
+/// The gateway's own HTTP listeners. A request routed back to a listener that would route it the
+/// same way again is refused, instead of looping until the process runs out of file
+/// descriptors (and every listener with it).
+#[derive(Debug, Default)]
+pub struct OwnListeners {
+    reverse: Option<SocketAddr>,
+    proxy: Option<SocketAddr>,
+}
+
+impl OwnListeners {
+    /// From the configured `host:port` strings; a listener given by host name is not checked.
+    pub fn new(reverse: &str, proxy: Option<&str>) -> Self {
+        Self {
+            reverse: reverse.parse().ok(),
+            proxy: proxy.and_then(|p| p.parse().ok()),
+        }
+    }
+
+    /// The error for a request that came in through `ingress` and is routed to `dest`, when
+    /// that is a loop: anything sent to the proxy listener (which routes an origin-form request
+    /// by its `Host`, back to itself), or a reverse-listener request routed to the reverse
+    /// listener. (The proxy listener sending a request on to the reverse listener is a normal
+    /// second pass, not a loop.)
+    pub fn loop_error(&self, ingress: Ingress, dest: SocketAddr) -> Option<GatewayError> {
+        let hits = |listener: Option<SocketAddr>| {
+            listener.is_some_and(|l| {
+                l.port() == dest.port()
+                    && (l.ip() == dest.ip()
+                        || (l.ip().is_unspecified()
+                            && (dest.ip().is_loopback() || dest.ip().is_unspecified())))
+            })
+        };
+        if hits(self.proxy) {
+            // Through the proxy listener the client named this destination itself.
+            let status = if ingress == Ingress::Reverse {
+                508
+            } else {
+                400
+            };
+            return Some(GatewayError::new(
+                status,
+                "loop",
+                format!(
+                    "the destination {dest} is ccproxy's own proxy listener: the request would come \
+                     back to it forever"
+                ),
+            ));
+        }
+        if ingress == Ingress::Reverse && hits(self.reverse) {
+            return Some(GatewayError::new(
+                508,
+                "loop",
+                format!(
+                    "this request is routed to {dest}, ccproxy's own listener, where it would be \
+                     routed the same way forever; check the dest_host of the rule or provider"
+                ),
+            ));
+        }
+        None
+    }
+}
+
 /// Chrome's `SETTINGS_INITIAL_WINDOW_SIZE`.
 const CHROME_H2_STREAM_WINDOW: u32 = 6_291_456;
 /// Chrome's connection window (65,535 + its first `WINDOW_UPDATE` of 15,663,105).
@@ -164,4 +227,51 @@ pub fn peer(
         }
     }
     Box::new(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Ingress, OwnListeners};
+
+    #[test]
+    fn only_a_way_back_to_the_same_routing_is_a_loop() {
+        let own = OwnListeners::new("127.0.0.1:4000", Some("0.0.0.0:8084"));
+        let at = |s: &str| s.parse().unwrap();
+        // Anything to the proxy listener (bound to every address: loopback counts).
+        let e = own
+            .loop_error(Ingress::ProxyHttp, at("127.0.0.1:8084"))
+            .unwrap();
+        assert_eq!(e.status, 400);
+        assert_eq!(
+            own.loop_error(Ingress::Reverse, at("127.0.0.1:8084"))
+                .unwrap()
+                .status,
+            508
+        );
+        // The reverse listener from itself is a loop; from the proxy listener a second pass.
+        assert_eq!(
+            own.loop_error(Ingress::Reverse, at("127.0.0.1:4000"))
+                .unwrap()
+                .status,
+            508
+        );
+        assert!(own
+            .loop_error(Ingress::ProxyHttp, at("127.0.0.1:4000"))
+            .is_none());
+        assert!(own
+            .loop_error(Ingress::Intercept, at("127.0.0.1:4000"))
+            .is_none());
+        // Another port, or another address than the reverse listener's own.
+        assert!(own
+            .loop_error(Ingress::Reverse, at("127.0.0.1:4001"))
+            .is_none());
+        assert!(own
+            .loop_error(Ingress::Reverse, at("127.0.0.2:4000"))
+            .is_none());
+        // A listener named by host name is not checked.
+        let named = OwnListeners::new("localhost:4000", None);
+        assert!(named
+            .loop_error(Ingress::Reverse, at("127.0.0.1:4000"))
+            .is_none());
+    }
 }

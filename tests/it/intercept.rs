@@ -331,6 +331,7 @@ async fn what_is_not_a_proxy_request_gets_a_json_error_naming_it() {
                     .to_owned();
                 assert_eq!(r.status, status, "{message}");
                 assert!(message.contains(needle), "{needle:?} not in {message:?}");
+                assert_eq!(r.json()["error"]["type"], "invalid_request_error");
                 assert!(c.closed().await, "the connection is closed after the error");
             }
         }
@@ -519,4 +520,60 @@ async fn a_client_that_stalls_in_the_tls_handshake_is_closed() {
     )
     .await;
     assert!(closed.is_ok(), "closed, not held open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_routed_back_to_the_gateway_itself_is_refused_not_looped() {
+    use crate::support::raw::Conn;
+    // Through the proxy listener, naming the proxy listener itself: each pass used to open
+    // another connection to itself until the process ran out of file descriptors.
+    let pport = gateway_port();
+    let gw = Gateway::start(&format!(
+        "  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n"
+    ));
+    let mut c = Conn::open(&format!("127.0.0.1:{pport}")).await;
+    let r = c
+        .exchange(
+            &format!(
+                "POST http://127.0.0.1:{pport}/v1/messages HTTP/1.1\r\nhost: 127.0.0.1:{pport}"
+            ),
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("own proxy listener"), "{message}");
+    // On to the reverse listener is a second pass, not a loop: routed there (no provider: 501).
+    let reverse = gw.url("").trim_start_matches("http://").to_owned();
+    let mut c = Conn::open(&format!("127.0.0.1:{pport}")).await;
+    let r = c
+        .exchange(
+            &format!("POST http://{reverse}/v1/messages HTTP/1.1\r\nhost: {reverse}"),
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 501, "{}", String::from_utf8_lossy(&r.body));
+
+    // The reverse listener, with a rule that sends requests to a provider that is the gateway.
+    let dir = tempfile::tempdir().unwrap();
+    let (port, mport) = (gateway_port(), gateway_port());
+    std::fs::write(
+        dir.path().join("ccproxy.yaml"),
+        crate::support::config_yaml(
+            port,
+            mport,
+            &format!(
+                "  providers:\n    itself:\n      host: 127.0.0.1:{port}\n      scheme: http\n      provider: anthropic\n      auth: echo k\n  inspector:\n    transforms:\n      - match_path: \"^/v1/messages\"\n        dest_provider: itself\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let mut child = crate::support::start_binary(dir.path(), port, &[]);
+    let mut c = Conn::open(&format!("127.0.0.1:{port}")).await;
+    let r = c
+        .exchange("POST /v1/messages HTTP/1.1\r\nhost: gw", b"{}")
+        .await;
+    crate::support::sigterm(&mut child);
+    assert_eq!(r.status, 508, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("own listener"));
 }
