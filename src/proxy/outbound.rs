@@ -199,6 +199,12 @@ impl Gateway {
                 )
             })?;
             upstream_request.set_uri(uri);
+        } else if !matches!(upstream_request.raw_path().first(), Some(b'/' | b'*')) {
+            // An absolute-form target (`GET http://host/path`, an HTTP/1 client through the
+            // proxy listener), which Pingora keeps verbatim beside a URI holding its path, goes
+            // to the origin in origin-form (RFC 9112 §3.2.1); `Host` names the destination.
+            let origin_form = upstream_request.uri.clone();
+            upstream_request.set_uri(origin_form);
         }
         upstream_request.insert_header(http::header::HOST, route.dest.host_header.clone())?;
         self.authorize(upstream_request, ctx, &route)?;

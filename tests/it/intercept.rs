@@ -144,12 +144,16 @@ async fn plain_http_through_the_proxy_goes_to_the_named_host() {
     let gw = Gateway::start(&format!(
         "  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n"
     ));
-    let url = format!("http://127.0.0.1:{}/v1/messages", original.port());
+    let url = format!("http://127.0.0.1:{}/v1/messages?beta=true", original.port());
     let (status, body) =
         through_proxy(gw.path("ccproxy-ca.pem"), pport, url, "sk-client-own").await;
     assert_eq!(status, 200, "{body}");
     let seen = &original.requests()[0];
-    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.path, "/v1/messages?beta=true");
+    assert_eq!(
+        seen.authority, None,
+        "the origin gets an origin-form target, not the proxy form the client sent"
+    );
     assert_eq!(seen.header("x-api-key"), Some("sk-client-own"));
 }
 
