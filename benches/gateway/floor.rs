@@ -21,6 +21,7 @@ struct Floor {
 #[derive(Default)]
 struct Ctx {
     slot: Option<replay::Slot>,
+    hold: Option<replay::Hold>,
 }
 
 #[async_trait]
@@ -39,15 +40,20 @@ impl ProxyHttp for Floor {
         while let Some(chunk) = session.downstream_session.read_request_body().await? {
             buf.extend_from_slice(&chunk);
         }
-        ctx.slot = Some(replay::install(session, buf.freeze()).0);
+        let (slot, hold) = replay::install(session, buf.freeze());
+        (ctx.slot, ctx.hold) = (Some(slot), Some(hold));
         Ok(false)
     }
 
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        _ctx: &mut Ctx,
+        ctx: &mut Ctx,
     ) -> pingora::Result<Box<HttpPeer>> {
+        // As ccproxy does when an attempt begins: the replay session hands the body over.
+        if let Some(hold) = &ctx.hold {
+            replay::rearm(hold);
+        }
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
     }
 
