@@ -236,42 +236,25 @@ mod tests {
     #[test]
     fn only_a_way_back_to_the_same_routing_is_a_loop() {
         let own = OwnListeners::new("127.0.0.1:4000", Some("0.0.0.0:8084"));
-        let at = |s: &str| s.parse().unwrap();
-        // Anything to the proxy listener (bound to every address: loopback counts).
-        let e = own
-            .loop_error(Ingress::ProxyHttp, at("127.0.0.1:8084"))
-            .unwrap();
-        assert_eq!(e.status, 400);
-        assert_eq!(
-            own.loop_error(Ingress::Reverse, at("127.0.0.1:8084"))
-                .unwrap()
-                .status,
-            508
-        );
-        // The reverse listener from itself is a loop; from the proxy listener a second pass.
-        assert_eq!(
-            own.loop_error(Ingress::Reverse, at("127.0.0.1:4000"))
-                .unwrap()
-                .status,
-            508
-        );
-        assert!(own
-            .loop_error(Ingress::ProxyHttp, at("127.0.0.1:4000"))
-            .is_none());
-        assert!(own
-            .loop_error(Ingress::Intercept, at("127.0.0.1:4000"))
-            .is_none());
-        // Another port, or another address than the reverse listener's own.
-        assert!(own
-            .loop_error(Ingress::Reverse, at("127.0.0.1:4001"))
-            .is_none());
-        assert!(own
-            .loop_error(Ingress::Reverse, at("127.0.0.2:4000"))
-            .is_none());
+        let cases = [
+            // Anything to the proxy listener (bound to every address: loopback counts).
+            (Ingress::ProxyHttp, "127.0.0.1:8084", Some(400)),
+            (Ingress::Reverse, "127.0.0.1:8084", Some(508)),
+            // The reverse listener from itself is a loop; from the proxy listener a second pass.
+            (Ingress::Reverse, "127.0.0.1:4000", Some(508)),
+            (Ingress::ProxyHttp, "127.0.0.1:4000", None),
+            (Ingress::Intercept, "127.0.0.1:4000", None),
+            // Another port, or another address than the reverse listener's own.
+            (Ingress::Reverse, "127.0.0.1:4001", None),
+            (Ingress::Reverse, "127.0.0.2:4000", None),
+        ];
+        for (ingress, dest, status) in cases {
+            let got = own.loop_error(ingress, dest.parse().unwrap());
+            assert_eq!(got.map(|e| e.status), status, "{ingress:?} to {dest}");
+        }
         // A listener named by host name is not checked.
         let named = OwnListeners::new("localhost:4000", None);
-        assert!(named
-            .loop_error(Ingress::Reverse, at("127.0.0.1:4000"))
-            .is_none());
+        let dest = "127.0.0.1:4000".parse().unwrap();
+        assert!(named.loop_error(Ingress::Reverse, dest).is_none());
     }
 }

@@ -58,6 +58,33 @@ async fn version_and_status(
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A `ccproxy start` process trusting `ca` upstream, with its proxy listener and
+/// `inspector_extra` lines, logging to `log_file` in its config dir when given: the dir, the
+/// process and the proxy listener's port.
+fn gateway_process(
+    ca: &TestCa,
+    inspector_extra: &str,
+    log_file: Option<&str>,
+) -> (tempfile::TempDir, std::process::Child, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, pport) = (gateway_port(), gateway_port());
+    let yaml = crate::support::config_yaml(
+        port,
+        gateway_port(),
+        &format!(
+            "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n{inspector_extra}",
+            ca.ca_file.display()
+        ),
+    );
+    let yaml = match log_file {
+        Some(f) => yaml.replace("log_file: null", &format!("log_file: {f}")),
+        None => yaml,
+    };
+    std::fs::write(dir.path().join("ccproxy.yaml"), yaml).unwrap();
+    let gw = crate::support::start_binary(dir.path(), pport, &[]);
+    (dir, gw, pport)
+}
+
 fn curl_once(ca: &std::path::Path, proxy_port: u16, url: &str, key: &str) -> (u16, Value) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20", "-o", "-", "-w", "\n%{http_code}"])
@@ -259,21 +286,7 @@ async fn the_key_log_has_both_legs_of_an_intercepted_request() {
     };
     let ca = TestCa::new();
     let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, pport) = (gateway_port(), gateway_port());
-    std::fs::write(
-        dir.path().join("ccproxy.yaml"),
-        crate::support::config_yaml(
-            port,
-            gateway_port(),
-            &format!(
-                "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n    keylog: true\n",
-                ca.ca_file.display()
-            ),
-        ),
-    )
-    .unwrap();
-    let mut gw = crate::support::start_binary(dir.path(), pport, &[]);
+    let (dir, mut gw, pport) = gateway_process(&ca, "    keylog: true\n", None);
     // curl logs its own (client-side) secrets too: what is left in the gateway's log beside
     // curl's session is the upstream leg.
     let curl_log = dir.path().join("curl.keylog");
@@ -382,22 +395,7 @@ async fn a_client_that_does_not_trust_the_ca_gets_its_user_a_warning_saying_how(
     };
     let ca = TestCa::new();
     let original = MockUpstream::start_tls(Reply::Echo, &ca).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (port, pport) = (gateway_port(), gateway_port());
-    std::fs::write(
-        dir.path().join("ccproxy.yaml"),
-        crate::support::config_yaml(
-            port,
-            gateway_port(),
-            &format!(
-                "  ca_file: {}\n  inspector:\n    proxy_listen: 127.0.0.1:{pport}\n",
-                ca.ca_file.display()
-            ),
-        )
-        .replace("log_file: null", "log_file: gw.log"),
-    )
-    .unwrap();
-    let mut gw = crate::support::start_binary(dir.path(), pport, &[]);
+    let (dir, mut gw, pport) = gateway_process(&ca, "", Some("gw.log"));
     let proxy = format!("http://127.0.0.1:{pport}");
     let url = format!("https://localhost:{}/v1/messages", original.port());
     // curl (OpenSSL) trusting only the mock's test CA, not ccproxy's, twice: it refuses the
