@@ -111,6 +111,25 @@ pub fn device_peers(dir: &Path) -> Vec<(String, [u8; 32])> {
     out
 }
 
+/// Whether process `pid` is running: it exists and is not a zombie (a gateway killed under a
+/// parent that does not reap, such as a container's init, stays a zombie).
+fn running(pid: u32) -> bool {
+    let exists = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+        None,
+    )
+    .map_or_else(|e| e == nix::errno::Errno::EPERM, |()| true);
+    // `/proc/<pid>/stat`: "pid (comm) state …"; the command may hold spaces and parentheses.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    exists && !zombie
+}
+
 /// What the running gateway writes to `wireguard.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -139,12 +158,7 @@ impl State {
         })?;
         let state: State = serde_json::from_str(&text)
             .map_err(|e| format!("{}: not a gateway record: {e}", path.display()))?;
-        let alive = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(state.pid).unwrap_or(i32::MAX)),
-            None,
-        )
-        .map_or_else(|e| e == nix::errno::Errno::EPERM, |()| true);
-        if !alive {
+        if !running(state.pid) {
             return Err(format!(
                 "no gateway is running (the one recorded in {} has exited); start one with `ccproxy start`",
                 path.display()
@@ -157,6 +171,37 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_of_a_dead_or_zombie_gateway_is_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let record = |pid: u32| {
+            State {
+                endpoint: "127.0.0.1:1".parse().unwrap(),
+                public_key: String::new(),
+                pid,
+            }
+            .write(dir.path())
+            .unwrap();
+            State::read_live(dir.path())
+        };
+        assert!(
+            record(std::process::id()).is_ok(),
+            "this process is running"
+        );
+        // A child that has exited and is not reaped yet: a zombie.
+        let child = std::process::Command::new("true").spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+        nix::sys::wait::waitid(
+            nix::sys::wait::Id::Pid(pid),
+            nix::sys::wait::WaitPidFlag::WEXITED | nix::sys::wait::WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        let e = record(child.id()).unwrap_err();
+        assert!(e.contains("has exited"), "{e}");
+        let mut child = child;
+        child.wait().unwrap();
+    }
 
     #[test]
     fn a_key_is_created_once_with_mode_0600_and_never_printed() {
