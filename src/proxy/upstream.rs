@@ -130,18 +130,24 @@ impl OwnListeners {
             })
         };
         if hits(self.proxy) {
-            // Through the proxy listener the client named this destination itself.
+            // Through the proxy listener the client named this destination itself, most often
+            // by using the proxy listener as a base URL.
             let status = if ingress == Ingress::Reverse {
                 508
             } else {
                 400
             };
+            let base_url = self.reverse.map_or_else(String::new, |r| {
+                format!(
+                    "; a client with a base URL should point it at the reverse listener, http://{r}"
+                )
+            });
             return Some(GatewayError::new(
                 status,
                 "loop",
                 format!(
-                    "the destination {dest} is ccproxy's own proxy listener: the request would come \
-                     back to it forever"
+                    "the destination {dest} is ccproxy's own proxy listener, so the request would \
+                     come back to it forever{base_url}"
                 ),
             ));
         }

@@ -545,6 +545,17 @@ async fn a_request_routed_back_to_the_gateway_itself_is_refused_not_looped() {
     assert_eq!(r.status, 400);
     let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
     assert!(message.contains("own proxy listener"), "{message}");
+    // The usual cause, a base URL pointed at the proxy listener (origin-form), gets the hint.
+    let mut c = Conn::open(&format!("127.0.0.1:{pport}")).await;
+    let r = c
+        .exchange(
+            &format!("POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1:{pport}"),
+            b"{}",
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains(&gw.url("")), "{message}");
     // On to the reverse listener is a second pass, not a loop: routed there (no provider: 501).
     let reverse = gw.url("").trim_start_matches("http://").to_owned();
     let mut c = Conn::open(&format!("127.0.0.1:{pport}")).await;
