@@ -2,8 +2,9 @@
 //! listener.
 //!
 //! Every listener feeds the same [`super::Gateway`] service; [`Ingress`] tells the phases where a
-//! request came from (today only the reverse listener; intercepted TLS and jailed traffic come
-//! next, each through its own accept path that ends in `process_new` of the same service).
+//! request came from (the reverse listener, the proxy listener's decrypted and plain requests,
+//! jailed traffic), each through its own accept path that ends in `process_new` of the same
+//! service.
 //!
 //! The reverse listener speaks HTTP/1.1 and h2c on one port. Pingora's own h2c detection reads
 //! the 24-byte HTTP/2 preface with no timeout, so a connection that sends fewer bytes (a short

@@ -101,6 +101,10 @@ fn proxy_app(
     let mut app = pingora_proxy::http_proxy(conf, Gateway::new(shared.clone(), ingress));
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    // An HTTP/2 connection with no open stream is closed after the client read timeout, as
+    // Pingora closes an idle HTTP/1 connection (it counts only time with no active stream, so
+    // long responses are not cut).
+    options.h2_idle_timeout = Some(shared.config.timeouts.client_read);
     // CONNECT reaches the gateway, which refuses it with a JSON error.
     options.allow_connect_method_proxying = true;
     app.server_options = Some(options);

@@ -329,3 +329,33 @@ async fn a_rule_credential_failure_tells_the_client_only_the_summary() {
     );
     assert_eq!(mock.request_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_h2c_connection_is_closed_after_the_client_read_timeout() {
+    let mock = MockUpstream::start(Reply::Echo).await;
+    let gw = Gateway::start(&format!(
+        "  timeouts:\n    shutdown_seconds: 0\n    client_read_seconds: 0.5\n{}",
+        one_provider(&mock)
+    ));
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = hyper::Request::post(format!("http://{}/v1/messages", gw.addr()))
+        .header("x-api-key", "sk-ant-oat-ccproxy-a")
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"model":"m","max_tokens":1,"messages":[]}"#,
+        )))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    // Nothing more is sent: the gateway ends the connection (it used to stay open for good).
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(20), conn).await;
+    assert!(ended.is_ok(), "the idle h2c connection is still open");
+}
