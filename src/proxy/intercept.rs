@@ -186,28 +186,22 @@ impl<A: ServerApp + Send + Sync + 'static> Interceptor<A> {
         );
     }
 
-    /// Read until `decide` can tell what the stream is (bounded in size and time); the bytes
-    /// read and the decision. `None`: the client closed or stalled first.
+    /// Read until `decide` can tell what the stream is (at most a TLS hello's worth, within the
+    /// client read timeout); the bytes read and the decision. `None`: the client closed or
+    /// stalled first.
     pub async fn first_bytes<T>(
         &self,
         stream: &mut L4Stream,
         decide: impl Fn(&[u8]) -> Option<T>,
     ) -> Option<(Vec<u8>, T)> {
-        let deadline = tokio::time::Instant::now() + self.head_timeout;
-        let mut buf = Vec::with_capacity(2048);
-        let mut chunk = vec![0u8; 4096];
-        loop {
-            if let Some(d) = decide(&buf) {
-                return Some((buf, d));
-            }
-            if buf.len() > crate::tls_hello::MAX_HELLO {
-                return None;
-            }
-            match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
-                Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return None,
-            }
-        }
+        read_until(
+            stream,
+            self.head_timeout,
+            crate::tls_hello::MAX_HELLO,
+            decide,
+        )
+        .await
+        .ok()
     }
 
     /// Copy bytes both ways between the client and `target` until either side closes.
@@ -290,6 +284,47 @@ impl pingora::listeners::TlsAccept for Mint {
     }
 }
 
+/// Why a connection's first bytes ran out before [`read_until`] could decide.
+#[derive(Debug, PartialEq, Eq)]
+enum ReadStop {
+    /// The client sent nothing and closed or stayed silent: there is no one to answer.
+    Silent,
+    /// The client closed part way.
+    Closed,
+    /// More than the limit came without a decision.
+    TooLarge,
+    /// The limit in time passed part way.
+    TimedOut,
+}
+
+/// Read from `stream` until `decide` can tell what it is, within `limit` and at most `max`
+/// bytes; the bytes read and the decision.
+async fn read_until<T>(
+    stream: &mut L4Stream,
+    limit: Duration,
+    max: usize,
+    decide: impl Fn(&[u8]) -> Option<T>,
+) -> Result<(Vec<u8>, T), ReadStop> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = Vec::with_capacity(2048);
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        if let Some(d) = decide(&buf) {
+            return Ok((buf, d));
+        }
+        if buf.len() > max {
+            return Err(ReadStop::TooLarge);
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) if buf.is_empty() => return Err(ReadStop::Silent),
+            Ok(_) => return Err(ReadStop::Closed),
+            Err(_) if buf.is_empty() => return Err(ReadStop::Silent),
+            Err(_) => return Err(ReadStop::TimedOut),
+        }
+    }
+}
+
 /// What the explicit proxy listener was asked for.
 #[derive(Debug, PartialEq, Eq)]
 enum ProxyRequest {
@@ -301,17 +336,19 @@ enum ProxyRequest {
     Plain(Vec<u8>),
 }
 
+/// What a proxy request's first bytes say, once they say enough.
+enum Head {
+    /// `CONNECT target`, its head `len` bytes long.
+    Connect { target: String, len: usize },
+    /// Any other method.
+    Plain,
+}
+
 /// Why no request could be taken from a new connection.
 #[derive(Debug, PartialEq, Eq)]
 enum HeadError {
-    /// The client sent nothing and closed or stayed silent: there is no one to answer.
-    Silent,
-    /// The client closed in the middle of its request head.
-    Closed,
-    /// The head (or a `CONNECT` head) is over [`MAX_HEAD`] bytes.
-    TooLarge,
-    /// The head did not arrive within the client read timeout.
-    TimedOut,
+    /// The bytes ran out first.
+    Stopped(ReadStop),
     /// The first bytes are not an HTTP request line; `tls` when they look like a TLS hello.
     NotHttp { tls: bool },
 }
@@ -320,13 +357,13 @@ impl HeadError {
     /// What the client is told, if anything.
     fn answer(&self) -> Option<GatewayError> {
         let e = match self {
-            HeadError::Silent | HeadError::Closed => return None,
-            HeadError::TooLarge => GatewayError::new(
+            HeadError::Stopped(ReadStop::Silent | ReadStop::Closed) => return None,
+            HeadError::Stopped(ReadStop::TooLarge) => GatewayError::new(
                 431,
                 "proxy_head_too_large",
                 format!("the proxy request head is over {MAX_HEAD} bytes"),
             ),
-            HeadError::TimedOut => GatewayError::new(
+            HeadError::Stopped(ReadStop::TimedOut) => GatewayError::new(
                 408,
                 "proxy_head_timeout",
                 "timed out reading the proxy request head",
@@ -348,47 +385,44 @@ impl HeadError {
     }
 }
 
+/// What `buf` holds so far: not yet enough to tell (`None`), the request line of another
+/// method, a whole `CONNECT` head, or something that is not HTTP.
+fn proxy_head(buf: &[u8]) -> Option<Result<Head, HeadError>> {
+    if looks_like_http(buf) == Some(false) {
+        return Some(Err(HeadError::NotHttp {
+            tls: buf.first() == Some(&0x16),
+        }));
+    }
+    let line_end = memchr::memmem::find(buf, b"\r\n")?;
+    let Ok(line) = std::str::from_utf8(&buf[..line_end]) else {
+        return Some(Err(HeadError::NotHttp { tls: false }));
+    };
+    let mut parts = line.split(' ');
+    let method = parts.next().unwrap_or_default();
+    if !method.eq_ignore_ascii_case("CONNECT") {
+        return Some(Ok(Head::Plain));
+    }
+    let target = parts.next().unwrap_or_default().to_owned();
+    let end = memchr::memmem::find(buf, b"\r\n\r\n")?;
+    Some(Ok(Head::Connect {
+        target,
+        len: end + 4,
+    }))
+}
+
 /// Read the request line (and for `CONNECT` the rest of the head), bounded by [`MAX_HEAD`]
 /// and by `limit`.
 async fn read_proxy_request(s: &mut L4Stream, limit: Duration) -> Result<ProxyRequest, HeadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + limit;
-    let mut line_end = None;
-    loop {
-        if line_end.is_none() {
-            if looks_like_http(&buf) == Some(false) {
-                return Err(HeadError::NotHttp {
-                    tls: buf.first() == Some(&0x16),
-                });
-            }
-            line_end = memchr::memmem::find(&buf, b"\r\n");
+    let (mut buf, head) = read_until(s, limit, MAX_HEAD, proxy_head)
+        .await
+        .map_err(HeadError::Stopped)?;
+    Ok(match head? {
+        Head::Plain => ProxyRequest::Plain(buf),
+        Head::Connect { target, len } => {
+            let after = buf.split_off(len);
+            ProxyRequest::Connect { target, after }
         }
-        if let Some(end) = line_end {
-            let line =
-                std::str::from_utf8(&buf[..end]).map_err(|_| HeadError::NotHttp { tls: false })?;
-            let mut parts = line.split(' ');
-            let method = parts.next().unwrap_or_default();
-            let target = parts.next().unwrap_or_default().to_owned();
-            if !method.eq_ignore_ascii_case("CONNECT") {
-                return Ok(ProxyRequest::Plain(buf));
-            }
-            if let Some(head_end) = memchr::memmem::find(&buf, b"\r\n\r\n") {
-                let after = buf.split_off(head_end + 4);
-                return Ok(ProxyRequest::Connect { target, after });
-            }
-        }
-        if buf.len() >= MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-        let mut chunk = [0u8; 2048];
-        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            Ok(_) if buf.is_empty() => return Err(HeadError::Silent),
-            Ok(_) => return Err(HeadError::Closed),
-            Err(_) if buf.is_empty() => return Err(HeadError::Silent),
-            Err(_) => return Err(HeadError::TimedOut),
-        }
-    }
+    })
 }
 
 /// The host and port of a `CONNECT` target (`host:port`, `[v6]:port`; a missing port is 443),
