@@ -558,25 +558,20 @@ async fn s10(quick: bool, c1_gap: Duration) {
     let fresh_n = if quick { 60 } else { 300 };
     let columns = ["kept c=1", "kept c=16", "new conn c=1", "new conn c=16"];
     // Kept-alive runs go first and warm every route (connections, minted leaves) before their
-    // clocks start. Kept-alive c=1 as S1 measures it: one client thread, the routes in alternating blocks.
-    let kept_c1 = {
+    // clocks start. Kept-alive c=1 as S1 measures it: one client thread, the routes in alternating
+    // blocks; back to back, then with a pause between an answer and the next request, as any
+    // real client makes (on this kind of VM, back-to-back requests let the gateway's
+    // after-response work and the spare worker it wakes compete with the next request for the
+    // two cores).
+    let (kept_c1, kept_c1_paced) = {
         let routes: Vec<Route> = routes.iter().map(|(_, r)| r.clone()).collect();
         let (rounds, per_round) = if quick { (6, 50) } else { (20, 100) };
         tokio::task::spawn_blocking(move || {
-            alternating_c1(&routes, rounds, per_round, Duration::ZERO)
+            let c1 = |gap| alternating_c1(&routes, rounds, per_round, gap);
+            (c1(Duration::ZERO), c1(c1_gap))
         })
         .await
         .unwrap()
-    };
-    // The same with a pause between an answer and the next request, as any real client makes
-    // (on this kind of VM, back-to-back requests let the gateway's after-response work and the
-    // spare worker it wakes compete with the next request for the two cores).
-    let kept_c1_paced = {
-        let routes: Vec<Route> = routes.iter().map(|(_, r)| r.clone()).collect();
-        let (rounds, per_round) = if quick { (6, 50) } else { (20, 100) };
-        tokio::task::spawn_blocking(move || alternating_c1(&routes, rounds, per_round, c1_gap))
-            .await
-            .unwrap()
     };
     // Kept-alive c=16 the same way: the routes take turns, a round of `per_round` requests on
     // each of 16 connections at a time, so a slow patch of the VM does not land on one route.
